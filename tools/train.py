@@ -1,0 +1,116 @@
+"""Train a segmentor with an mmseg-ovseg (or plain mmseg) config.
+
+    python tools/train.py CONFIG [--work-dir DIR] [--resume] [--amp] [--cfg-options k=v ...]
+    bash tools/dist_train.sh CONFIG NUM_PROCS [args]          # torchrun, --launcher pytorch
+    sh tools/slurm_train.sh PARTITION JOB_NAME CONFIG [args]  # srun, --launcher slurm
+
+``mmseg_ovseg`` is imported before the config is read, so its models, datasets and metrics are
+registered even when a config lacks ``custom_imports``, and mmengine checkpoints load under
+torch's weights-only ``torch.load`` (see ``mmseg_ovseg/utils/checkpoint.py``).
+"""
+import argparse
+import logging
+import os
+import os.path as osp
+import sys
+
+REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+if REPO_ROOT not in sys.path:  # run from a checkout without `pip install -e .`
+    sys.path.insert(0, REPO_ROOT)
+
+import mmseg_ovseg  # noqa: E402,F401  (fills registries, registers safe checkpoint globals)
+from mmengine.config import Config, DictAction  # noqa: E402
+from mmengine.logging import print_log  # noqa: E402
+from mmengine.runner import Runner  # noqa: E402
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='Train a segmentor (mmseg-ovseg)')
+    parser.add_argument('config', help='train config file path')
+    parser.add_argument('--work-dir', help='directory for logs and checkpoints')
+    parser.add_argument(
+        '--resume', action='store_true',
+        help='resume from the latest checkpoint in the work dir (if there is one)')
+    parser.add_argument(
+        '--amp', action='store_true',
+        help='automatic mixed precision (AmpOptimWrapper; needs a CUDA/NPU/MLU device)')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction,
+        help='override config keys, e.g. train_cfg.max_iters=10 '
+        'env_cfg.dist_cfg.backend=gloo; lists as key="[a,b]"')
+    parser.add_argument(
+        '--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
+        help='job launcher')
+    # torch.distributed.launch passes --local_rank (torch < 2.0) or --local-rank.
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    # `mim train` may append `--gpus N` (mim#157); the device count comes from the launcher,
+    # so it is accepted and ignored. Hidden from -h: mim only appends it if -h shows it.
+    parser.add_argument('--gpus', type=int, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def setup_cfg(args):
+    """Load the config and apply the command-line options to it."""
+    if not osp.isfile(args.config):
+        raise FileNotFoundError(f'config file not found: {args.config}')
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+
+    # work_dir priority: command line > config > ./work_dirs/<config name>
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+
+    if args.gpus is not None:
+        print_log(f'--gpus {args.gpus} ignored: the number of processes is set by the '
+                  'launcher (torchrun/srun), one device per process', logger='current',
+                  level=logging.WARNING)
+
+    if args.amp:
+        enable_amp(cfg)
+    cfg.resume = args.resume
+    return cfg
+
+
+def enable_amp(cfg):
+    import torch
+    wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
+    if wrapper == 'AmpOptimWrapper':
+        print_log('AMP is already enabled in the config', logger='current',
+                  level=logging.WARNING)
+        return
+    if wrapper != 'OptimWrapper':
+        raise ValueError(f'--amp needs optim_wrapper.type OptimWrapper, got {wrapper!r}')
+    if not torch.cuda.is_available():
+        try:
+            from mmengine.device import (is_mlu_available, is_musa_available,
+                                         is_npu_available)
+            accel = is_npu_available() or is_mlu_available() or is_musa_available()
+        except ImportError:
+            accel = False
+        if not accel:
+            raise RuntimeError('--amp: mmengine AmpOptimWrapper only runs on CUDA/NPU/MLU/MUSA '
+                               'devices and none is available; train without --amp on CPU')
+    cfg.optim_wrapper.type = 'AmpOptimWrapper'
+    cfg.optim_wrapper.loss_scale = 'dynamic'
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    cfg = setup_cfg(args)
+    if 'runner_type' in cfg:
+        from mmseg.registry import RUNNERS
+        runner = RUNNERS.build(cfg)
+    else:
+        runner = Runner.from_cfg(cfg)
+    runner.train()
+
+
+if __name__ == '__main__':
+    main()
