@@ -1,0 +1,1 @@
+from .clip_vit import CLIPVisionTransformer  # noqa: F401

@@ -1,0 +1,356 @@
+"""CLIP ViT image tower (open_clip) driven by a forward that hosts what the papers add.
+
+One backbone serves every ViT-based method of the package:
+
+- dense outputs: per-layer patch-token maps and CLIP's dense patch embeddings
+  (``ln_post`` + ``proj`` applied to every patch token, as MaskCLIP/ZegCLIP use them);
+- position-embedding resizing (bicubic) for any input size;
+- deep visual prompt tuning (ZegCLIP, Sec. 3.3; VPT-deep): ``num_prompt_tokens`` learnable
+  tokens inserted after CLS at the first layer and replaced by each later layer's own prompts;
+- SLS tokens with attention bias (SAN, Sec. 3.3 "Mask recognition with attention bias"):
+  from a split layer on, ``Q`` copies of CLS attend to [CLS; patches; themselves] with a
+  predicted per-head bias, while CLS and patch tokens never see them. The SLS rows are computed
+  as a cross-attention (the paper's complexity argument): ``O((T+1)^2 + Q (T+1+Q))`` instead
+  of the ``(Q+1+T)^2`` masked self-attention of the reference code.
+
+The open_clip tower is held as ``self.visual``, so state-dict keys are exactly the
+``visual.*`` keys of a CLIP checkpoint and OpenAI/open_clip weights load unconverted.
+"""
+import math
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from mmengine.model import BaseModule
+from mmseg.registry import MODELS
+from torch import Tensor
+
+from mmseg_ovseg.clip.builder import build_visual_tower, load_tower_weights
+
+# Additive mask value the reference SAN implementation uses for blocked positions.
+SLS_MASK_VALUE = -100.0
+
+
+def resize_clip_pos_embed(pos_embed: Tensor, src_hw: Tuple[int, int], dst_hw: Tuple[int, int],
+                          num_prefix: int = 1, mode: str = 'bicubic') -> Tensor:
+    """Resize CLIP's ``(num_prefix + h*w, D)`` position embedding to another patch grid.
+
+    The prefix (CLS) rows are kept; the grid rows are interpolated (``align_corners=False``,
+    no antialiasing, as mmseg's ViT does). Identity when the grids are equal.
+    """
+    if tuple(src_hw) == tuple(dst_hw):
+        return pos_embed
+    prefix, grid = pos_embed[:num_prefix], pos_embed[num_prefix:]
+    if grid.shape[0] != src_hw[0] * src_hw[1]:
+        raise ValueError(f'position embedding has {grid.shape[0]} grid rows, expected '
+                         f'{src_hw[0]}x{src_hw[1]}')
+    grid = grid.reshape(1, src_hw[0], src_hw[1], -1).permute(0, 3, 1, 2)
+    grid = F.interpolate(grid, size=dst_hw, mode=mode, align_corners=False)
+    grid = grid.permute(0, 2, 3, 1).reshape(dst_hw[0] * dst_hw[1], -1)
+    return torch.cat([prefix, grid], dim=0)
+
+
+def build_sls_attn_mask(attn_bias: Tensor, num_prefix: int = 1) -> Tensor:
+    """Additive mask for SLS queries over keys ``[prefix (CLS); patches; SLS]``.
+
+    Args:
+        attn_bias: ``(B, heads, Q, L)`` bias of each SLS token on each patch (CLIP grid).
+        num_prefix: tokens before the patches (CLS).
+
+    Returns:
+        ``(B, heads, Q, num_prefix + L + Q)``: -100 on the prefix and on other SLS tokens, the
+        bias on patches, 0 on each SLS token's own column.
+    """
+    b, h, q, _ = attn_bias.shape
+    prefix = attn_bias.new_full((b, h, q, num_prefix), SLS_MASK_VALUE)
+    eye = torch.eye(q, dtype=torch.bool, device=attn_bias.device)
+    sls = attn_bias.new_full((q, q), SLS_MASK_VALUE).masked_fill(eye, 0.0)
+    return torch.cat([prefix, attn_bias, sls.expand(b, h, q, q)], dim=-1)
+
+
+def _drop_path(x: Tensor, p: float, training: bool) -> Tensor:
+    if p == 0.0 or not training:
+        return x
+    keep = x.new_empty((x.shape[0], ) + (1, ) * (x.ndim - 1)).bernoulli_(1 - p)
+    return x * keep / (1 - p)
+
+
+@MODELS.register_module()
+class CLIPVisionTransformer(BaseModule):
+    """CLIP ViT backbone built by open_clip.
+
+    Args:
+        clip_model (str | dict): open_clip model name (``'ViT-B-16'``; use ``-quickgelu``
+            names with OpenAI weights) or a config dict (see ``mmseg_ovseg.clip.builder``).
+        pretrained (str, optional): local CLIP checkpoint (full CLIP or visual-only keys with
+            the ``visual.`` prefix). Loaded strictly at construction.
+        out_indices (Sequence[int]): blocks whose outputs ``forward`` returns as
+            ``(B, D, h, w)`` maps. Negative indices count from the end.
+        out_origin (bool): also return the post-``ln_pre`` embedding map first.
+        output_dense (bool): append CLIP's dense patch embedding ``(B, C, h, w)`` and global
+            (CLS) embedding ``(B, C)`` after ``ln_post`` + ``proj`` to the outputs.
+        normalize_dense (bool): L2-normalise the dense and global embeddings.
+        frozen (bool): freeze the CLIP tower (prompt parameters always train).
+        frozen_exclude (Sequence[str]): substrings of ``visual`` parameter names that stay
+            trainable when frozen (SAN trains ``positional_embedding``).
+        num_prompt_tokens (int): deep visual prompt tokens per layer (0: none).
+        prompt_depth (int): number of layers that receive their own prompts (1 = shallow VPT;
+            the number of layers = VPT-deep); ignored without prompt tokens.
+        prompt_dropout (float): dropout on projected prompts.
+        prompt_proj (bool): a shared ``Linear(D, D)`` applied to every layer's prompts.
+        drop_path_rate (float): stochastic depth, linearly increasing over the blocks.
+        pad_to_patch (bool): zero-pad inputs at the bottom/right to a multiple of the patch
+            size (so odd sizes and images smaller than one patch work).
+        interpolate_mode (str): position-embedding resize mode.
+    """
+
+    def __init__(self,
+                 clip_model: Union[str, dict] = 'ViT-B-16',
+                 pretrained: Optional[str] = None,
+                 out_indices: Sequence[int] = (-1, ),
+                 out_origin: bool = False,
+                 output_dense: bool = False,
+                 normalize_dense: bool = False,
+                 frozen: bool = True,
+                 frozen_exclude: Sequence[str] = (),
+                 num_prompt_tokens: int = 0,
+                 prompt_depth: int = 0,
+                 prompt_dropout: float = 0.0,
+                 prompt_proj: bool = True,
+                 drop_path_rate: float = 0.0,
+                 pad_to_patch: bool = True,
+                 interpolate_mode: str = 'bicubic',
+                 init_cfg: Optional[dict] = None):
+        super().__init__(init_cfg=init_cfg)
+        self.visual = build_visual_tower(clip_model)
+        if not hasattr(self.visual, 'transformer') or not hasattr(self.visual, 'conv1'):
+            raise TypeError(f'{clip_model!r} is not a ViT CLIP model; use '
+                            'CLIPResNetWithAttention for ResNet towers')
+        for i, blk in enumerate(self.visual.transformer.resblocks):
+            if not isinstance(getattr(blk, 'attn', None), nn.MultiheadAttention):
+                raise TypeError(f'block {i} of {clip_model!r} is a {type(blk).__name__} '
+                                'without a standard attention; not supported')
+        if pretrained is not None:
+            load_tower_weights(self.visual, pretrained, 'visual')
+
+        self.num_layers = len(self.visual.transformer.resblocks)
+        self.width = self.visual.conv1.out_channels
+        self.num_heads = self.visual.transformer.resblocks[0].attn.num_heads
+        self.patch_size = tuple(self.visual.conv1.kernel_size)
+        self.pos_grid = tuple(self.visual.grid_size)
+        self.out_indices = [i % self.num_layers for i in out_indices]
+        self.out_origin = out_origin
+        self.output_dense = output_dense
+        self.normalize_dense = normalize_dense
+        self.pad_to_patch = pad_to_patch
+        self.interpolate_mode = interpolate_mode
+        self.drop_path_rates = [
+            drop_path_rate * i / max(self.num_layers - 1, 1) for i in range(self.num_layers)
+        ]
+
+        # Deep visual prompts (ZegCLIP / VPT-deep).
+        self.num_prompt_tokens = num_prompt_tokens
+        self.prompt_depth = min(prompt_depth, self.num_layers) if num_prompt_tokens else 0
+        if self.prompt_depth:
+            # VPT's uniform init: +-sqrt(6 / (3 * patch_area + D)).
+            val = math.sqrt(6.0 / float(3 * self.patch_size[0] * self.patch_size[1] +
+                                        self.width))
+            self.prompt_embeddings = nn.Parameter(
+                torch.empty(self.prompt_depth, num_prompt_tokens, self.width).uniform_(-val, val))
+            self.prompt_proj = nn.Linear(self.width, self.width) if prompt_proj else nn.Identity()
+            if prompt_proj:
+                nn.init.kaiming_normal_(self.prompt_proj.weight, a=0, mode='fan_out')
+                nn.init.zeros_(self.prompt_proj.bias)
+            self.prompt_dropout = nn.Dropout(prompt_dropout)
+            self.prompt_norm = nn.LayerNorm(self.width, eps=1e-6)
+
+        self.frozen = frozen
+        if frozen:
+            for name, param in self.visual.named_parameters():
+                param.requires_grad = any(key in name for key in frozen_exclude)
+
+    # ------------------------------------------------------------------ building blocks
+    @property
+    def num_prefix_tokens(self) -> int:
+        """CLS plus prompt tokens in front of the patch tokens."""
+        return 1 + (self.num_prompt_tokens if self.prompt_depth else 0)
+
+    def _layer_prompts(self, layer: int, batch: int) -> Tensor:
+        prompts = self.prompt_dropout(self.prompt_proj(self.prompt_embeddings[layer]))
+        return prompts.unsqueeze(0).expand(batch, -1, -1)
+
+    def embed(self, x: Tensor) -> Tuple[Tensor, Tuple[int, int]]:
+        """Patch embedding, CLS, resized position embedding, ``ln_pre`` and shallow prompts.
+
+        Args:
+            x: ``(B, 3, H, W)`` normalised image.
+
+        Returns:
+            tokens ``(B, num_prefix_tokens + h*w, D)`` and the patch grid ``(h, w)``.
+        """
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise ValueError(f'expected images of shape (B, 3, H, W), got {tuple(x.shape)}')
+        ph, pw = self.patch_size
+        if self.pad_to_patch:
+            pad_h, pad_w = (-x.shape[2]) % ph, (-x.shape[3]) % pw
+            if pad_h or pad_w:
+                x = F.pad(x, (0, pad_w, 0, pad_h))
+        elif x.shape[2] < ph or x.shape[3] < pw:
+            raise ValueError(f'image {tuple(x.shape[2:])} is smaller than one patch {ph}x{pw}')
+        visual = self.visual
+        x = visual.conv1(x)
+        hw = (x.shape[2], x.shape[3])
+        x = x.flatten(2).transpose(1, 2)
+        cls = visual.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
+        x = torch.cat([cls, x], dim=1)
+        pos = resize_clip_pos_embed(visual.positional_embedding, self.pos_grid, hw, 1,
+                                    self.interpolate_mode)
+        x = visual.ln_pre(x + pos.to(x.dtype))
+        if self.prompt_depth:
+            x = torch.cat([x[:, :1], self._layer_prompts(0, x.shape[0]).to(x.dtype), x[:, 1:]],
+                          dim=1)
+        return x, hw
+
+    def _qkv(self, blk: nn.Module, x: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        """``(B, N, D)`` normalised tokens -> q, k, v as ``(B, heads, N, D/heads)``."""
+        attn = blk.attn
+        q, k, v = F.linear(x, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
+        split = lambda t: t.unflatten(-1, (self.num_heads, -1)).transpose(1, 2)  # noqa: E731
+        return split(q), split(k), split(v)
+
+    def _attn_out(self, blk: nn.Module, out: Tensor) -> Tensor:
+        out = out.transpose(1, 2).flatten(2)
+        return F.linear(out, blk.attn.out_proj.weight, blk.attn.out_proj.bias)
+
+    def _mlp_residual(self, blk: nn.Module, x: Tensor, dp: float) -> Tensor:
+        return x + _drop_path(blk.ls_2(blk.mlp(blk.ln_2(x))), dp, self.training)
+
+    def block_forward(self, index: int, x: Tensor) -> Tensor:
+        """One CLIP residual block on ``(B, N, D)`` tokens with fused SDPA attention."""
+        blk = self.visual.transformer.resblocks[index]
+        dp = self.drop_path_rates[index]
+        q, k, v = self._qkv(blk, blk.ln_1(x))
+        x = x + _drop_path(blk.ls_1(self._attn_out(blk, F.scaled_dot_product_attention(q, k, v))),
+                           dp, self.training)
+        return self._mlp_residual(blk, x, dp)
+
+    def forward_blocks(self,
+                       tokens: Tensor,
+                       start: int = 0,
+                       end: Optional[int] = None,
+                       out_indices: Sequence[int] = ()) -> Tuple[Tensor, Dict[int, Tensor]]:
+        """Run blocks ``start..end-1``; replace deep prompts before each prompted layer.
+
+        Returns:
+            the tokens after block ``end - 1`` and ``{i: tokens after block i}`` for
+            ``i`` in ``out_indices``.
+        """
+        end = self.num_layers if end is None else end
+        outs = {}
+        n = self.num_prompt_tokens
+        for i in range(start, end):
+            if 0 < i < self.prompt_depth:
+                # VPT-deep: the previous layer's prompt outputs are discarded, not passed on.
+                prompts = self._layer_prompts(i, tokens.shape[0]).to(tokens.dtype)
+                tokens = torch.cat([tokens[:, :1], prompts, tokens[:, 1 + n:]], dim=1)
+            tokens = self.block_forward(i, tokens)
+            if i in out_indices:
+                outs[i] = tokens
+        return tokens, outs
+
+    def tokens_to_map(self, tokens: Tensor, hw: Tuple[int, int]) -> Tensor:
+        """``(B, prefix + h*w, D)`` -> patch map ``(B, D, h, w)``."""
+        patches = tokens[:, self.num_prefix_tokens:]
+        return patches.transpose(1, 2).reshape(tokens.shape[0], -1, hw[0], hw[1])
+
+    def project(self, tokens: Tensor) -> Tensor:
+        """CLIP's output head on any tokens: (``prompt_norm``,) ``ln_post``, ``proj``."""
+        if self.prompt_depth:
+            tokens = self.prompt_norm(tokens)
+        tokens = self.visual.ln_post(tokens)
+        if self.visual.proj is not None:
+            tokens = tokens @ self.visual.proj
+        return tokens
+
+    def dense_embed(self, tokens: Tensor, hw: Tuple[int, int]) -> Tuple[Tensor, Tensor]:
+        """Dense patch embeddings ``(B, C, h, w)`` and the global embedding ``(B, C)``."""
+        cls = self.project(tokens[:, 0])
+        dense = self.project(tokens[:, self.num_prefix_tokens:])
+        if self.normalize_dense:
+            cls = F.normalize(cls, dim=-1)
+            dense = F.normalize(dense, dim=-1)
+        dense = dense.transpose(1, 2).reshape(tokens.shape[0], -1, hw[0], hw[1])
+        return dense, cls
+
+    def forward_sls(self,
+                    tokens: Tensor,
+                    attn_bias: Union[Tensor, List[Tensor]],
+                    start: int,
+                    sls: Optional[Tensor] = None,
+                    num_sls: Optional[int] = None) -> Tuple[Tensor, Tensor]:
+        """Run blocks ``start..`` with SLS tokens (SAN's mask recognition).
+
+        CLS and patch tokens run CLIP's ordinary attention (they never see SLS tokens). SLS
+        tokens attend to keys ``[CLS; patches; SLS]`` with the mask of
+        :func:`build_sls_attn_mask`, one SDPA call per block.
+
+        Args:
+            tokens: ``(B, 1 + L, D)`` tokens entering block ``start``.
+            attn_bias: ``(B, heads, Q, L)`` bias shared by all blocks, or a list with one
+                bias per block ``start..num_layers-1``.
+            start: the split layer.
+            sls: ``(B, Q, D)`` initial SLS tokens; default ``num_sls`` copies of CLS.
+            num_sls: the number of SLS tokens when ``sls`` is None (default: from the bias).
+
+        Returns:
+            SLS tokens ``(B, Q, D)`` and the visual tokens after the last block.
+        """
+        if self.prompt_depth:
+            raise NotImplementedError('SLS tokens together with deep prompts are not supported')
+        biases = attn_bias if isinstance(attn_bias, (list, tuple)) else None
+        if biases is not None and len(biases) != self.num_layers - start:
+            raise ValueError(f'got {len(biases)} attention biases for '
+                             f'{self.num_layers - start} recognition blocks')
+        first = biases[0] if biases is not None else attn_bias
+        if first.shape[1] != self.num_heads or first.shape[-1] != tokens.shape[1] - 1:
+            raise ValueError(f'attention bias {tuple(first.shape)} does not match '
+                             f'{self.num_heads} heads x {tokens.shape[1] - 1} patches')
+        if sls is None:
+            num_sls = first.shape[2] if num_sls is None else num_sls
+            sls = tokens[:, :1].expand(-1, num_sls, -1)
+        # A bias shared by all blocks gives one mask, built once per image.
+        shared_mask = None if biases is not None else build_sls_attn_mask(attn_bias).to(
+            tokens.dtype)
+        x = tokens
+        for j, i in enumerate(range(start, self.num_layers)):
+            blk = self.visual.transformer.resblocks[i]
+            dp = self.drop_path_rates[i]
+            mask = shared_mask if biases is None else build_sls_attn_mask(biases[j]).to(x.dtype)
+            qx, kx, vx = self._qkv(blk, blk.ln_1(x))
+            qs, ks, vs = self._qkv(blk, blk.ln_1(sls))
+            x_attn = F.scaled_dot_product_attention(qx, kx, vx)
+            s_attn = F.scaled_dot_product_attention(
+                qs, torch.cat([kx, ks], dim=2), torch.cat([vx, vs], dim=2), attn_mask=mask)
+            x = self._mlp_residual(
+                blk, x + _drop_path(blk.ls_1(self._attn_out(blk, x_attn)), dp, self.training), dp)
+            sls = self._mlp_residual(
+                blk, sls + _drop_path(blk.ls_1(self._attn_out(blk, s_attn)), dp, self.training),
+                dp)
+        return sls, x
+
+    # ------------------------------------------------------------------ mmseg interface
+    def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
+        """Return ``(origin?, *maps at out_indices, dense?, global?)``.
+
+        Maps are ``(B, D, h, w)``; with ``output_dense`` the last two entries are the dense
+        embedding ``(B, C, h, w)`` and the global embedding ``(B, C)``.
+        """
+        tokens, hw = self.embed(x)
+        outs = [self.tokens_to_map(tokens, hw)] if self.out_origin else []
+        end = max(self.out_indices) + 1 if not self.output_dense else self.num_layers
+        tokens, layer_outs = self.forward_blocks(tokens, 0, end, self.out_indices)
+        outs += [self.tokens_to_map(layer_outs[i], hw) for i in self.out_indices]
+        if self.output_dense:
+            outs += list(self.dense_embed(tokens, hw))
+        return tuple(outs)
