@@ -1,0 +1,280 @@
+"""Inference latency and peak memory of a segmentor, optionally side by side with a reference.
+
+    python tools/benchmark.py CONFIG [--checkpoint CKPT] [--shape 512 512] [--warmup 3]
+        [--runs 10] [--threads 2] [--bf16] [--mode predict|tensor]
+        [--reference-config REF_CONFIG [--reference-checkpoint CKPT]] [--out result.json]
+
+Every model runs on the same input tensor (already normalised, batch 1 unless ``--batch``),
+``--warmup`` untimed runs then ``--runs`` timed runs. Reported per model: median/min/mean
+latency, torch threads, peak memory above the pre-run level (CPU: resident set size sampled
+from ``/proc/self/statm`` by a thread; CUDA: ``torch.cuda.max_memory_allocated``) and, with a
+reference, ``latency ratio = median(model) / median(reference)``.
+
+Other code can time any callables with :func:`benchmark_models`, e.g. to add mmseg's own SAN
+as a reference::
+
+    sys.path.insert(0, 'tools')  # tools/ is not a package
+    from benchmark import benchmark_models, build_segmentor, predict_fn
+    fns = {'ours': predict_fn(build_segmentor(cfg_a)), 'mmseg': predict_fn(build_segmentor(cfg_b))}
+    results = benchmark_models(fns, torch.randn(1, 3, 512, 512), warmup=3, runs=10)
+"""
+import argparse
+import json
+import os
+import os.path as osp
+import resource
+import statistics
+import sys
+import threading
+import time
+from contextlib import nullcontext
+from typing import Callable, Dict, Optional, Sequence
+
+REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+if REPO_ROOT not in sys.path:  # run from a checkout without `pip install -e .`
+    sys.path.insert(0, REPO_ROOT)
+
+import torch  # noqa: E402
+
+_PAGE = os.sysconf('SC_PAGE_SIZE') if hasattr(os, 'sysconf') else 4096
+
+
+# ------------------------------------------------------------------ memory
+def _current_rss() -> Optional[int]:
+    """Resident set size of this process in bytes (Linux ``/proc``), or None."""
+    try:
+        with open('/proc/self/statm') as f:
+            return int(f.read().split()[1]) * _PAGE
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+class _PeakRSS:
+    """Highest RSS seen while the block runs, sampled every ``interval`` seconds.
+
+    The process-wide ``ru_maxrss`` cannot be reset, so after a bigger model has run it would
+    hide a smaller one's peak; sampling the current RSS measures each model on its own.
+    Falls back to the ``ru_maxrss`` delta where ``/proc`` is missing.
+    """
+
+    def __init__(self, interval: float = 0.001):
+        self.interval = interval
+        self.base = self.peak = None
+        self._stop = threading.Event()
+
+    def _sample(self):
+        while not self._stop.is_set():
+            rss = _current_rss()
+            if rss is not None and rss > self.peak:
+                self.peak = rss
+            self._stop.wait(self.interval)
+
+    def __enter__(self):
+        self.base = _current_rss()
+        if self.base is None:
+            self.base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+            self._thread = None
+        else:
+            self.peak = self.base
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self._thread is None:
+            self.peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        else:
+            self._stop.set()
+            self._thread.join()
+            rss = _current_rss()
+            self.peak = max(self.peak, rss or 0)
+
+    @property
+    def delta_mb(self) -> float:
+        return max(self.peak - self.base, 0) / 2**20
+
+
+# ------------------------------------------------------------------ timing
+def benchmark_models(models: Dict[str, Callable],
+                     inputs,
+                     warmup: int = 3,
+                     runs: int = 10,
+                     bf16: bool = False,
+                     device: Optional[str] = None) -> Dict[str, dict]:
+    """Time each callable on the same inputs, one model after the other.
+
+    Args:
+        models: ``{name: fn}``; ``fn(inputs)`` runs one inference (the first entry is the
+            reference when ``ratio`` is read off the results).
+        inputs: passed unchanged to every ``fn``.
+        warmup: untimed runs before timing (allocator, lazy init, text-embedding caches).
+        runs: timed runs.
+        bf16: run under ``torch.autocast(dtype=torch.bfloat16)``.
+        device: ``'cpu'``/``'cuda'``: where to synchronise and read memory; default: the
+            device of ``inputs`` if it is a tensor, else CPU.
+
+    Returns:
+        ``{name: dict(median_ms, min_ms, mean_ms, runs, warmup, threads, bf16, device,
+        peak_mem_mb, mem_kind)}``.
+    """
+    if runs < 1:
+        raise ValueError(f'runs must be >= 1, got {runs}')
+    if device is None:
+        device = inputs.device.type if isinstance(inputs, torch.Tensor) else 'cpu'
+    device_type = torch.device(device).type
+    cuda = device_type == 'cuda'
+
+    def sync():
+        if cuda:
+            torch.cuda.synchronize()
+
+    results = {}
+    for name, fn in models.items():
+        autocast = (torch.autocast(device_type, dtype=torch.bfloat16) if bf16 else
+                    nullcontext())
+        with torch.no_grad(), autocast:
+            for _ in range(warmup):
+                fn(inputs)
+            sync()
+            if cuda:
+                torch.cuda.reset_peak_memory_stats()
+                mem_base = torch.cuda.memory_allocated()
+                peak = None
+            else:
+                peak = _PeakRSS()
+            times = []
+            with peak or nullcontext():
+                for _ in range(runs):
+                    start = time.perf_counter()
+                    fn(inputs)
+                    sync()
+                    times.append((time.perf_counter() - start) * 1000)
+        if cuda:
+            mem_mb = (torch.cuda.max_memory_allocated() - mem_base) / 2**20
+            mem_kind = 'cuda max_memory_allocated delta'
+        else:
+            mem_mb = peak.delta_mb
+            mem_kind = 'peak RSS delta'
+        results[name] = dict(
+            median_ms=statistics.median(times), min_ms=min(times),
+            mean_ms=statistics.fmean(times), runs=runs, warmup=warmup,
+            threads=torch.get_num_threads(), bf16=bf16, device=device,
+            peak_mem_mb=mem_mb, mem_kind=mem_kind)
+    return results
+
+
+# --------------------------------------------------------- model building
+def build_segmentor(config, checkpoint: Optional[str] = None, device: str = 'cpu',
+                    cfg_options: Optional[dict] = None):
+    """Build the config's segmentor in eval mode (weights from ``checkpoint`` if given)."""
+    import mmseg_ovseg  # noqa: F401  (registries, safe checkpoint globals)
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+    from mmengine.runner import load_checkpoint
+
+    from mmseg.registry import MODELS
+    cfg = Config.fromfile(config) if isinstance(config, str) else config
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    if checkpoint is not None and not osp.isfile(checkpoint):
+        raise FileNotFoundError(f'checkpoint file not found: {checkpoint}')
+    cfg.model.train_cfg = None
+    init_default_scope(cfg.get('default_scope', 'mmseg'))
+    model = MODELS.build(cfg.model)
+    if checkpoint is not None:
+        load_checkpoint(model, checkpoint, map_location='cpu')
+    return model.to(device).eval()
+
+
+def predict_fn(model, mode: str = 'predict') -> Callable:
+    """``fn(inputs)`` for :func:`benchmark_models`: ``inputs`` is a normalised (B, 3, H, W).
+
+    ``'predict'`` times the whole test-time path (slide/whole inference, resize to the input
+    size, argmax); ``'tensor'`` times ``model._forward`` (raw head outputs).
+    """
+    if mode == 'tensor':
+        return lambda inputs: model._forward(inputs)
+    if mode != 'predict':
+        raise ValueError(f"mode must be 'predict' or 'tensor', got {mode!r}")
+    from mmseg.structures import SegDataSample
+
+    def fn(inputs):
+        h, w = inputs.shape[-2:]
+        samples = [
+            SegDataSample(metainfo=dict(img_shape=(h, w), ori_shape=(h, w), pad_shape=(h, w),
+                                        padding_size=[0, 0, 0, 0]))
+            for _ in range(inputs.shape[0])
+        ]
+        return model.predict(inputs, samples)
+
+    return fn
+
+
+def markdown_rows(results: Dict[str, dict], shape: Sequence[int],
+                  reference: Optional[str] = None) -> str:
+    lines = ['| model | input | threads | bf16 | median ms | min ms | peak mem MB | ratio |',
+             '|---|---|---|---|---|---|---|---|']
+    ref = results[reference]['median_ms'] if reference else None
+    for name, r in results.items():
+        ratio = f'{r["median_ms"] / ref:.2f}' if ref else '-'
+        lines.append(f'| {name} | {"x".join(map(str, shape))} | {r["threads"]} | '
+                     f'{r["bf16"]} | {r["median_ms"]:.1f} | {r["min_ms"]:.1f} | '
+                     f'{r["peak_mem_mb"]:.1f} | {ratio} |')
+    return '\n'.join(lines)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='Benchmark segmentor inference')
+    parser.add_argument('config', help='model config')
+    parser.add_argument('--checkpoint', default=None)
+    parser.add_argument('--reference-config', default=None,
+                        help='a second config timed in the same process on the same input')
+    parser.add_argument('--reference-checkpoint', default=None)
+    parser.add_argument('--shape', type=int, nargs=2, default=[512, 512], metavar=('H', 'W'))
+    parser.add_argument('--batch', type=int, default=1)
+    parser.add_argument('--warmup', type=int, default=3)
+    parser.add_argument('--runs', type=int, default=10)
+    parser.add_argument('--threads', type=int, default=None,
+                        help='torch.set_num_threads (default: torch default)')
+    parser.add_argument('--bf16', action='store_true', help='bfloat16 autocast')
+    parser.add_argument('--mode', choices=['predict', 'tensor'], default='predict')
+    parser.add_argument('--device', default='cpu')
+    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--out', default=None, help='write the results as JSON')
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    models = {}
+    name = osp.splitext(osp.basename(args.config))[0]
+    ref_name = None
+    if args.reference_config:
+        ref_name = 'reference:' + osp.splitext(osp.basename(args.reference_config))[0]
+        ref = build_segmentor(args.reference_config, args.reference_checkpoint, args.device)
+        models[ref_name] = predict_fn(ref, args.mode)
+    models[name] = predict_fn(build_segmentor(args.config, args.checkpoint, args.device),
+                              args.mode)
+    inputs = torch.randn(args.batch, 3, *args.shape, device=args.device)
+    results = benchmark_models(models, inputs, args.warmup, args.runs, args.bf16, args.device)
+    if ref_name:
+        for r in results.values():
+            r['ratio_to_reference'] = r['median_ms'] / results[ref_name]['median_ms']
+    print(markdown_rows(results, [args.batch, 3, *args.shape], ref_name))
+    if args.out:
+        report = dict(config=args.config, checkpoint=args.checkpoint,
+                      reference_config=args.reference_config,
+                      input_shape=[args.batch, 3, *args.shape], mode=args.mode,
+                      torch=torch.__version__, results=results)
+        os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
+        with open(args.out, 'w') as f:
+            json.dump(report, f, indent=2)
+        print(f'results written to {args.out}')
+    return results
+
+
+if __name__ == '__main__':
+    main()
