@@ -1,0 +1,193 @@
+"""SAN decode head: side adapter -> mask proposals + attention bias -> CLIP recognition.
+
+Side Adapter Network for Open-Vocabulary Semantic Segmentation (Xu et al., CVPR 2023,
+https://arxiv.org/abs/2302.12242):
+
+- Sec. 3.2: side adapter ViT fused with CLIP features (:class:`SideAdapterViT`), mask and
+  attention-bias decoders (:class:`MaskDecoder`, :class:`AttentionBiasDecoder`);
+- Sec. 3.3 "Mask recognition with attention bias": the bias is max-pooled to the CLIP grid and
+  steers SLS tokens through CLIP's last layers; their ``ln_post``/``proj`` outputs are the
+  mask embeddings, classified by cosine similarity (x100) against the class text embeddings
+  and a learned background embedding;
+- Sec. 3.4 / Eq. 4: ``seg = softmax(cls)[..., :-1]`` x ``sigmoid(mask)`` summed over queries,
+  masks upsampled to the input size before the sigmoid;
+- Sec. 4.1: Hungarian-matched mask-classification loss with deep supervision.
+
+The CLIP layers that run the SLS tokens belong to the backbone: the segmentor (:class:`SAN`)
+passes a ``recognize(attn_bias) -> (B, Q, D)`` callable in ``inputs['feats']``.
+"""
+import math
+from typing import Callable, Dict, List, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from mmseg.models.decode_heads.decode_head import BaseDecodeHead
+from mmseg.registry import MODELS
+from mmseg.utils import ConfigType, SampleList, seg_data_to_instance_data
+from .san_decoders import AttentionBiasDecoder, MaskDecoder
+from .side_adapter import SideAdapterViT
+
+
+@MODELS.register_module()
+class SANHead(BaseDecodeHead):
+    """SAN head (side adapter, decoders, recognition, mask-classification loss).
+
+    Args:
+        num_classes (int): vocabulary size (set by the segmentor; may change at run time).
+        side_adapter (dict): :class:`SideAdapterViT` arguments.
+        mask_decoder (dict): :class:`MaskDecoder` arguments (without ``in_channels``).
+        bias_decoder (dict): :class:`AttentionBiasDecoder` arguments (without
+            ``in_channels``); ``num_heads`` must equal CLIP's.
+        text_channels (int): dimension of the class (text) embeddings (512 for ViT-B/16).
+        deep_supervision_idxs (Sequence[int]): 1-based side blocks with auxiliary outputs
+            (SAN: ``(7, )``); the last block is always supervised and used at inference.
+        logit_scale (float): log of the cosine-similarity scale; frozen (CLIP's ``log(100)``).
+        loss_decode (dict): loss taking ``(cls_logits, mask_logits, gt_instances)``,
+            default :class:`MaskClassificationLoss` with SAN's weights.
+        **kwargs: other :class:`BaseDecodeHead` arguments (``align_corners``,
+            ``ignore_index``, ``init_cfg``).
+
+    Forward input: ``dict(inputs=(B, 3, H, W), class_embeds=(C, D), feats=dict(
+    clip_feats=[(B, D_clip, h', w'), ...], clip_hw=(h', w'), recognize=callable))``.
+    """
+
+    def __init__(self,
+                 num_classes: int,
+                 side_adapter: dict = dict(),
+                 mask_decoder: dict = dict(),
+                 bias_decoder: dict = dict(),
+                 text_channels: int = 512,
+                 deep_supervision_idxs: Sequence[int] = (7, ),
+                 logit_scale: float = math.log(100.0),
+                 loss_decode: dict = dict(type='MaskClassificationLoss'),
+                 **kwargs):
+        side_adapter = dict(side_adapter)
+        embed_dims = side_adapter.setdefault('embed_dims', 240)
+        super().__init__(
+            in_channels=side_adapter.get('in_channels', 3),
+            channels=embed_dims,
+            num_classes=num_classes,
+            dropout_ratio=0.0,
+            loss_decode=loss_decode,
+            **kwargs)
+        del self.conv_seg  # classes are text embeddings, not a fixed classifier
+        self.side_adapter = SideAdapterViT(**side_adapter)
+        self.mask_decoder = MaskDecoder(in_channels=embed_dims, **mask_decoder)
+        self.bias_decoder = AttentionBiasDecoder(in_channels=embed_dims, **bias_decoder)
+        depth = self.side_adapter.depth
+        if any(not 1 <= i < depth for i in deep_supervision_idxs):
+            raise ValueError(f'deep_supervision_idxs must be in [1, {depth}), got '
+                             f'{deep_supervision_idxs}')
+        self.deep_supervision_idxs = tuple(sorted(deep_supervision_idxs))
+        self.num_queries = self.side_adapter.num_queries
+        # Learned background ("no object") class embedding, trained with the head.
+        self.bg_embed = nn.Parameter(torch.randn(1, text_channels) * text_channels**-0.5)
+        self.logit_scale = nn.Parameter(torch.tensor(float(logit_scale)), requires_grad=False)
+
+    def init_weights(self):
+        # Sub-modules initialise themselves at construction (see SideAdapterViT).
+        if self.init_cfg is not None:
+            super().init_weights()
+
+    # ------------------------------------------------------------------ network
+    def classifier(self, class_embeds: Tensor) -> Tensor:
+        """``(C, D)`` class embeddings -> scaled, normalised ``(C+1, D)`` with the background."""
+        if class_embeds.dim() != 2 or class_embeds.shape[1] != self.bg_embed.shape[1]:
+            raise ValueError(f'class_embeds must be (C, {self.bg_embed.shape[1]}), got '
+                             f'{tuple(class_embeds.shape)}')
+        weight = torch.cat([class_embeds.to(self.bg_embed.dtype), self.bg_embed], dim=0)
+        return self.logit_scale.exp() * F.normalize(weight, dim=-1)
+
+    def pool_bias(self, attn_bias: Tensor, clip_hw: Tuple[int, int]) -> Tensor:
+        """``(B, heads, Q, h, w)`` side-grid bias -> ``(B, heads, Q, h'*w')`` on the CLIP grid
+        (adaptive max pooling: a patch is as relevant as its most relevant sub-region)."""
+        b, n, q, h, w = attn_bias.shape
+        if (h, w) != tuple(clip_hw):
+            attn_bias = F.adaptive_max_pool2d(attn_bias.reshape(b, n * q, h, w), clip_hw)
+        return attn_bias.reshape(b, n, q, -1)
+
+    def forward(self, inputs: dict, deep_supervision: bool = None) -> Tuple[List[Tensor],
+                                                                             List[Tensor]]:
+        """Mask and class logits of the supervised side blocks.
+
+        Args:
+            inputs (dict): see the class docstring.
+            deep_supervision (bool): also return the auxiliary outputs (default: in training).
+
+        Returns:
+            tuple[list[Tensor], list[Tensor]]: mask logits (B, Q, H/16, W/16) and class
+            logits (B, Q, C+1) per output, auxiliary ones first, the final one last.
+        """
+        if deep_supervision is None:
+            deep_supervision = self.training
+        feats = inputs['feats']
+        recognize: Callable[[Tensor], Tensor] = feats['recognize']
+        out_indices = (self.deep_supervision_idxs if deep_supervision else ()) + (
+            self.side_adapter.depth, )
+        side_outs = self.side_adapter(inputs['inputs'], feats['clip_feats'], out_indices)
+        classifier = self.classifier(inputs['class_embeds'])
+        all_masks, all_cls = [], []
+        for query, x in side_outs:
+            masks, query_embed = self.mask_decoder(query, x)
+            bias = self.pool_bias(self.bias_decoder(query_embed, x), feats['clip_hw'])
+            mask_embeds = F.normalize(recognize(bias), dim=-1)  # (B, Q, D)
+            all_masks.append(masks)
+            all_cls.append(torch.matmul(mask_embeds, classifier.t().to(mask_embeds.dtype)))
+        return all_masks, all_cls
+
+    # ------------------------------------------------------------------ inference
+    def predict(self, inputs: dict, batch_img_metas: List[dict],
+                test_cfg: ConfigType) -> Tensor:
+        """Segmentation logits (B, C, H_pad, W_pad) from the final side block."""
+        all_masks, all_cls = self.forward(inputs, deep_supervision=False)
+        return self.predict_by_feat((all_masks[-1], all_cls[-1]), batch_img_metas)
+
+    def predict_by_feat(self, seg_logits: Tuple[Tensor, Tensor],
+                        batch_img_metas: List[dict]) -> Tensor:
+        """Eq. 4: ``sum_q softmax(cls)[q, :C] * sigmoid(upsampled mask_q)``.
+
+        Args:
+            seg_logits (tuple[Tensor, Tensor]): mask logits (B, Q, h, w), class logits
+                (B, Q, C+1).
+            batch_img_metas (list[dict]): ``pad_shape`` (or ``img_shape``) gives the size.
+
+        Returns:
+            Tensor: (B, C, H, W) segmentation scores.
+        """
+        mask_logits, cls_logits = seg_logits
+        meta = batch_img_metas[0]
+        if isinstance(meta['img_shape'], torch.Size):  # slide inference crop
+            size = meta['img_shape']
+        elif 'pad_shape' in meta:
+            size = meta['pad_shape'][:2]
+        else:
+            size = meta['img_shape']
+        # Upsample logits, then sigmoid (not the reverse): sharper, and as the reference.
+        masks = F.interpolate(mask_logits, size=tuple(size), mode='bilinear',
+                              align_corners=False).sigmoid()
+        cls = cls_logits.softmax(dim=-1)[..., :-1]  # (B, Q, C)
+        b, q, h, w = masks.shape
+        seg = torch.bmm(cls.transpose(1, 2).to(masks.dtype), masks.view(b, q, h * w))
+        return seg.view(b, -1, h, w)
+
+    # ------------------------------------------------------------------ training
+    def loss(self, inputs: dict, batch_data_samples: SampleList,
+             train_cfg: ConfigType) -> Dict[str, Tensor]:
+        """Losses of the final output and, prefixed ``d{i}.``, of each auxiliary output."""
+        all_masks, all_cls = self.forward(inputs, deep_supervision=True)
+        return self.loss_by_feat((all_masks, all_cls), batch_data_samples)
+
+    def loss_by_feat(self, seg_logits: Tuple[List[Tensor], List[Tensor]],
+                     batch_data_samples: SampleList) -> Dict[str, Tensor]:
+        all_masks, all_cls = seg_logits
+        gt_instances = seg_data_to_instance_data(self.ignore_index, batch_data_samples)
+        names = [f'd{i}.' for i in self.deep_supervision_idxs][-(len(all_masks) - 1):] \
+            if len(all_masks) > 1 else []
+        losses = {}
+        for prefix, masks, cls in zip(names + [''], all_masks, all_cls):
+            for key, value in self.loss_decode(cls, masks, gt_instances).items():
+                losses[prefix + key] = value
+        return losses
