@@ -1,0 +1,1 @@
+from .zero_shot import ZeroShotLabelMapping  # noqa: F401

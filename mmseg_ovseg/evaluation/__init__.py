@@ -1,0 +1,1 @@
+from .zero_shot_metric import ZeroShotIoUMetric  # noqa: F401

@@ -1,0 +1,1 @@
+from .zegclip_head import ZegCLIPHead  # noqa: F401

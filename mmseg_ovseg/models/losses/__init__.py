@@ -1,0 +1,1 @@
+from .zegclip_loss import NonExclusiveDiceLoss, NonExclusiveFocalLoss  # noqa: F401

@@ -1,0 +1,1 @@
+from .zegclip import ZegCLIP  # noqa: F401

@@ -1,0 +1,151 @@
+"""Convert an official ZegCLIP checkpoint (mmseg 0.x, ZiqinZhou66/ZegCLIP) to mmseg-ovseg.
+
+Key mapping (official -> ours):
+
+- ``backbone.{conv1,class_embedding,positional_embedding,ln_pre,transformer,ln_post,proj}``
+  -> ``backbone.visual.*`` (open_clip names are CLIP's, so only the prefix changes);
+- ``backbone.prompt_embeddings (1, N, D)`` and ``backbone.deep_prompt_embeddings (L, N, D)``
+  -> one ``backbone.prompt_embeddings (1 + L, N, D)``; ``prompt_proj``/``prompt_norm`` as is;
+- ``text_encoder.*`` unchanged (our text encoder keeps CLIP's top-level names);
+- ``decode_head.q_proj`` -> ``decode_head.query_proj``; in
+  ``decode_head.decoder_1.layers.<i>``: ``multihead_attn.{q,k,v,proj}`` ->
+  ``layers.<i>.cross_attn.{q_proj,k_proj,v_proj,out_proj}``, ``norm2``/``norm3`` ->
+  ``norm1``/``norm2``, ``linear1``/``linear2`` -> ``ffn.0``/``ffn.3``;
+- dropped: the never-used decoder ``self_attn.*`` and ``norm1.*`` (3.15M parameters in
+  ViT-B/16) and the loss buffer ``decode_head.loss_decode.*``.
+
+Any other key is an error. The official position embedding is already resized to the 512
+crop (``(1 + 32*32, 768)``); it is kept, so the backbone must be built for that grid
+(``clip_model`` with ``vision_cfg.image_size=512``, ``pretrained=None``) -- or pass
+``--pos-grid 14 14`` to resize it back to CLIP's 224 grid (bilinear, approximate).
+
+Usage::
+
+    python tools/model_converters/zegclip2ovseg.py official.pth converted.pth
+"""
+import argparse
+import os
+import os.path as osp
+import re
+import tempfile
+from collections import OrderedDict
+from typing import Dict, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+
+_VISUAL = ('conv1.', 'class_embedding', 'positional_embedding', 'ln_pre.', 'transformer.',
+           'ln_post.', 'proj')
+_LAYER = re.compile(r'^decode_head\.decoder_1\.layers\.(\d+)\.(.+)$')
+_LAYER_MAP = {
+    'multihead_attn.q.': 'cross_attn.q_proj.',
+    'multihead_attn.k.': 'cross_attn.k_proj.',
+    'multihead_attn.v.': 'cross_attn.v_proj.',
+    'multihead_attn.proj.': 'cross_attn.out_proj.',
+    'norm2.': 'norm1.',
+    'norm3.': 'norm2.',
+    'linear1.': 'ffn.0.',
+    'linear2.': 'ffn.3.',
+}
+_LAYER_DROP = ('self_attn.', 'norm1.')
+
+
+def _resize_pos_embed(pos: torch.Tensor, grid: Sequence[int]) -> torch.Tensor:
+    n = pos.shape[0] - 1
+    side = int(round(n**0.5))
+    if side * side != n:
+        raise ValueError(f'position embedding with {n} grid rows is not square')
+    spatial = pos[1:].reshape(1, side, side, -1).permute(0, 3, 1, 2)
+    spatial = F.interpolate(spatial, size=tuple(grid), mode='bilinear', align_corners=False)
+    return torch.cat([pos[:1], spatial.permute(0, 2, 3, 1).flatten(0, 2)], dim=0)
+
+
+def convert_zegclip(state: Dict[str, torch.Tensor],
+                    pos_grid: Optional[Sequence[int]] = None) -> 'OrderedDict[str, torch.Tensor]':
+    """Map an official ZegCLIP state dict to mmseg-ovseg ``ZegCLIP`` keys (see module doc)."""
+    out, unknown = OrderedDict(), []
+    shallow = state.get('backbone.prompt_embeddings')
+    deep = state.get('backbone.deep_prompt_embeddings')
+    for key, value in state.items():
+        if key.startswith('backbone.'):
+            name = key[len('backbone.'):]
+            if name in ('prompt_embeddings', 'deep_prompt_embeddings'):
+                continue  # merged below
+            if name.startswith(('prompt_proj.', 'prompt_norm.')):
+                out[key] = value
+            elif name.startswith(_VISUAL):
+                if name == 'positional_embedding' and pos_grid is not None:
+                    value = _resize_pos_embed(value, pos_grid)
+                out['backbone.visual.' + name] = value
+            else:
+                unknown.append(key)
+        elif key.startswith('text_encoder.'):
+            out[key] = value
+        elif key.startswith('decode_head.q_proj.'):
+            out[key.replace('decode_head.q_proj.', 'decode_head.query_proj.')] = value
+        elif key.startswith('decode_head.loss_decode.'):
+            continue
+        elif _LAYER.match(key):
+            idx, rest = _LAYER.match(key).groups()
+            if rest.startswith(_LAYER_DROP):
+                continue
+            for old, new in _LAYER_MAP.items():
+                if rest.startswith(old):
+                    out[f'decode_head.layers.{idx}.{new}{rest[len(old):]}'] = value
+                    break
+            else:
+                unknown.append(key)
+        else:
+            unknown.append(key)
+    if unknown:
+        raise KeyError(f'{len(unknown)} keys not in the official ZegCLIP layout: {unknown[:10]}')
+    if shallow is not None:
+        prompts = shallow if deep is None else torch.cat([shallow, deep], dim=0)
+        out['backbone.prompt_embeddings'] = prompts
+    elif deep is not None:
+        raise KeyError('deep_prompt_embeddings without prompt_embeddings: the reversed deep '
+                       'prompts (total_d_layer < 0) are not supported')
+    return out
+
+
+def load_official(path: str) -> Dict[str, torch.Tensor]:
+    # Official checkpoints are mmcv 1.x dicts with plain tensors and a meta dict.
+    ckpt = torch.load(path, map_location='cpu', weights_only=False)
+    state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else None
+    if not isinstance(state, dict) or not state:
+        raise ValueError(f'{path}: no state dict found')
+    return {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state.items()}
+
+
+def save_atomic(obj, dst: str) -> None:
+    """``torch.save`` to a temporary file in the target folder, then rename."""
+    folder = osp.dirname(osp.abspath(dst))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, suffix='.tmp')
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, dst)
+    except BaseException:
+        if osp.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('src', help='official ZegCLIP checkpoint (.pth)')
+    parser.add_argument('dst', help='output checkpoint for mmseg-ovseg (load_from)')
+    parser.add_argument('--pos-grid', type=int, nargs=2, metavar=('H', 'W'),
+                        help='resize the position embedding to this patch grid')
+    args = parser.parse_args(argv)
+    if not osp.isfile(args.src):
+        parser.error(f'no such file: {args.src}')
+    state = convert_zegclip(load_official(args.src), args.pos_grid)
+    save_atomic(dict(state_dict=state, meta=dict(converted_from=osp.basename(args.src))),
+                args.dst)
+    print(f'saved {len(state)} tensors to {args.dst}')
+
+
+if __name__ == '__main__':
+    main()
