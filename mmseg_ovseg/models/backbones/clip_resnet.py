@@ -135,8 +135,8 @@ class CLIPResNetWithAttention(BaseModule):
 
     def _load_clip(self, pretrained: str, native_cfg: dict) -> None:
         """Strictly load ``visual.*`` of a CLIP checkpoint, resizing the attnpool grid."""
-        own_pos = self.visual.attnpool.positional_embedding
-        if own_pos.shape == build_visual_tower(native_cfg).attnpool.positional_embedding.shape:
+        grid = self.visual.image_size // 32
+        if grid == native_cfg['vision_cfg'].get('image_size', 224) // 32:
             load_tower_weights(self.visual, pretrained, 'visual')
             return
         # Load into a tower at the checkpoint's resolution (strict key/shape check there),
@@ -144,9 +144,8 @@ class CLIPResNetWithAttention(BaseModule):
         native = build_visual_tower(native_cfg)
         load_tower_weights(native, pretrained, 'visual')
         state = native.state_dict()
-        g = int(round((own_pos.shape[0] - 1)**0.5))
         state['attnpool.positional_embedding'] = resize_attnpool_pos_embed(
-            state['attnpool.positional_embedding'], (g, g), self.interpolate_mode)
+            state['attnpool.positional_embedding'], (grid, grid), self.interpolate_mode)
         self.visual.load_state_dict(state, strict=True)
 
     def _frozen_modules(self):
