@@ -3,7 +3,6 @@ import copy
 from typing import Optional, Sequence, Tuple
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.model import BaseModule
 from open_clip.modified_resnet import ModifiedResNet
