@@ -1,0 +1,64 @@
+# ZegCLIP inductive zero-shot on COCO-Stuff 164k (171 classes), ViT-B/16, 100 prompt tokens per
+# layer, 15-template text ensemble. Unseen (split 'coco_stuff171', official configs/coco/
+# vpt_seg_zero_vit-b_512x512_80k_12_100_multi.py novel_class): cow, giraffe, suitcase, frisbee,
+# skateboard, carrot, scissors, cardboard, clouds, grass, playingfield, river, road, tree,
+# wall-concrete. 80k iterations at batch 16. Paper (Tab. 1): pAcc 62.0, mIoU(S) 40.2,
+# mIoU(U) 41.4, hIoU 40.8. Data: mmseg's COCO-Stuff 164k layout (tools/dataset_converters/
+# coco_stuff164k.py -> *_labelTrainIds.png).
+_base_ = ['./zegclip_vitb16_voc12-zs.py']
+
+vocabulary = 'coco_stuff171'
+zero_shot_split = 'coco_stuff171'
+num_prompt_tokens = 100
+crop_size = (512, 512)
+
+model = dict(
+    vocabulary=vocabulary,
+    zero_shot_split=zero_shot_split,
+    templates='zegclip',
+    backbone=dict(num_prompt_tokens=num_prompt_tokens),
+    text_encoder=dict(templates='zegclip'))
+
+dataset_type = 'COCOStuffDataset'
+data_root = 'data/coco_stuff164k'
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations'),
+    dict(type='RandomResize', scale=(2048, 512), ratio_range=(0.5, 2.0), keep_ratio=True),
+    dict(type='RandomCrop', crop_size=crop_size, cat_max_ratio=0.75),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PhotoMetricDistortion'),
+    dict(type='ZeroShotLabelMapping', split=zero_shot_split, mode='inductive'),
+    dict(type='PackSegInputs')
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='ResizeShortestEdge', scale=512, max_size=1 << 20),
+    dict(type='LoadAnnotations'),
+    dict(type='PackSegInputs')
+]
+train_dataloader = dict(
+    dataset=dict(
+        _delete_=True,
+        type=dataset_type,
+        data_root=data_root,
+        data_prefix=dict(img_path='images/train2017', seg_map_path='annotations/train2017'),
+        pipeline=train_pipeline))
+val_dataloader = dict(
+    dataset=dict(
+        _delete_=True,
+        type=dataset_type,
+        data_root=data_root,
+        data_prefix=dict(img_path='images/val2017', seg_map_path='annotations/val2017'),
+        pipeline=test_pipeline))
+test_dataloader = val_dataloader
+val_evaluator = dict(type='ZeroShotIoUMetric', split=zero_shot_split, iou_metrics=['mIoU'])
+test_evaluator = val_evaluator
+
+max_iters = 80000
+param_scheduler = [
+    dict(type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0, end=1500),
+    dict(type='PolyLR', eta_min=1e-6, power=0.9, begin=1500, end=max_iters, by_epoch=False)
+]
+train_cfg = dict(max_iters=max_iters, val_interval=max_iters // 10)
+default_hooks = dict(checkpoint=dict(interval=max_iters // 2))
