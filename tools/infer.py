@@ -45,12 +45,14 @@ def save_label(label: np.ndarray, path: str) -> None:
 
 def main(argv=None):
     args = parse_args(argv)
-    from mmseg_ovseg.apis import OpenVocabInferencer
-
-    # Fail on a bad image before the model is built.
+    # Fail on a bad path before the (slow) imports and the model build.
     for path in args.images:
         if not osp.isfile(path):
             raise FileNotFoundError(f'image file not found: {path}')
+    if args.checkpoint is not None and not osp.isfile(args.checkpoint):
+        raise FileNotFoundError(f'checkpoint file not found: {args.checkpoint}')
+    from mmseg_ovseg.apis import OpenVocabInferencer
+
     inferencer = OpenVocabInferencer(
         args.config, args.checkpoint, classes=args.classes, templates=args.templates,
         device=args.device)

@@ -21,6 +21,8 @@ from mmengine.config import Config, ConfigDict, DictAction  # noqa: E402
 from mmengine.logging import print_log  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
+from mmseg_ovseg.utils import setup_cpu_distributed  # noqa: E402
+
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Test (and evaluate) a segmentor')
@@ -103,6 +105,7 @@ def setup_cfg(args):
 def main(argv=None):
     args = parse_args(argv)
     cfg = setup_cfg(args)
+    setup_cpu_distributed(cfg)  # torchrun on a CPU-only machine (gloo)
     runner = Runner.from_cfg(cfg)
     metrics = runner.test()
     return metrics

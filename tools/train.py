@@ -23,6 +23,8 @@ from mmengine.config import Config, DictAction  # noqa: E402
 from mmengine.logging import print_log  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
+from mmseg_ovseg.utils import setup_cpu_distributed  # noqa: E402
+
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Train a segmentor (mmseg-ovseg)')
@@ -104,6 +106,7 @@ def enable_amp(cfg):
 def main(argv=None):
     args = parse_args(argv)
     cfg = setup_cfg(args)
+    setup_cpu_distributed(cfg)  # torchrun on a CPU-only machine (gloo)
     if 'runner_type' in cfg:
         from mmseg.registry import RUNNERS
         runner = RUNNERS.build(cfg)

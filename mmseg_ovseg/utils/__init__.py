@@ -1,3 +1,7 @@
 from .checkpoint import register_safe_globals, safe_globals_for_mmengine
+from .dist import CPUDistributedDataParallel, has_accelerator, setup_cpu_distributed
 
-__all__ = ['register_safe_globals', 'safe_globals_for_mmengine']
+__all__ = [
+    'register_safe_globals', 'safe_globals_for_mmengine', 'CPUDistributedDataParallel',
+    'has_accelerator', 'setup_cpu_distributed'
+]

@@ -1,0 +1,200 @@
+"""Command-line tools on the tiny synthetic config: train.py, test.py, infer.py, benchmark.py,
+get_flops.py, and the OpenVocabInferencer API. Training runs 2 iterations on 4 images."""
+import importlib.util
+import json
+import os
+import os.path as osp
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mmseg_ovseg.datasets.synthetic import generate_synthetic_dataset
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+CONFIG = osp.join(REPO, 'configs', 'baseline_tiny_synthetic.py')
+PY = sys.executable
+
+
+def load_tool(name):
+    spec = importlib.util.spec_from_file_location(f'tool_{name}',
+                                                  osp.join(REPO, 'tools', f'{name}.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def short_options(data_root, max_iters=2):
+    """--cfg-options making the tiny config train/test in seconds on a tiny dataset."""
+    opts = [f'train_cfg.max_iters={max_iters}', 'train_cfg.val_interval=1000',
+            f'default_hooks.checkpoint.interval={max_iters}', 'default_hooks.logger.interval=1',
+            'train_dataloader.batch_size=2']
+    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        opts += [f'{loader}.num_workers=0', f'{loader}.persistent_workers=False',
+                 f'{loader}.dataset.data_root={data_root}']
+    return opts
+
+
+def run(args, **kwargs):
+    env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS='1')
+    env.update(kwargs.pop('env', {}))
+    proc = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300,
+                          cwd=kwargs.pop('cwd', REPO), **kwargs)
+    return proc, proc.stdout + proc.stderr
+
+
+@pytest.fixture(scope='module')
+def data_root(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp('synthetic'))
+    generate_synthetic_dataset(root, num_train=4, num_val=2, seed=0, size=64)
+    return root
+
+
+@pytest.fixture(scope='module')
+def trained(data_root, tmp_path_factory):
+    work_dir = str(tmp_path_factory.mktemp('work'))
+    # `--gpus 1` is what `mim train` appends (mim#157): accepted and ignored.
+    proc, out = run([PY, 'tools/train.py', CONFIG, '--work-dir', work_dir, '--gpus', '1',
+                     '--cfg-options'] + short_options(data_root))
+    assert proc.returncode == 0, out[-3000:]
+    assert '--gpus 1 ignored' in out
+    ckpt = osp.join(work_dir, 'iter_2.pth')
+    assert osp.isfile(ckpt), os.listdir(work_dir)
+    return work_dir, ckpt
+
+
+def test_train_resume(trained, data_root):
+    work_dir, _ = trained
+    proc, out = run([PY, 'tools/train.py', CONFIG, '--work-dir', work_dir, '--resume',
+                     '--cfg-options'] + short_options(data_root, max_iters=3))
+    assert proc.returncode == 0, out[-3000:]
+    assert 'resumed epoch: 0, iter: 2' in out
+    assert 'Iter(train) [3/3]' in out and 'Iter(train) [1/3]' not in out
+    assert osp.isfile(osp.join(work_dir, 'iter_3.pth'))
+
+
+def test_train_bad_config_path():
+    proc, out = run([PY, 'tools/train.py', 'configs/no_such_config.py'])
+    assert proc.returncode != 0
+    assert 'config file not found: configs/no_such_config.py' in out
+
+
+def test_test_py_evaluates_checkpoint(trained, data_root, tmp_path):
+    _, ckpt = trained
+    out_dir = tmp_path / 'preds'
+    proc, out = run([PY, 'tools/test.py', CONFIG, ckpt, '--work-dir', str(tmp_path / 'w'),
+                     '--out', str(out_dir), '--cfg-options'] + short_options(data_root))
+    assert proc.returncode == 0, out[-3000:]
+    assert 'mIoU' in out and 'Iter(test) [2/2]' in out
+    preds = sorted(os.listdir(out_dir))
+    assert len(preds) == 2 and all(p.endswith('.png') for p in preds)
+    label = np.array(Image.open(out_dir / preds[0]))
+    assert label.shape == (64, 64) and label.max() < 8
+
+
+def test_test_py_missing_checkpoint(tmp_path):
+    proc, out = run([PY, 'tools/test.py', CONFIG, str(tmp_path / 'nope.pth')])
+    assert proc.returncode != 0
+    assert f'checkpoint file not found: {tmp_path / "nope.pth"}' in out
+
+
+def test_infer_py_writes_label_and_overlay(trained, data_root, tmp_path):
+    _, ckpt = trained
+    image = osp.join(data_root, 'img_dir', 'val', sorted(os.listdir(
+        osp.join(data_root, 'img_dir', 'val')))[0])
+    classes = 'background,red circle,green square'
+    infer = load_tool('infer')
+    written = infer.main(['--config', CONFIG, '--checkpoint', ckpt, '--images', image,
+                          '--classes', classes, '--out-dir', str(tmp_path)])
+    name = osp.splitext(osp.basename(image))[0]
+    label_file, overlay_file = (str(tmp_path / f'{name}_label.png'),
+                                str(tmp_path / f'{name}_overlay.png'))
+    assert written == [label_file, overlay_file]
+    label = np.array(Image.open(label_file))
+    assert label.shape == (64, 64) and label.dtype == np.uint8 and label.max() < 3
+    overlay = cv2.imread(overlay_file)[..., ::-1]  # RGB
+    # overlay = picture + legend panel on the right, one swatch per predicted class
+    assert overlay.shape[0] >= 64 and overlay.shape[1] > 64
+    from mmseg_ovseg.apis import make_palette
+    palette = make_palette(3)
+    panel = overlay[:, 64:]
+    for k, cls in enumerate(np.unique(label)):
+        swatch = panel[4 + k * 16 + 6, 10]
+        np.testing.assert_array_equal(swatch, palette[cls])
+
+
+def test_infer_py_bad_image_path(tmp_path):
+    missing = str(tmp_path / 'missing.png')
+    proc, out = run([PY, 'tools/infer.py', '--config', CONFIG, '--images', missing])
+    assert proc.returncode != 0
+    assert f'image file not found: {missing}' in out
+
+
+def test_inferencer_api(tmp_path):
+    from mmseg_ovseg.apis import OpenVocabInferencer
+    vocab_file = tmp_path / 'vocab.txt'
+    vocab_file.write_text('sky\ntree\nroad\ncar\n')
+    inferencer = OpenVocabInferencer(CONFIG, classes=str(vocab_file), templates='single')
+    assert inferencer.classes == ['sky', 'tree', 'road', 'car']
+    assert inferencer.model.decode_head.num_classes == 4
+    rng = np.random.default_rng(0)
+    arrays = [rng.integers(0, 255, (48, 40, 3), dtype=np.uint8),
+              rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)]
+    samples = inferencer(arrays)
+    assert [tuple(s.pred_sem_seg.data.shape) for s in samples] == [(1, 48, 40), (1, 32, 32)]
+    assert samples[0].seg_logits.data.shape[0] == 4
+    inferencer.set_vocabulary('cat, dog')
+    assert inferencer.classes == ['cat', 'dog']
+    sample = inferencer(arrays[0])[0]
+    assert int(sample.pred_sem_seg.data.max()) < 2
+    drawn = inferencer.visualize(arrays[0], sample, str(tmp_path / 'vis.png'))
+    assert drawn.shape[1] > 40 and osp.isfile(tmp_path / 'vis.png')
+
+    bad = tmp_path / 'broken.png'
+    bad.write_bytes(b'not an image')
+    with pytest.raises(ValueError, match='broken.png'):
+        inferencer(str(bad))
+    with pytest.raises(FileNotFoundError, match='nothere.jpg'):
+        inferencer(str(tmp_path / 'nothere.jpg'))
+    with pytest.raises(ValueError, match=r'\(5, 5\)'):
+        inferencer(np.zeros((5, 5), np.uint8))
+    with pytest.raises(FileNotFoundError, match='missing.pth'):
+        OpenVocabInferencer(CONFIG, checkpoint=str(tmp_path / 'missing.pth'))
+
+
+def test_benchmark_models_function():
+    bench = load_tool('benchmark')
+    x = torch.randn(1, 3, 32, 32)
+    conv = torch.nn.Conv2d(3, 8, 3)
+    res = bench.benchmark_models({'a': lambda t: t + 1, 'conv': conv}, x, warmup=1, runs=3)
+    assert set(res) == {'a', 'conv'}
+    for r in res.values():
+        assert r['runs'] == 3 and 0 < r['min_ms'] <= r['median_ms']
+        assert r['threads'] == torch.get_num_threads() and r['peak_mem_mb'] >= 0
+    with pytest.raises(ValueError, match='runs'):
+        bench.benchmark_models({'a': conv}, x, runs=0)
+
+
+def test_benchmark_cli_with_reference(tmp_path, capsys):
+    bench = load_tool('benchmark')
+    out = tmp_path / 'bench.json'
+    bench.main([CONFIG, '--reference-config', CONFIG, '--shape', '64', '64', '--warmup', '1',
+                '--runs', '2', '--threads', '1', '--out', str(out)])
+    printed = capsys.readouterr().out
+    assert '| median ms |' in printed and 'reference:baseline_tiny_synthetic' in printed
+    report = json.loads(out.read_text())
+    assert report['input_shape'] == [1, 3, 64, 64]
+    results = report['results']
+    assert len(results) == 2
+    for r in results.values():
+        assert r['threads'] == 1 and r['median_ms'] > 0 and 'ratio_to_reference' in r
+    assert results['reference:baseline_tiny_synthetic']['ratio_to_reference'] == 1.0
+
+
+def test_get_flops():
+    flops = load_tool('get_flops').get_flops(CONFIG, shape=(64, 64))
+    assert flops['flops'] > 0 and flops['params'] > 0
