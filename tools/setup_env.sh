@@ -51,6 +51,9 @@ else
   pipq "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION"
 fi
 
+STEP="install mmengine (mmcv imports it)"
+pipq "mmengine==0.10.7"
+
 STEP="provide mmcv $MMCV_VERSION with compiled ops"
 has_mmcv_ops() {
   "$PY" -c "import mmcv, mmcv.ops; assert mmcv.__version__ == '$MMCV_VERSION'" >/dev/null 2>&1
@@ -97,7 +100,8 @@ else
   fi
   STEP="install the mmcv wheel $WHEEL"
   pipq --no-deps "$WHEEL"
-  "$PY" -m pip install --disable-pip-version-check -q addict yapf opencv-python-headless "numpy" "packaging" "pyyaml" "Pillow"
+  # The build needed setuptools<70 (pkg_resources); torch itself asks for a newer one.
+  pipq "setuptools>=77"
   has_mmcv_ops
   say "mmcv $MMCV_VERSION with ops installed"
 fi
