@@ -1,11 +1,13 @@
 """CLIP tokenizer and text encoders (mmseg_ovseg.clip): parity with open_clip, template
 ensembling, caches, freezing, learnable context, strict loading."""
+import logging
 import os
 
 import open_clip
 import pytest
 import torch
 import torch.nn.functional as F
+from mmengine.logging import MMLogger
 
 from mmseg_ovseg.clip import create_clip, select_tower_state
 from mmseg_ovseg.clip.text_encoder import ContextCLIPTextEncoder, OVCLIPTextEncoder
@@ -95,8 +97,16 @@ def test_template_ensemble_equals_direct(clip, ckpt, templates):
 def test_memory_cache_and_invalidation(clip, ckpt):
     enc = OVCLIPTextEncoder(tiny_cfg(), pretrained=ckpt, templates='single')
     calls = count_calls(enc.transformer)
-    first = enc.encode(VOCAB)
+    logger, records = MMLogger.get_current_instance(), []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger.addHandler(handler)
+    try:
+        first = enc.encode(VOCAB)
+    finally:
+        logger.removeHandler(handler)
     assert len(calls) == 1
+    assert any('encoded 3 classes x 1 templates' in r.getMessage() for r in records)
     second = enc.encode(list(VOCAB))
     assert len(calls) == 1 and torch.equal(first, second)
     enc.encode(VOCAB, templates='vild')  # other key -> tower runs

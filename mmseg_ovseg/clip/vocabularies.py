@@ -18,7 +18,7 @@ from typing import List, Sequence, Tuple, Union
 
 VOCAB_DIR = osp.join(osp.dirname(osp.abspath(__file__)), 'vocabularies')
 
-# Shared with mmseg_ovseg.datasets.synthetic, which should import it from here.
+# The classes of the synthetic shapes dataset; mmseg_ovseg.datasets.synthetic imports them.
 SYNTHETIC_CLASSES = ('background', 'red circle', 'green square', 'blue triangle',
                      'yellow stripes', 'purple dots', 'orange ring', 'cyan checker')
 
@@ -76,15 +76,6 @@ def _read_txt(path: str) -> List[str]:
     return [ln.strip() for ln in lines if ln.strip() and not ln.strip().startswith('#')]
 
 
-def _synthetic() -> Tuple[str, ...]:
-    # The dataset module is the owner when it exists; fall back to the shared constant.
-    try:
-        from mmseg_ovseg.datasets import synthetic
-    except ImportError:
-        return SYNTHETIC_CLASSES
-    return tuple(getattr(synthetic, 'SYNTHETIC_CLASSES', SYNTHETIC_CLASSES))
-
-
 def get_vocabulary(spec: Union[str, Sequence[str]]) -> List[str]:
     """Resolve a vocabulary spec to a list of class names.
 
@@ -106,7 +97,7 @@ def get_vocabulary(spec: Union[str, Sequence[str]]) -> List[str]:
                         f'comma-separated string, got {type(spec).__name__}')
     key = spec.strip()
     if key == 'synthetic':
-        return _check(_synthetic(), "vocabulary 'synthetic'")
+        return _check(SYNTHETIC_CLASSES, "vocabulary 'synthetic'")
     if key in list_vocabularies():
         return _check(_read_txt(osp.join(VOCAB_DIR, key + '.txt')), f'vocabulary {key!r}')
     if key.endswith('.txt') or osp.isfile(key):
