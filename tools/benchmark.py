@@ -6,9 +6,10 @@
 
 Every model runs on the same input tensor (already normalised, batch 1 unless ``--batch``),
 ``--warmup`` untimed runs then ``--runs`` timed runs. Reported per model: median/min/mean
-latency, torch threads, peak memory above the pre-run level (CPU: resident set size sampled
-from ``/proc/self/statm`` by a thread; CUDA: ``torch.cuda.max_memory_allocated``) and, with a
-reference, ``latency ratio = median(model) / median(reference)``.
+latency, torch threads, peak memory during the warm-up runs above the level before them
+(CPU: resident set size sampled from ``/proc/self/statm`` by a thread, so the timed runs are
+not disturbed; CUDA: ``torch.cuda.max_memory_allocated``) and, with a reference,
+``ratio = median(model) / median(reference)``.
 
 Other code can time any callables with :func:`benchmark_models`, e.g. to add mmseg's own SAN
 as a reference::
@@ -57,7 +58,7 @@ class _PeakRSS:
     Falls back to the ``ru_maxrss`` delta where ``/proc`` is missing.
     """
 
-    def __init__(self, interval: float = 0.001):
+    def __init__(self, interval: float = 0.002):
         self.interval = interval
         self.base = self.peak = None
         self._stop = threading.Event()
@@ -107,7 +108,8 @@ def benchmark_models(models: Dict[str, Callable],
         models: ``{name: fn}``; ``fn(inputs)`` runs one inference (the first entry is the
             reference when ``ratio`` is read off the results).
         inputs: passed unchanged to every ``fn``.
-        warmup: untimed runs before timing (allocator, lazy init, text-embedding caches).
+        warmup: untimed runs before timing (allocator, lazy init, text-embedding caches);
+            peak memory is measured over them (at least one run).
         runs: timed runs.
         bf16: run under ``torch.autocast(dtype=torch.bfloat16)``.
         device: ``'cpu'``/``'cuda'``: where to synchronise and read memory; default: the
@@ -133,22 +135,23 @@ def benchmark_models(models: Dict[str, Callable],
         autocast = (torch.autocast(device_type, dtype=torch.bfloat16) if bf16 else
                     nullcontext())
         with torch.no_grad(), autocast:
-            for _ in range(warmup):
-                fn(inputs)
-            sync()
+            # Memory is read over the warm-up runs (at least one run): they include the
+            # first call's allocations; the timed runs are not disturbed by sampling.
             if cuda:
+                sync()
                 torch.cuda.reset_peak_memory_stats()
                 mem_base = torch.cuda.memory_allocated()
-                peak = None
-            else:
-                peak = _PeakRSS()
-            times = []
-            with peak or nullcontext():
-                for _ in range(runs):
-                    start = time.perf_counter()
+            peak = _PeakRSS() if not cuda else nullcontext()
+            with peak:
+                for _ in range(max(warmup, 1)):
                     fn(inputs)
-                    sync()
-                    times.append((time.perf_counter() - start) * 1000)
+                sync()
+            times = []
+            for _ in range(runs):
+                start = time.perf_counter()
+                fn(inputs)
+                sync()
+                times.append((time.perf_counter() - start) * 1000)
         if cuda:
             mem_mb = (torch.cuda.max_memory_allocated() - mem_base) / 2**20
             mem_kind = 'cuda max_memory_allocated delta'

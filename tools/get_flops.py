@@ -37,11 +37,17 @@ class _Wrapper(nn.Module):
         return self.model.predict(inputs, samples)[0].seg_logits.data
 
 
+def _human(n: float, unit: str) -> str:
+    for scale, prefix in ((1e12, 'T'), (1e9, 'G'), (1e6, 'M'), (1e3, 'K')):
+        if n >= scale:
+            return f'{n / scale:.3g} {prefix}{unit}'.strip()
+    return f'{n:.0f} {unit}'.strip()
+
+
 def get_flops(config, shape=(512, 512), mode: str = 'tensor', checkpoint=None,
               cfg_options=None) -> dict:
     """Return ``dict(flops, params, flops_str, params_str, table)`` for one image."""
     from mmengine.analysis import get_model_complexity_info
-    from mmengine.analysis.print_helper import _format_size
     sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
     from benchmark import build_segmentor
 
@@ -53,7 +59,7 @@ def get_flops(config, shape=(512, 512), mode: str = 'tensor', checkpoint=None,
         info = get_model_complexity_info(wrapper, inputs=(inputs, ), show_table=True,
                                          show_arch=False)
     return dict(flops=info['flops'], params=info['params'],
-                flops_str=_format_size(info['flops']), params_str=_format_size(info['params']),
+                flops_str=_human(info['flops'], 'FLOPs'), params_str=_human(info['params'], ''),
                 table=info['out_table'])
 
 

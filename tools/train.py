@@ -1,6 +1,6 @@
 """Train a segmentor with an mmseg-ovseg (or plain mmseg) config.
 
-    python tools/train.py CONFIG [--work-dir DIR] [--resume] [--amp] [--cfg-options k=v ...]
+    python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp] [--cfg-options k=v ...]
     bash tools/dist_train.sh CONFIG NUM_PROCS [args]          # torchrun, --launcher pytorch
     sh tools/slurm_train.sh PARTITION JOB_NAME CONFIG [args]  # srun, --launcher slurm
 
@@ -31,8 +31,9 @@ def parse_args(argv=None):
     parser.add_argument('config', help='train config file path')
     parser.add_argument('--work-dir', help='directory for logs and checkpoints')
     parser.add_argument(
-        '--resume', action='store_true',
-        help='resume from the latest checkpoint in the work dir (if there is one)')
+        '--resume', nargs='?', const='auto', default=None, metavar='CHECKPOINT',
+        help='resume training: alone, from the latest checkpoint in the work dir (if any); '
+        'with a path, from that checkpoint')
     parser.add_argument(
         '--amp', action='store_true',
         help='automatic mixed precision (AmpOptimWrapper; needs a CUDA/NPU/MLU device)')
@@ -76,7 +77,14 @@ def setup_cfg(args):
 
     if args.amp:
         enable_amp(cfg)
-    cfg.resume = args.resume
+    if args.resume == 'auto':
+        cfg.resume = True
+        cfg.load_from = None  # mmengine then finds the latest checkpoint of work_dir
+    elif args.resume is not None:
+        if not osp.isfile(args.resume):
+            raise FileNotFoundError(f'--resume checkpoint not found: {args.resume}')
+        cfg.resume = True
+        cfg.load_from = args.resume
     return cfg
 
 
