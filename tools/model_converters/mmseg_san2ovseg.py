@@ -1,0 +1,239 @@
+"""Convert an mmsegmentation 1.x SAN checkpoint to mmseg-ovseg's ``SAN``.
+
+Usage::
+
+    python tools/model_converters/mmseg_san2ovseg.py SRC DST
+
+``SRC`` is a checkpoint of mmseg's ``MultimodalEncoderDecoder`` with ``VisionTransformer``
+(image encoder, layers ``0..split-1``), ``CLIPTextEncoder`` and ``SideAdapterCLIPHead``.
+Every parameter is converted, including the text tower, the learned background embedding
+and the logit scale; mmseg's split CLIP (``image_encoder`` + ``rec_with_attnbias``) becomes one
+open_clip tower (``backbone.visual``). A key that is not recognised, or a module whose
+parameters are incomplete, is an error. ``DST`` is written atomically.
+"""
+import argparse
+import os
+import os.path as osp
+import re
+import sys
+import tempfile
+from collections import OrderedDict
+from typing import Dict
+
+import torch
+
+# mmcv transformer-layer names -> open_clip ResidualAttentionBlock names.
+_MMCV_VIT_LAYER = {  # mmseg VisionTransformer's TransformerEncoderLayer
+    'ln1': 'ln_1', 'ln2': 'ln_2', 'attn.attn.in_proj_weight': 'attn.in_proj_weight',
+    'attn.attn.in_proj_bias': 'attn.in_proj_bias', 'attn.attn.out_proj': 'attn.out_proj',
+    'ffn.layers.0.0': 'mlp.c_fc', 'ffn.layers.1': 'mlp.c_proj'}
+_MMCV_BASE_LAYER = {  # mmcv BaseTransformerLayer (norm, self_attn, norm, ffn)
+    'norms.0': 'ln_1', 'norms.1': 'ln_2',
+    'attentions.0.attn.in_proj_weight': 'attn.in_proj_weight',
+    'attentions.0.attn.in_proj_bias': 'attn.in_proj_bias',
+    'attentions.0.attn.out_proj': 'attn.out_proj',
+    'ffns.0.layers.0.0': 'mlp.c_fc', 'ffns.0.layers.1': 'mlp.c_proj'}
+_SIDE_LAYER = {  # mmseg side-adapter layer -> our timm-style SideAdapterBlock
+    'ln1': 'norm1', 'ln2': 'norm2', 'attn.attn.in_proj_weight': 'attn.qkv.weight',
+    'attn.attn.in_proj_bias': 'attn.qkv.bias', 'attn.attn.out_proj': 'attn.proj',
+    'ffn.layers.0.0': 'mlp.fc1', 'ffn.layers.1': 'mlp.fc2'}
+_CLIP_BLOCK_KEYS = ('ln_1.weight', 'ln_1.bias', 'attn.in_proj_weight', 'attn.in_proj_bias',
+                    'attn.out_proj.weight', 'attn.out_proj.bias', 'ln_2.weight', 'ln_2.bias',
+                    'mlp.c_fc.weight', 'mlp.c_fc.bias', 'mlp.c_proj.weight', 'mlp.c_proj.bias')
+_SIDE_BLOCK_KEYS = ('norm1.weight', 'norm1.bias', 'attn.qkv.weight', 'attn.qkv.bias',
+                    'attn.proj.weight', 'attn.proj.bias', 'norm2.weight', 'norm2.bias',
+                    'mlp.fc1.weight', 'mlp.fc1.bias', 'mlp.fc2.weight', 'mlp.fc2.bias')
+
+
+def _map_layer(rest: str, table: Dict[str, str]) -> str:
+    for src, dst in table.items():
+        if rest == src or rest.startswith(src + '.'):
+            return dst + rest[len(src):]
+    raise KeyError(rest)
+
+
+def convert(state: Dict[str, torch.Tensor]) -> 'OrderedDict[str, torch.Tensor]':
+    """mmseg SAN state dict -> mmseg-ovseg SAN state dict."""
+    num_img_layers = 1 + max(
+        (int(m.group(1)) for k in state
+         for m in [re.match(r'image_encoder\.layers\.(\d+)\.', k)] if m), default=-1)
+    if num_img_layers == 0:
+        raise KeyError('no image_encoder.layers.* keys: not an mmseg SAN checkpoint')
+    out, unknown = OrderedDict(), []
+    for key, value in state.items():
+        new = None
+        try:
+            if key.startswith('image_encoder.'):
+                k = key[len('image_encoder.'):]
+                m = re.match(r'layers\.(\d+)\.(.+)', k)
+                if m:
+                    new = (f'backbone.visual.transformer.resblocks.{m.group(1)}.'
+                           + _map_layer(m.group(2), _MMCV_VIT_LAYER))
+                elif k == 'cls_token':
+                    new, value = 'backbone.visual.class_embedding', value.reshape(-1)
+                elif k == 'pos_embed':
+                    new, value = 'backbone.visual.positional_embedding', value[0]
+                elif k == 'patch_embed.projection.weight':
+                    new = 'backbone.visual.conv1.weight'
+                elif k.startswith('ln_pre.'):
+                    new = 'backbone.visual.' + k
+            elif key.startswith('decode_head.rec_with_attnbias.'):
+                k = key[len('decode_head.rec_with_attnbias.'):]
+                m = re.match(r'layers\.(\d+)\.(.+)', k)
+                if m:
+                    idx = num_img_layers + int(m.group(1))
+                    new = (f'backbone.visual.transformer.resblocks.{idx}.'
+                           + _map_layer(m.group(2), _MMCV_BASE_LAYER))
+                elif k.startswith('ln_post.'):
+                    new = 'backbone.visual.' + k
+                elif k == 'proj.weight':  # nn.Linear (out, in) -> open_clip (in, out)
+                    new, value = 'backbone.visual.proj', value.t().contiguous()
+            elif key.startswith('decode_head.side_adapter_network.'):
+                k = key[len('decode_head.side_adapter_network.'):]
+                m = re.match(r'encode_layers\.(\d+)\.(.+)', k)
+                m_fuse = re.match(r'conv_clips\.(\d+)\.(0|1\.conv)\.(weight|bias)$', k)
+                if m:
+                    new = (f'decode_head.side_adapter.blocks.{m.group(1)}.'
+                           + _map_layer(m.group(2), _SIDE_LAYER))
+                elif m_fuse:
+                    sub = '0' if m_fuse.group(2) == '0' else '1'
+                    new = (f'decode_head.side_adapter.fusion_layers.{m_fuse.group(1)}.{sub}.'
+                           f'{m_fuse.group(3)}')
+                elif k.startswith('patch_embed.projection.'):
+                    new = 'decode_head.side_adapter.patch_embed.' + k.split('.')[-1]
+                elif k in ('pos_embed', 'query_embed', 'query_pos_embed'):
+                    new = 'decode_head.side_adapter.' + k
+                elif re.match(r'mask_decoder\.(query_mlp|pix_mlp)\.layers\.\d+\.', k):
+                    new = 'decode_head.' + k
+                elif re.match(r'mask_decoder\.(attn_mlp\.layers\.\d+|bias_scaling)\.', k):
+                    new = 'decode_head.bias_decoder.' + k[len('mask_decoder.'):]
+            elif key.startswith('text_encoder.'):
+                k = key[len('text_encoder.'):]
+                m = re.match(r'transformer\.(\d+)\.(.+)', k)
+                if m:
+                    new = (f'text_encoder.transformer.resblocks.{m.group(1)}.'
+                           + _map_layer(m.group(2), _MMCV_BASE_LAYER))
+                elif k in ('token_embedding.weight', 'positional_embedding', 'text_projection') \
+                        or k.startswith('ln_final.'):
+                    new = 'text_encoder.' + k
+                elif k in ('bg_embed', 'logit_scale'):
+                    new = 'decode_head.' + k
+        except KeyError:
+            new = None
+        if new is None:
+            unknown.append(key)
+        else:
+            out[new] = value
+    if unknown:
+        raise KeyError(f'{len(unknown)} keys not recognised as mmseg SAN parameters: '
+                       f'{unknown[:10]}{" ..." if len(unknown) > 10 else ""}')
+    _check_complete(out)
+    return out
+
+
+def _check_complete(out: Dict[str, torch.Tensor]) -> None:
+    """Every converted module must be complete (a truncated checkpoint is an error)."""
+    required = ['backbone.visual.conv1.weight', 'backbone.visual.class_embedding',
+                'backbone.visual.positional_embedding', 'backbone.visual.ln_pre.weight',
+                'backbone.visual.ln_post.weight', 'backbone.visual.proj',
+                'text_encoder.token_embedding.weight', 'text_encoder.positional_embedding',
+                'text_encoder.text_projection', 'text_encoder.ln_final.weight',
+                'decode_head.bg_embed', 'decode_head.logit_scale',
+                'decode_head.side_adapter.patch_embed.weight',
+                'decode_head.side_adapter.pos_embed', 'decode_head.side_adapter.query_embed',
+                'decode_head.side_adapter.query_pos_embed',
+                'decode_head.bias_decoder.bias_scaling.weight']
+
+    def indices(prefix):
+        pat = re.compile(re.escape(prefix) + r'(\d+)\.')
+        found = {int(m.group(1)) for k in out for m in [pat.match(k)] if m}
+        return range(max(found) + 1) if found else range(0)
+
+    for prefix, keys in (('backbone.visual.transformer.resblocks.', _CLIP_BLOCK_KEYS),
+                         ('text_encoder.transformer.resblocks.', _CLIP_BLOCK_KEYS),
+                         ('decode_head.side_adapter.blocks.', _SIDE_BLOCK_KEYS)):
+        blocks = indices(prefix)
+        if not blocks:
+            required.append(prefix + '0.' + keys[0])
+        required += [f'{prefix}{i}.{k}' for i in blocks for k in keys]
+    for prefix in ('decode_head.mask_decoder.query_mlp.layers.',
+                   'decode_head.mask_decoder.pix_mlp.layers.',
+                   'decode_head.bias_decoder.attn_mlp.layers.'):
+        layers = indices(prefix)
+        if not layers:
+            required.append(prefix + '0.weight')
+        required += [f'{prefix}{i}.{k}' for i in layers for k in ('weight', 'bias')]
+    fusions = indices('decode_head.side_adapter.fusion_layers.')
+    required += [f'decode_head.side_adapter.fusion_layers.{i}.{j}.{k}'
+                 for i in fusions for j in (0, 1) for k in ('weight', 'bias')]
+    missing = [k for k in required if k not in out]
+    if missing:
+        raise KeyError(f'checkpoint is incomplete, {len(missing)} parameters missing: '
+                       f'{missing[:10]}{" ..." if len(missing) > 10 else ""}')
+
+
+def load_state(path: str, unsafe: bool = False) -> Dict[str, torch.Tensor]:
+    """Tensors of a checkpoint (``state_dict`` wrapper and ``module.`` prefix removed).
+
+    Loads with ``weights_only=True`` (mmengine's checkpoint globals allow-listed when
+    mmseg_ovseg is importable); ``unsafe`` unpickles arbitrary objects (trusted files only).
+    """
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'checkpoint not found: {path}')
+    try:
+        from mmseg_ovseg.utils.checkpoint import register_safe_globals
+        register_safe_globals()
+    except ImportError:
+        pass
+    try:
+        ckpt = torch.load(path, map_location='cpu', weights_only=not unsafe)
+    except Exception as e:  # noqa: BLE001  (pickle errors have many types)
+        raise ValueError(f'{path}: cannot be loaded with weights_only=True ({e}); pass '
+                         '--unsafe-load if you trust the file') from e
+    state = ckpt
+    for wrapper in ('state_dict', 'model'):  # mmengine / detectron2 checkpoints
+        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
+            state = state[wrapper]
+            break
+    if not isinstance(state, dict) or not state:
+        raise ValueError(f'{path}: expected a state dict or a checkpoint with "state_dict" '
+                         'or "model"')
+    return {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state.items()}
+
+
+def save_atomic(obj, dst: str) -> None:
+    """Write to a temporary file in DST's directory, then rename (no partial DST)."""
+    dst_dir = osp.dirname(osp.abspath(dst))
+    os.makedirs(dst_dir, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix='.tmp_', suffix='.pth', dir=dst_dir)
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, dst)
+    except BaseException:
+        if osp.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        description='Convert an mmsegmentation SAN checkpoint to mmseg-ovseg SAN.')
+    parser.add_argument('src', help='mmseg SAN checkpoint (.pth)')
+    parser.add_argument('dst', help='output checkpoint path')
+    parser.add_argument('--unsafe-load', action='store_true',
+                        help='unpickle arbitrary objects in SRC (only for trusted files)')
+    args = parser.parse_args(argv)
+    try:
+        state = convert(load_state(args.src, args.unsafe_load))
+    except (KeyError, ValueError, FileNotFoundError) as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 1
+    save_atomic(dict(state_dict=state, meta=dict(converted_from=osp.basename(args.src),
+                                                 converter='mmseg_san2ovseg')), args.dst)
+    print(f'converted {len(state)} tensors -> {args.dst}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
