@@ -217,6 +217,10 @@ class OVCLIPTextEncoder(_CLIPTextTower):
         start = time.perf_counter()
         texts = [t.format(name) for t in templates for name in vocabulary]
         tokens = tokenize(texts, self.context_length)
+        if self.attn_mask is not None and self.text_pool_type in ('argmax', 'eos'):
+            # Causal attention: positions after the last EOT never reach the pooled feature,
+            # so dropping the all-padding tail gives the same embeddings ~5-10x faster.
+            tokens = tokens[:, :int((tokens != 0).sum(dim=1).max())]
         feats = [
             F.normalize(self.encode_text(chunk.to(self.device)), dim=-1)
             for chunk in tokens.split(self.chunk_size)
