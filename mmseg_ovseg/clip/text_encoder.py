@@ -103,9 +103,6 @@ class _CLIPTextTower(BaseModule):
                              f'{tuple(tokens.shape)}')
         return self.encode_embeddings(self.token_embedding(tokens), tokens)
 
-    def _tower_modules(self) -> List[nn.Module]:
-        return [self.token_embedding, self.transformer, self.ln_final]
-
 
 @MODELS.register_module()
 class OVCLIPTextEncoder(_CLIPTextTower):
