@@ -1,0 +1,32 @@
+# Cross-dataset test of the COCO-Stuff-trained SAN ViT-B/16 on ADE20K-Full (847 classes,
+# SAN Table 1): vocabulary 'ade847', whole image at shortest side 640. Test only.
+# Data: the detectron2 preparation of ADE20K_2021_17_01 (images_detectron2/validation/*.jpg,
+# annotations_detectron2/validation/*.tif with 16-bit labels 0..846, 65535 = ignore).
+# NOTE: mmseg 1.2.2's LoadAnnotations casts labels to uint8, which cannot hold 847 classes:
+# evaluation needs a 16-bit label loader (not provided by this config).
+_base_ = ['./san_vitb16_coco-stuff.py']
+
+model = dict(vocabulary='ade847')
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='ResizeShortestEdge', scale=(640, 640), max_size=2560),
+    dict(type='LoadAnnotations'),
+    dict(type='PackSegInputs')
+]
+val_dataloader = dict(
+    batch_size=1,
+    num_workers=4,
+    persistent_workers=True,
+    sampler=dict(type='DefaultSampler', shuffle=False),
+    dataset=dict(
+        _delete_=True,
+        type='BaseSegDataset',
+        data_root='data/ADE20K_2021_17_01',
+        data_prefix=dict(img_path='images_detectron2/validation',
+                         seg_map_path='annotations_detectron2/validation'),
+        img_suffix='.jpg',
+        seg_map_suffix='.tif',
+        # the metric only counts classes; names come from model.vocabulary
+        metainfo=dict(classes=tuple(f'ade847_{i}' for i in range(847))),
+        pipeline=test_pipeline))
+test_dataloader = val_dataloader

@@ -1,0 +1,392 @@
+"""SAN: side adapter, decoders, head, loss, segmentor, freezing, converters (tiny widths)."""
+import copy
+import importlib.util
+import math
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+from mmengine.config import Config
+from mmengine.registry import init_default_scope
+from mmengine.structures import InstanceData, PixelData
+
+import mmseg_ovseg  # noqa: F401  (registers the plugin's modules)
+from mmseg.registry import MODELS
+from mmseg.structures import SegDataSample
+from mmseg_ovseg.models.decode_heads.san_decoders import AttentionBiasDecoder, MaskDecoder
+from mmseg_ovseg.models.decode_heads.side_adapter import SideAdapterViT
+from mmseg_ovseg.models.losses.mask_classification_loss import MaskClassificationLoss
+from mmseg_ovseg.models.losses.point_sampling import point_sample, sample_uncertain_points
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+CLIP = dict(
+    embed_dim=32,
+    vision_cfg=dict(image_size=64, layers=3, width=64, head_width=32, patch_size=8),
+    text_cfg=dict(context_length=77, vocab_size=49408, width=32, heads=2, layers=1))
+CLASSES = ['cat', 'dog', 'sky', 'road']
+
+
+def tiny_san_cfg(**overrides):
+    cfg = dict(
+        type='SAN',
+        data_preprocessor=dict(type='SegDataPreProcessor', mean=[123.7, 116.3, 103.5],
+                               std=[58.4, 57.1, 57.4]),
+        vocabulary=CLASSES,
+        templates='single',
+        clip_scale=0.5,
+        fusion_layers=(0, 1, 2),
+        split_layer=2,
+        backbone=dict(type='CLIPVisionTransformer', clip_model=CLIP, frozen=True,
+                      frozen_exclude=('positional_embedding', )),
+        text_encoder=dict(type='OVCLIPTextEncoder', clip_model=CLIP, templates='single'),
+        decode_head=dict(
+            type='SANHead',
+            side_adapter=dict(embed_dims=32, depth=3, num_heads=2, patch_size=8,
+                              num_queries=6, pos_grid=(8, 8), clip_channels=64,
+                              fusion_index=(0, 1, 2)),
+            mask_decoder=dict(embed_channels=16, mlp_channels=16),
+            bias_decoder=dict(num_heads=2, embed_channels=16, mlp_channels=16),
+            text_channels=32,
+            deep_supervision_idxs=(2, ),
+            loss_decode=dict(type='MaskClassificationLoss', num_points=256)),
+        train_cfg=dict(),
+        test_cfg=dict(mode='whole'))
+    cfg.update(overrides)
+    return cfg
+
+
+@pytest.fixture
+def san():
+    init_default_scope('mmseg')
+    torch.manual_seed(0)
+    return MODELS.build(tiny_san_cfg())
+
+
+def _samples(n, h, w, num_classes=len(CLASSES), seed=0):
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n):
+        seg = torch.randint(0, num_classes, (1, h // 16, w // 16), generator=g)
+        seg = F.interpolate(seg[None].float(), size=(h, w), mode='nearest')[0].long()
+        seg[:, :4, :4] = 255  # ignored pixels
+        s = SegDataSample(gt_sem_seg=PixelData(data=seg))
+        s.set_metainfo(dict(img_shape=(h, w), ori_shape=(h, w), pad_shape=(h, w)))
+        out.append(s)
+    return out
+
+
+def _load_tool(name):
+    path = osp.join(ROOT, 'tools', 'model_converters', f'{name}.py')
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, osp.dirname(path))
+    spec.loader.exec_module(mod)
+    return mod
+
+
+# ---------------------------------------------------------------------- point sampling
+def test_point_sample_values_and_mmcv_equivalence():
+    x = torch.arange(4.).view(1, 1, 2, 2)
+    # cell centres of a 2x2 map (align_corners=False): exact values, (x, y) order
+    coords = torch.tensor([[[0.25, 0.25], [0.75, 0.25], [0.25, 0.75], [0.75, 0.75]]])
+    assert torch.allclose(point_sample(x, coords)[0, 0], torch.tensor([0., 1., 2., 3.]))
+    from mmcv.ops import point_sample as mmcv_point_sample
+    maps, pts = torch.randn(3, 2, 7, 5), torch.rand(3, 11, 2)
+    assert torch.allclose(point_sample(maps, pts), mmcv_point_sample(maps, pts), atol=1e-6)
+    with pytest.raises(ValueError, match='point_sample'):
+        point_sample(maps[0], pts)
+
+
+def test_uncertain_points_focus_on_boundaries():
+    torch.manual_seed(0)
+    logits = torch.full((2, 1, 32, 32), 10.0)
+    logits[:, :, :, 16:] = -10.0  # the only uncertain region is the vertical edge x = 0.5
+    coords = sample_uncertain_points(logits, 400, oversample_ratio=3.0,
+                                     importance_sample_ratio=0.75)
+    assert coords.shape == (2, 400, 2)
+    near_edge = ((coords[:, :300, 0] - 0.5).abs() < 0.1).float().mean()
+    assert near_edge > 0.9
+    with pytest.raises(ValueError):
+        sample_uncertain_points(logits, 10, oversample_ratio=0.5)
+
+
+# ---------------------------------------------------------------------- loss
+def _gt(labels, h=32, w=32):
+    masks = torch.zeros(len(labels), h, w, dtype=torch.long)
+    for i in range(len(labels)):
+        masks[i, :, i * (w // len(labels)):(i + 1) * (w // len(labels))] = 1
+    return InstanceData(labels=torch.tensor(labels), masks=masks)
+
+
+def test_mask_classification_loss_matching_and_values():
+    init_default_scope('mmseg')
+    torch.manual_seed(0)
+    loss_fn = MaskClassificationLoss(num_points=512)
+    gt = _gt([2, 0])
+    q, k = 5, 3
+    cls = torch.full((1, q, k + 1), -5.0)
+    masks = torch.full((1, q, 16, 16), -8.0)
+    # query 3 predicts gt 0 (class 2, left half), query 1 predicts gt 1 (class 0, right half)
+    cls[0, 3, 2] = cls[0, 1, 0] = 8.0
+    cls[0, [0, 2, 4], k] = 8.0
+    masks[0, 3, :, :8] = 8.0
+    masks[0, 1, :, 8:] = 8.0
+    qi, gi = loss_fn.match(cls[0], masks[0], gt)
+    assert dict(zip(qi.tolist(), gi.tolist())) == {3: 0, 1: 1}
+
+    cls.requires_grad_(True)
+    masks.requires_grad_(True)
+    good = loss_fn(cls, masks, [gt])
+    assert set(good) == {'loss_cls_ce', 'loss_mask_ce', 'loss_mask_dice'}
+    # class loss = 2 x weighted CE with no-object weight 0.1 (weighted mean)
+    labels = torch.tensor([k, 0, k, 2, k])
+    w = torch.tensor([1., 1., 1., 0.1])
+    expected = 2.0 * F.cross_entropy(cls[0], labels, weight=w)
+    assert torch.allclose(good['loss_cls_ce'], expected)
+    assert good['loss_mask_dice'] < 0.5 and good['loss_mask_ce'] < 0.1
+    sum(good.values()).backward()
+    assert cls.grad.abs().sum() > 0 and masks.grad.abs().sum() > 0
+
+    bad = loss_fn(cls.detach().roll(1, dims=1), masks.detach().roll(2, dims=1), [gt])
+    assert all(bad[key] > good[key] for key in good)
+
+
+def test_mask_classification_loss_empty_and_bad_input():
+    init_default_scope('mmseg')
+    loss_fn = MaskClassificationLoss(num_points=64)
+    cls = torch.randn(2, 4, 3, requires_grad=True)
+    masks = torch.randn(2, 4, 8, 8, requires_grad=True)
+    empty = InstanceData(labels=torch.zeros(0, dtype=torch.long),
+                         masks=torch.zeros(0, 32, 32, dtype=torch.long))
+    out = loss_fn(cls, masks, [empty, empty])
+    assert out['loss_mask_ce'] == 0 and out['loss_mask_dice'] == 0
+    sum(out.values()).backward()  # graph stays connected
+    assert masks.grad is not None
+    with pytest.raises(ValueError, match='out of range'):
+        loss_fn(cls, masks, [_gt([5]), empty])
+    with pytest.raises(ValueError, match='ground truths'):
+        loss_fn(cls, masks, [empty])
+
+
+# ---------------------------------------------------------------------- side adapter
+def test_side_adapter_shapes_fusion_and_errors():
+    torch.manual_seed(0)
+    net = SideAdapterViT(embed_dims=32, depth=4, num_heads=2, patch_size=8, num_queries=5,
+                         pos_grid=(8, 8), clip_channels=16, fusion_index=(0, 2))
+    img = torch.randn(2, 3, 64, 48)  # non-square: the position embedding is resized
+    feats = [torch.randn(2, 16, 4, 3), torch.randn(2, 16, 4, 3)]
+    outs = net(img, feats, (2, 4))
+    assert len(outs) == 2
+    for query, x in outs:
+        assert query.shape == (2, 5, 32) and x.shape == (2, 32, 8, 6)
+    # fusion at block 2 changes block >= 2 outputs only
+    feats2 = [feats[0], feats[1] + 1.0]
+    outs2 = net(img, feats2, (1, 4))
+    outs1 = net(img, feats, (1, 4))
+    assert torch.equal(outs1[0][1], outs2[0][1])
+    assert not torch.allclose(outs1[1][1], outs2[1][1])
+    # gradients reach the fusion projections and the queries
+    outs[-1][0].sum().backward()
+    assert net.fusion_layers[1][1].weight.grad.abs().sum() > 0
+    assert net.query_embed.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match='at least one'):
+        net(torch.randn(1, 3, 7, 64), feats, (4, ))
+    with pytest.raises(ValueError, match='CLIP features'):
+        net(img, feats[:1], (4, ))
+    with pytest.raises(ValueError, match='fusion_index'):
+        SideAdapterViT(depth=2, fusion_index=(0, 3))
+
+
+def test_decoders_match_their_equations():
+    torch.manual_seed(0)
+    md = MaskDecoder(in_channels=8, embed_channels=6, mlp_channels=10)
+    bd = AttentionBiasDecoder(in_channels=8, num_heads=3, embed_channels=6, mlp_channels=10)
+    with torch.no_grad():
+        bd.bias_scaling.weight.fill_(2.0)
+        bd.bias_scaling.bias.fill_(-1.0)
+    q, x = torch.randn(2, 4, 8), torch.randn(2, 8, 5, 7)
+    masks, qe = md(q, x)
+    assert masks.shape == (2, 4, 5, 7) and qe.shape == (2, 4, 6)
+    assert torch.allclose(masks, torch.einsum('bqc,bchw->bqhw', qe, md.pix_mlp(x)), atol=1e-5)
+    bias = bd(qe, x)
+    attn = bd.attn_mlp(x).view(2, 3, 6, 5, 7)
+    ref = torch.einsum('bqc,bnchw->bnqhw', qe, attn) * 2.0 - 1.0
+    assert bias.shape == (2, 3, 4, 5, 7) and torch.allclose(bias, ref, atol=1e-5)
+
+
+# ---------------------------------------------------------------------- segmentor
+def test_san_loss_backward_and_freezing(san):
+    san.train()
+    inputs = torch.randn(2, 3, 64, 64)
+    losses = san.loss(inputs, _samples(2, 64, 64))
+    assert set(losses) == {f'decode.{p}{k}' for p in ('', 'd2.')
+                           for k in ('loss_cls_ce', 'loss_mask_ce', 'loss_mask_dice')}
+    assert all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    trainable = {n for n, p in san.named_parameters() if p.requires_grad}
+    assert 'backbone.visual.positional_embedding' in trainable
+    assert not any(n.startswith('text_encoder.') for n in trainable)
+    assert not any(n.startswith('backbone.') and 'positional_embedding' not in n
+                   for n in trainable)
+    assert 'decode_head.logit_scale' not in trainable
+    # gradient flows through the frozen CLIP layers into the attention bias decoder and the
+    # CLIP position embedding; the background embedding trains
+    for name in ('backbone.visual.positional_embedding',
+                 'decode_head.bias_decoder.attn_mlp.layers.0.weight',
+                 'decode_head.side_adapter.blocks.0.attn.qkv.weight',
+                 'decode_head.bg_embed'):
+        grad = dict(san.named_parameters())[name].grad
+        assert grad is not None and grad.abs().sum() > 0, name
+
+
+def test_san_predict_is_eq4_and_vocabulary_switch(san):
+    san.eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        feats = san.extract_feat(x)
+        masks, cls = san.decode_head.forward(feats)
+        assert len(masks) == 1 and masks[0].shape == (1, 6, 8, 8)
+        assert cls[0].shape == (1, 6, len(CLASSES) + 1)
+        seg = san.predict(x)[0].seg_logits.data
+        up = F.interpolate(masks[0], size=(64, 64), mode='bilinear', align_corners=False)
+        ref = torch.einsum('bqc,bqhw->bchw', cls[0].softmax(-1)[..., :-1], up.sigmoid())[0]
+        assert seg.shape == (len(CLASSES), 64, 64)
+        assert torch.allclose(seg, ref, atol=1e-5)
+        # class logits are 100 x cosine similarities (|logit| <= 100)
+        assert cls[0].abs().max() <= 100.0 + 1e-3
+        san.set_vocabulary(['tree', 'car'])
+        seg2 = san.predict(x)[0]
+        assert seg2.seg_logits.data.shape == (2, 64, 64)
+        assert san.decode_head.num_classes == 2
+        assert int(seg2.pred_sem_seg.data.max()) <= 1
+
+
+def test_san_odd_and_small_inputs(san):
+    san.eval()
+    with torch.no_grad():
+        out = san.predict(torch.randn(1, 3, 72, 40))[0]  # non-square, CLIP grid 5x3 (padded)
+        assert out.seg_logits.data.shape == (len(CLASSES), 72, 40)
+        with pytest.raises(ValueError, match='at least one'):
+            san.predict(torch.randn(1, 3, 6, 64))
+
+
+def test_san_config_errors():
+    init_default_scope('mmseg')
+    with pytest.raises(ValueError, match='split_layer'):
+        MODELS.build(tiny_san_cfg(split_layer=3))
+    with pytest.raises(ValueError, match='fusion_layers'):
+        MODELS.build(tiny_san_cfg(fusion_layers=(0, 3)))
+    bad = tiny_san_cfg()
+    bad['decode_head'] = copy.deepcopy(bad['decode_head'])
+    bad['decode_head']['bias_decoder']['num_heads'] = 4
+    with pytest.raises(ValueError, match='num_heads'):
+        MODELS.build(bad)
+
+
+def test_vitb16_trainable_parameter_count():
+    """Paper: 8.37M trainable parameters for ViT-B/16 (Table 1 / Sec. 4.2)."""
+    init_default_scope('mmseg')
+    cfg = Config.fromfile(osp.join(ROOT, 'configs', 'san_vitb16_coco-stuff.py'))
+    cfg.model.backbone.pretrained = None
+    cfg.model.text_encoder.pretrained = None
+    model = MODELS.build(cfg.model)
+    counts = {}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            group = name.split('.')[0] if not name.startswith('decode_head') else \
+                '.'.join(name.split('.')[:2])
+            counts[group] = counts.get(group, 0) + p.numel()
+    total = sum(counts.values())
+    # side adapter 6,915,504 (incl. 4 fusion layers 744,384) + mask/bias decoders 1,303,554
+    # + background embedding 512 + CLIP position embedding 197 x 768 = 151,296
+    assert counts['backbone'] == 197 * 768
+    assert counts['decode_head.side_adapter'] == 6915504
+    assert counts['decode_head.mask_decoder'] + counts['decode_head.bias_decoder'] == 1303554
+    assert counts['decode_head.bg_embed'] == 512
+    assert total == 8370866 and round(total / 1e6, 2) == 8.37
+    assert 'text_encoder' not in counts
+
+
+# ---------------------------------------------------------------------- official converter
+def _to_official(state):
+    """Our SAN state dict -> the official MendelXu/SAN (detectron2) key layout."""
+    out, split = {}, 2
+    for k, v in state.items():
+        if k.startswith('backbone.visual.transformer.resblocks.'):
+            rest = k[len('backbone.visual.transformer.resblocks.'):]
+            i, tail = rest.split('.', 1)
+            if int(i) < split:
+                out[f'clip_visual_extractor.resblocks.{i}.{tail}'] = v
+            else:
+                out[f'clip_rec_head.resblocks.{int(i) - split}.{tail}'] = v
+        elif k.startswith('backbone.visual.'):
+            rest = k[len('backbone.visual.'):]
+            head = rest.startswith(('ln_post', 'proj'))
+            out[('clip_rec_head.' if head else 'clip_visual_extractor.') + rest] = v
+        elif k.startswith('text_encoder.'):
+            out['ov_classifier.' + k[len('text_encoder.'):]] = v
+        elif k in ('decode_head.bg_embed', 'decode_head.logit_scale'):
+            out['ov_classifier.' + k.split('.')[-1]] = v
+        elif k.startswith('decode_head.side_adapter.'):
+            rest = k[len('decode_head.side_adapter.'):]
+            if rest.startswith('fusion_layers.'):
+                _, idx, tail = rest.split('.', 2)
+                tgt = (0, 1, 2)[int(idx)]
+                out[f'side_adapter_network.fusion_layers.layer_{tgt}.input_proj.{tail}'] = v
+            elif rest.startswith('patch_embed.'):
+                out['side_adapter_network.vit_model.patch_embed.proj.' +
+                    rest.split('.')[-1]] = v
+            elif rest.startswith(('blocks.', 'pos_embed')):
+                out['side_adapter_network.vit_model.' + rest] = v
+            else:
+                out['side_adapter_network.' + rest] = v
+        elif k.startswith('decode_head.mask_decoder.'):
+            out['side_adapter_network.' + k[len('decode_head.'):]] = v
+        elif k.startswith('decode_head.bias_decoder.'):
+            out['side_adapter_network.mask_decoder.' + k[len('decode_head.bias_decoder.'):]] = v
+        else:
+            raise AssertionError(k)
+    out['criterion.empty_weight'] = torch.ones(5)
+    out['ov_classifier.attn_mask'] = torch.zeros(77, 77)
+    return out
+
+
+def test_official_converter_roundtrip(san, tmp_path):
+    tool = _load_tool('san2ovseg')
+    san.eval()
+    official = _to_official(san.state_dict())
+    assert len(official) == len(san.state_dict()) + 2
+    converted, fusion = tool.convert(official)
+    assert fusion == [0, 1, 2]
+    init_default_scope('mmseg')
+    torch.manual_seed(1)
+    other = MODELS.build(tiny_san_cfg()).eval()
+    other.load_state_dict(converted, strict=True)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        a = san.predict(x)[0].seg_logits.data
+        b = other.predict(x)[0].seg_logits.data
+    assert torch.equal(a, b)
+    # a missing parameter and an unknown key are errors
+    broken = dict(official)
+    broken.pop('side_adapter_network.vit_model.blocks.1.mlp.fc2.weight')
+    with pytest.raises(KeyError, match='missing'):
+        tool.convert(broken)
+    with pytest.raises(KeyError, match='not recognised'):
+        tool.convert({**official, 'foo.bar': torch.zeros(1)})
+    # the CLI: DST written, and a clear error (exit 1, nothing written) on a broken SRC
+    src, dst = tmp_path / 'official.pth', tmp_path / 'out' / 'san.pth'
+    torch.save(dict(model=official), src)
+    assert tool.main([str(src), str(dst)]) == 0
+    loaded = torch.load(dst, map_location='cpu', weights_only=True)['state_dict']
+    assert set(loaded) == set(converted)
+    torch.save(dict(model=broken), tmp_path / 'broken.pth')
+    res = subprocess.run([sys.executable, osp.join(ROOT, 'tools', 'model_converters',
+                                                   'san2ovseg.py'),
+                          str(tmp_path / 'broken.pth'), str(tmp_path / 'never.pth')],
+                         capture_output=True, text=True)
+    assert res.returncode == 1 and 'missing' in res.stderr
+    assert not (tmp_path / 'never.pth').exists()
