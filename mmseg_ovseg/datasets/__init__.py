@@ -1,1 +1,2 @@
 from .zero_shot import ZeroShotLabelMapping  # noqa: F401
+from .synthetic import SyntheticShapesDataset, generate_synthetic_dataset  # noqa: F401

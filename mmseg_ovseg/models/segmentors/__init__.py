@@ -1,1 +1,2 @@
+from .text_encoder_decoder import TextEncoderDecoder  # noqa: F401
 from .zegclip import ZegCLIP  # noqa: F401
