@@ -69,8 +69,8 @@ class ZeroShotIoUMetric(IoUMetric):
             raise ValueError("ZeroShotIoUMetric needs 'mIoU' in iou_metrics")
         iou, acc = ret['IoU'], ret['Acc']
 
-        def pct(x):
-            return float(np.round(x * 100, 2))
+        def pct(x):  # float64 first: float32 areas would print as 72.7300033...
+            return round(float(x) * 100, 2)
 
         miou_s, miou_u = np.nanmean(iou[seen]), np.nanmean(iou[unseen])
         metrics = OrderedDict(
