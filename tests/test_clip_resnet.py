@@ -38,7 +38,7 @@ def test_parity_with_open_clip_at_native_size():
     ref = model.visual  # open_clip's own forward on the very same weights
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
-        c2, c3, c4, c5, (glob, dense) = model(x)
+        c2, c3, c4, c5, dense, glob = model(x)
         feats = ref.layer4(ref.layer3(ref.layer2(ref.layer1(ref.stem(x)))))
         ref_global = ref(x)
     assert [t.shape[1] for t in (c2, c3, c4, c5)] == [32, 64, 128, 256]
@@ -54,7 +54,7 @@ def test_dense_is_full_attention_per_position():
     pool = model.visual.attnpool
     x = torch.randn(1, 3, 96, 128)
     with torch.no_grad():
-        *_, c5, (glob, dense) = model(x)
+        *_, c5, dense, glob = model(x)
         # Independent reference: explicit per-head softmax attention.
         B, C, h, w = c5.shape
         tok = c5.flatten(2).transpose(1, 2)  # (B, hw, C)
@@ -112,7 +112,7 @@ def test_load_clip_checkpoint(tmp_path):
     assert set(model.state_dict()) == {k for k in clip.state_dict() if k.startswith('visual.')}
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
-        glob = model(x)[-1][0]
+        glob = model(x)[-1]
         torch.testing.assert_close(glob, clip.encode_image(x), rtol=0, atol=1e-5)
         torch.testing.assert_close(model.visual.attnpool.positional_embedding,
                                    clip.visual.attnpool.positional_embedding, rtol=0, atol=0)
@@ -138,7 +138,7 @@ def test_input_resolution_resizes_pos_grid_at_load(tmp_path):
     expected = resize_attnpool_pos_embed(clip.visual.attnpool.positional_embedding, (4, 4))
     torch.testing.assert_close(pos.detach(), expected.detach(), rtol=0, atol=0)
     with torch.no_grad():
-        assert model.eval()(torch.randn(1, 3, 96, 64))[-1][1].shape == (1, 32, 3, 2)
+        assert model.eval()(torch.randn(1, 3, 96, 64))[-2].shape == (1, 32, 3, 2)
 
 
 def test_frozen_flags():
@@ -171,4 +171,4 @@ def test_registry_build():
         dict(type='CLIPResNetWithAttention', clip_model=TINY, out_indices=(0, 1, 2, 3)))
     assert isinstance(model, CLIPResNetWithAttention)
     outs = model.eval()(torch.randn(1, 3, 64, 64))
-    assert len(outs) == 5 and outs[-1][1].shape == (1, 32, 2, 2)
+    assert len(outs) == 6 and outs[-2].shape == (1, 32, 2, 2)

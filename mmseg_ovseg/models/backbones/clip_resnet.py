@@ -71,7 +71,7 @@ class CLIPResNetWithAttention(BaseModule):
             None keeps the checkpoint's own grid. Default: None.
         out_indices (Sequence[int]): stages (0..3 = C2..C5) whose maps are returned.
             Default: (0, 1, 2, 3).
-        output_attnpool (bool): append ``(global, dense)`` from the attention pool.
+        output_attnpool (bool): append dense and global outputs of the attention pool.
             Default: True.
         frozen (bool): freeze the whole tower (parameters and BatchNorm statistics).
             Default: False.
@@ -85,7 +85,7 @@ class CLIPResNetWithAttention(BaseModule):
         input: ``(B, 3, H, W)``, H and W multiples of 32.
         output: tuple of ``(B, 4*width*2**i, H/2**(i+2), W/2**(i+2))`` for ``i`` in
         ``out_indices`` (256/512/1024/2048 channels for RN50), then, if ``output_attnpool``,
-        a tuple ``(global (B, C_out), dense (B, C_out, H/32, W/32))``, ``C_out`` = CLIP's
+        dense ``(B, C_out, H/32, W/32)`` and global ``(B, C_out)``, ``C_out`` = CLIP's
         embed dim (1024 for RN50, 512 for RN101).
     """
 
@@ -210,7 +210,8 @@ class CLIPResNetWithAttention(BaseModule):
         return out[:, :, 0], out[:, :, 1:].reshape(B, -1, h, w)
 
     def forward(self, x: torch.Tensor) -> tuple:
-        """``(B, 3, H, W)`` -> stage maps at ``out_indices`` [+ ``(global, dense)``]."""
+        """``(B, 3, H, W)`` -> stage maps at ``out_indices`` [+ dense ``(B, C, h, w)``,
+        global ``(B, C)``], the same flat layout as ``CLIPVisionTransformer(output_dense=True)``."""
         v = self.visual
         x = v.stem(x.to(v.conv1.weight.dtype))
         last = 3 if self.output_attnpool else max(self.out_indices)
@@ -220,5 +221,6 @@ class CLIPResNetWithAttention(BaseModule):
             if i in self.out_indices:
                 outs.append(x)
         if self.output_attnpool:
-            outs.append(self.attnpool(x))
+            glob, dense = self.attnpool(x)
+            outs += [dense, glob]
         return tuple(outs)

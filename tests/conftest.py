@@ -1,0 +1,18 @@
+"""Shared test set-up: fill mmseg's registries and make 'mmseg' the default scope, as a config
+with ``default_scope='mmseg'`` and ``custom_imports=['mmseg_ovseg']`` does."""
+import os
+
+import pytest
+import torch
+from mmseg.utils import register_all_modules
+
+import mmseg_ovseg  # noqa: F401
+
+register_all_modules(init_default_scope=True)
+# Two cores are shared by tests that may run in parallel with other work.
+torch.set_num_threads(int(os.environ.get('OVSEG_TEST_THREADS', '2')))
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
