@@ -6,6 +6,8 @@ _base_ = [
     '_base_/schedules/schedule_synthetic.py'
 ]
 
+crop_size = (128, 128)  # as in the dataset base (base variables are not in scope here)
+
 # Tiny CLIP in open_clip's config layout (mmseg_ovseg/clip/builder.py).
 clip_model = dict(
     embed_dim=64,

@@ -66,9 +66,9 @@ class TextEncoderDecoder(EncoderDecoder):
         super().__init__(
             backbone=backbone, decode_head=decode_head, auxiliary_head=auxiliary_head,
             **kwargs)
-        if self.test_cfg is None:
-            # mmseg's inference reads test_cfg.mode; default to whole-image inference.
-            self.test_cfg = ConfigDict(mode='whole')
+        # mmseg's inference reads test_cfg.mode (attribute access): a plain dict or None from
+        # a model built outside a config file becomes a ConfigDict, whole-image by default.
+        self.test_cfg = ConfigDict(self.test_cfg or dict(mode='whole'))
         self.text_encoder = MODELS.build(text_encoder)
         self.vocabulary = classes
         self.templates = templates

@@ -1,0 +1,173 @@
+import copy
+
+import pytest
+import torch
+from mmengine.config import ConfigDict
+from mmengine.registry import init_default_scope
+from mmengine.structures import PixelData
+
+import mmseg_ovseg  # noqa: F401  (registers the plugin's modules)
+from mmseg.registry import MODELS
+from mmseg.structures import SegDataSample
+from mmseg_ovseg.clip.vocabularies import SYNTHETIC_CLASSES
+
+CLIP = dict(
+    embed_dim=32,
+    vision_cfg=dict(image_size=64, layers=2, width=64, head_width=32, patch_size=16),
+    text_cfg=dict(context_length=77, vocab_size=49408, width=32, heads=2, layers=1))
+
+
+def tiny_cfg(**overrides):
+    cfg = dict(
+        type='TextEncoderDecoder',
+        data_preprocessor=dict(type='SegDataPreProcessor', mean=[123.7, 116.3, 103.5],
+                               std=[58.4, 57.1, 57.4]),
+        vocabulary='synthetic',
+        templates='single',
+        backbone=dict(type='CLIPVisionTransformer', clip_model=CLIP, out_indices=(1, ),
+                      frozen=False, output_dense=True),
+        text_encoder=dict(type='OVCLIPTextEncoder', clip_model=CLIP, templates='single'),
+        decode_head=dict(type='PatchTextHead', in_channels=32, channels=32, proj_type='mlp',
+                         dropout_ratio=0.0),
+        test_cfg=dict(mode='whole'))
+    cfg.update(overrides)
+    return cfg
+
+
+@pytest.fixture
+def model():
+    init_default_scope('mmseg')
+    torch.manual_seed(0)
+    return MODELS.build(tiny_cfg())
+
+
+def _samples(n, h, w, num_classes=len(SYNTHETIC_CLASSES)):
+    out = []
+    for _ in range(n):
+        s = SegDataSample(metainfo=dict(img_shape=(h, w), ori_shape=(h, w), pad_shape=(h, w)))
+        s.gt_sem_seg = PixelData(data=torch.randint(0, num_classes, (1, h, w)))
+        out.append(s)
+    return out
+
+
+def test_builds_with_vocabulary_size(model):
+    n = len(SYNTHETIC_CLASSES)
+    assert model.vocabulary == list(SYNTHETIC_CLASSES)
+    assert model.num_classes == model.out_channels == n
+    assert model.decode_head.num_classes == model.decode_head.out_channels == n
+    # text tower is frozen, keys follow the CLIP checkpoint layout
+    assert not any(p.requires_grad for p in model.text_encoder.parameters())
+    keys = model.state_dict().keys()
+    assert any(k.startswith('backbone.visual.') for k in keys)
+    assert any(k.startswith('text_encoder.') for k in keys)
+    feats = model.extract_feat(torch.randn(1, 3, 64, 64))
+    assert set(feats) == {'inputs', 'feats', 'class_embeds'}
+    emb = feats['class_embeds']
+    assert emb.shape == (n, 32)
+    torch.testing.assert_close(emb.norm(dim=-1), torch.ones(n))
+
+
+def test_missing_vocabulary_is_a_clear_error():
+    init_default_scope('mmseg')
+    with pytest.raises(ValueError, match='vocabulary'):
+        MODELS.build(tiny_cfg(vocabulary=None))
+
+
+def test_loss_finite_and_grads_only_in_trainable_params(model):
+    model.train()
+    losses = model.loss(torch.randn(2, 3, 64, 64), _samples(2, 64, 64))
+    assert set(losses) >= {'decode.loss_ce', 'decode.acc_seg'}
+    loss = losses['decode.loss_ce']
+    assert torch.isfinite(loss) and loss > 0
+    loss.backward()
+    for name, p in model.named_parameters():
+        if name.startswith('text_encoder.'):
+            assert p.grad is None, name
+    head_grads = [p.grad for p in model.decode_head.parameters()]
+    assert all(g is not None and g.abs().sum() > 0 for g in head_grads)
+    assert model.decode_head.logit_scale.grad is not None
+    assert model.backbone.visual.conv1.weight.grad.abs().sum() > 0
+
+
+def test_loss_with_auxiliary_head():
+    init_default_scope('mmseg')
+    aux = dict(type='PatchTextHead', in_channels=32, channels=32, proj_type='conv',
+               dropout_ratio=0.0, loss_decode=dict(type='CrossEntropyLoss', loss_weight=0.4))
+    m = MODELS.build(tiny_cfg(auxiliary_head=aux))
+    assert m.auxiliary_head.num_classes == len(SYNTHETIC_CLASSES)
+    losses = m.loss(torch.randn(1, 3, 64, 64), _samples(1, 64, 64))
+    assert torch.isfinite(losses['aux.loss_ce'])
+
+
+def test_predict_without_and_with_data_samples(model):
+    model.eval()
+    n = len(SYNTHETIC_CLASSES)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        out = model.predict(x)
+        logits = model._forward(x)
+    assert len(out) == 2
+    assert out[0].seg_logits.data.shape == (n, 64, 64)
+    assert out[0].pred_sem_seg.data.shape == (1, 64, 64)
+    assert logits.shape == (2, n, 4, 4)  # 64 / patch 16
+    # with metas: padding removed, then resized to the original image size
+    samples = [SegDataSample(metainfo=dict(img_shape=(64, 48), ori_shape=(128, 96),
+                                           pad_shape=(64, 64), padding_size=[0, 16, 0, 0]))
+               for _ in range(2)]
+    with torch.no_grad():
+        out = model.predict(x, samples)
+    assert out[1].seg_logits.data.shape == (n, 128, 96)
+    assert out[1].pred_sem_seg.data.shape == (1, 128, 96)
+    assert int(out[1].pred_sem_seg.data.max()) < n
+
+
+def test_whole_and_slide_inference(model):
+    model.eval()
+    n = len(SYNTHETIC_CLASSES)
+    x = torch.randn(1, 3, 96, 128)
+    metas = [dict(img_shape=(96, 128), ori_shape=(96, 128), pad_shape=(96, 128))]
+    with torch.no_grad():
+        whole = model.inference(x, copy.deepcopy(metas))
+        model.test_cfg = ConfigDict(mode='slide', crop_size=(64, 64), stride=(32, 32))
+        slide = model.inference(x, copy.deepcopy(metas))
+        # a crop equal to the image makes slide inference equal to whole inference
+        model.test_cfg = ConfigDict(mode='slide', crop_size=(96, 128), stride=(64, 64))
+        single = model.inference(x, copy.deepcopy(metas))
+    assert whole.shape == slide.shape == (1, n, 96, 128)
+    assert torch.isfinite(slide).all()
+    torch.testing.assert_close(single, whole)
+
+
+def test_set_vocabulary_changes_outputs_and_caches_text(model):
+    model.eval()
+    runs = []
+    model.text_encoder.token_embedding.register_forward_hook(lambda *a: runs.append(1))
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        model.predict(x)
+        first = len(runs)
+        assert first > 0
+        model.predict(x)
+        model._forward(x)
+        assert len(runs) == first  # cached: the text tower ran once for this vocabulary
+
+        model.set_vocabulary(['sky', 'red circle', 'dog'])
+        assert model.num_classes == model.out_channels == 3
+        assert model.decode_head.num_classes == model.decode_head.out_channels == 3
+        out = model.predict(x)
+        assert out[0].seg_logits.data.shape == (3, 64, 64)
+        assert model._forward(x).shape == (1, 3, 4, 4)
+        second = len(runs)
+        assert second > first
+        model.predict(x)
+        assert len(runs) == second
+
+        # back to the first vocabulary: embeddings are reused, logits identical
+        model.set_vocabulary('synthetic')
+        a = model._forward(x)
+        assert len(runs) == second
+        assert a.shape[1] == len(SYNTHETIC_CLASSES)
+        # the shared class 'red circle' gets the same logit in both vocabularies
+        model.set_vocabulary(['sky', 'red circle', 'dog'])
+        b = model._forward(x)
+        torch.testing.assert_close(b[:, 1], a[:, 1])
