@@ -4,6 +4,7 @@ import importlib.util
 import json
 import os
 import os.path as osp
+import shutil
 import subprocess
 import sys
 
@@ -67,8 +68,13 @@ def trained(data_root, tmp_path_factory):
     return work_dir, ckpt
 
 
-def test_train_resume(trained, data_root):
-    work_dir, _ = trained
+def test_train_resume(trained, data_root, tmp_path):
+    # a copy of the run: the checkpoint hook keeps one file, other tests need iter_2.pth
+    _, ckpt = trained
+    work_dir = str(tmp_path)
+    shutil.copy(ckpt, work_dir)
+    with open(osp.join(work_dir, 'last_checkpoint'), 'w') as f:
+        f.write(osp.join(work_dir, 'iter_2.pth'))
     proc, out = run([PY, 'tools/train.py', CONFIG, '--work-dir', work_dir, '--resume',
                      '--cfg-options'] + short_options(data_root, max_iters=3))
     assert proc.returncode == 0, out[-3000:]
