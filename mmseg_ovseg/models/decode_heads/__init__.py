@@ -1,2 +1,3 @@
 from .zegclip_head import ZegCLIPHead  # noqa: F401
 from .patch_text_head import PatchTextHead  # noqa: F401
+from .san_head import SANHead  # noqa: F401

@@ -1,2 +1,3 @@
 from .text_encoder_decoder import TextEncoderDecoder  # noqa: F401
 from .zegclip import ZegCLIP  # noqa: F401
+from .san import SAN  # noqa: F401
