@@ -1,5 +1,6 @@
 """Shared test set-up: fill mmseg's registries and make 'mmseg' the default scope, as a config
 with ``default_scope='mmseg'`` and ``custom_imports=['mmseg_ovseg']`` does."""
+import itertools
 import os
 
 import pytest
@@ -9,10 +10,15 @@ from mmseg.utils import register_all_modules
 import mmseg_ovseg  # noqa: F401
 
 register_all_modules(init_default_scope=True)
+_counter = itertools.count()
 # Two cores are shared by tests that may run in parallel with other work.
 torch.set_num_threads(int(os.environ.get('OVSEG_TEST_THREADS', '2')))
 
 
 @pytest.fixture(autouse=True)
-def _seed():
+def _seed_and_scope():
+    """Each test starts seeded and in the mmseg scope (a Runner built by an earlier test may
+    have made another scope current)."""
+    from mmengine.registry import DefaultScope
     torch.manual_seed(0)
+    DefaultScope.get_instance(f'mmseg-test-{next(_counter)}', scope_name='mmseg')
