@@ -18,7 +18,7 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from mmengine.config import Config
+from mmengine.config import Config, ConfigDict
 from mmengine.registry import init_default_scope
 
 import mmseg_ovseg  # noqa: F401
@@ -97,7 +97,7 @@ def build_mmseg_san(cfg, seed=0):
     ``torch.empty``: initialise the parts explicitly."""
     init_default_scope('mmseg')
     torch.manual_seed(seed)
-    model = MODELS.build(cfg)
+    model = MODELS.build(ConfigDict(cfg))  # mmseg's SAN reads its sub-configs by attribute
     model.image_encoder.init_weights()
     model.decode_head.side_adapter_network.init_weights()
     te = model.text_encoder
