@@ -243,6 +243,22 @@ def test_self_training_pseudo_labels_only_marked_pixels_with_unseen_argmax():
         _model(zero_shot_split=None, self_training=True)
 
 
+def test_softmax_cross_entropy_ablation():
+    model = _model(score_act='softmax', seen_calibration=0.0, decode_head=dict(
+        type='ZegCLIPHead', in_channels=16, channels=16, num_layers=2, num_heads=2,
+        feedforward_channels=32, loss_decode=dict(type='CrossEntropyLoss')))
+    img = torch.randn(1, 3, 32, 32)
+    losses = model.loss(img, [_sample(np.random.randint(0, 3, (32, 32)))])
+    assert torch.isfinite(losses['decode.loss_ce'])
+    model.eval()
+    meta = [dict(img_shape=(32, 32), pad_shape=(32, 32))]
+    with torch.no_grad():
+        scores = model.encode_decode(img, meta)
+    torch.testing.assert_close(scores.sum(1), torch.ones(1, 32, 32))
+    with pytest.raises(ValueError, match='score_act'):
+        _model(score_act='relu')
+
+
 # ---------------------------------------------------------------- metric
 def test_zero_shot_metric_known_values():
     metric = METRICS.build(dict(type='ZeroShotIoUMetric', split=dict(unseen=[2, 3])))
