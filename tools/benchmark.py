@@ -5,10 +5,11 @@
         [--reference-config REF_CONFIG [--reference-checkpoint CKPT]] [--out result.json]
 
 Every model runs on the same input tensor (already normalised, batch 1 unless ``--batch``),
-``--warmup`` untimed runs then ``--runs`` timed runs. Reported per model: median/min/mean
-latency, torch threads, peak memory during the warm-up runs above the level before them
-(CPU: resident set size sampled from ``/proc/self/statm`` by a thread, so the timed runs are
-not disturbed; CUDA: ``torch.cuda.max_memory_allocated``) and, with a reference,
+``--warmup`` untimed runs of every model first, then per model one memory run and ``--runs``
+timed runs. Reported per model: median/min/mean latency, torch threads, peak memory of the
+memory run above the level before it (CPU: resident set size sampled from
+``/proc/self/statm`` by a thread after freed heap memory is returned to the OS with
+``malloc_trim``; CUDA: ``torch.cuda.max_memory_allocated``) and, with a reference,
 ``ratio = median(model) / median(reference)``.
 
 Other code can time any callables with :func:`benchmark_models`, e.g. to add mmseg's own SAN
@@ -20,6 +21,8 @@ as a reference::
     results = benchmark_models(fns, torch.randn(1, 3, 512, 512), warmup=3, runs=10)
 """
 import argparse
+import ctypes
+import gc
 import json
 import os
 import os.path as osp
@@ -41,6 +44,15 @@ _PAGE = os.sysconf('SC_PAGE_SIZE') if hasattr(os, 'sysconf') else 4096
 
 
 # ------------------------------------------------------------------ memory
+def _release_free_memory() -> None:
+    """Give memory freed by earlier runs back to the OS, so the next RSS peak is its own."""
+    gc.collect()
+    try:
+        ctypes.CDLL('libc.so.6').malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
 def _current_rss() -> Optional[int]:
     """Resident set size of this process in bytes (Linux ``/proc``), or None."""
     try:
@@ -108,8 +120,8 @@ def benchmark_models(models: Dict[str, Callable],
         models: ``{name: fn}``; ``fn(inputs)`` runs one inference (the first entry is the
             reference when ``ratio`` is read off the results).
         inputs: passed unchanged to every ``fn``.
-        warmup: untimed runs before timing (allocator, lazy init, text-embedding caches);
-            peak memory is measured over them (at least one run).
+        warmup: untimed runs of every model before any is measured (allocator, lazy init,
+            text-embedding caches).
         runs: timed runs.
         bf16: run under ``torch.autocast(dtype=torch.bfloat16)``.
         device: ``'cpu'``/``'cuda'``: where to synchronise and read memory; default: the
@@ -130,34 +142,42 @@ def benchmark_models(models: Dict[str, Callable],
         if cuda:
             torch.cuda.synchronize()
 
+    def autocast():
+        return (torch.autocast(device_type, dtype=torch.bfloat16) if bf16 else
+                nullcontext())
+
+    # Warm every model up first, so process-wide one-time costs (thread pools, kernel
+    # caches) are not charged to whichever model happens to run first.
+    with torch.no_grad(), autocast():
+        for fn in models.values():
+            for _ in range(warmup):
+                fn(inputs)
+        sync()
+
     results = {}
     for name, fn in models.items():
-        autocast = (torch.autocast(device_type, dtype=torch.bfloat16) if bf16 else
-                    nullcontext())
-        with torch.no_grad(), autocast:
-            # Memory is read over the warm-up runs (at least one run): they include the
-            # first call's allocations; the timed runs are not disturbed by sampling.
+        with torch.no_grad(), autocast():
+            # Peak memory of one steady-state run, read apart from the timed runs so the
+            # sampling thread does not disturb them.
             if cuda:
-                sync()
                 torch.cuda.reset_peak_memory_stats()
                 mem_base = torch.cuda.memory_allocated()
-            peak = _PeakRSS() if not cuda else nullcontext()
-            with peak:
-                for _ in range(max(warmup, 1)):
-                    fn(inputs)
+                fn(inputs)
                 sync()
+                mem_mb = (torch.cuda.max_memory_allocated() - mem_base) / 2**20
+                mem_kind = 'cuda max_memory_allocated delta'
+            else:
+                _release_free_memory()
+                with _PeakRSS() as peak:
+                    fn(inputs)
+                mem_mb = peak.delta_mb
+                mem_kind = 'peak RSS delta'
             times = []
             for _ in range(runs):
                 start = time.perf_counter()
                 fn(inputs)
                 sync()
                 times.append((time.perf_counter() - start) * 1000)
-        if cuda:
-            mem_mb = (torch.cuda.max_memory_allocated() - mem_base) / 2**20
-            mem_kind = 'cuda max_memory_allocated delta'
-        else:
-            mem_mb = peak.delta_mb
-            mem_kind = 'peak RSS delta'
         results[name] = dict(
             median_ms=statistics.median(times), min_ms=min(times),
             mean_ms=statistics.fmean(times), runs=runs, warmup=warmup,
