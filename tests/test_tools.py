@@ -56,10 +56,19 @@ def data_root(tmp_path_factory):
 
 
 @pytest.fixture(scope='module')
-def trained(data_root, tmp_path_factory):
+def config_without_imports(tmp_path_factory):
+    """The tiny config minus `custom_imports`: the tools must register the plugin themselves."""
+    path = tmp_path_factory.mktemp('cfg') / 'no_custom_imports.py'
+    path.write_text(f'_base_ = [{CONFIG!r}]\ncustom_imports = None\n')
+    return str(path)
+
+
+@pytest.fixture(scope='module')
+def trained(data_root, config_without_imports, tmp_path_factory):
     work_dir = str(tmp_path_factory.mktemp('work'))
     # `--gpus 1` is what `mim train` appends (mim#157): accepted and ignored.
-    proc, out = run([PY, 'tools/train.py', CONFIG, '--work-dir', work_dir, '--gpus', '1',
+    proc, out = run([PY, 'tools/train.py', config_without_imports, '--work-dir', work_dir,
+                     '--gpus', '1',
                      '--cfg-options'] + short_options(data_root))
     assert proc.returncode == 0, out[-3000:]
     assert '--gpus 1 ignored' in out
@@ -89,10 +98,11 @@ def test_train_bad_config_path():
     assert 'config file not found: configs/no_such_config.py' in out
 
 
-def test_test_py_evaluates_checkpoint(trained, data_root, tmp_path):
+def test_test_py_evaluates_checkpoint(trained, data_root, config_without_imports, tmp_path):
     _, ckpt = trained
     out_dir = tmp_path / 'preds'
-    proc, out = run([PY, 'tools/test.py', CONFIG, ckpt, '--work-dir', str(tmp_path / 'w'),
+    proc, out = run([PY, 'tools/test.py', config_without_imports, ckpt,
+                     '--work-dir', str(tmp_path / 'w'),
                      '--out', str(out_dir), '--cfg-options'] + short_options(data_root))
     assert proc.returncode == 0, out[-3000:]
     assert 'mIoU' in out and 'Iter(test) [2/2]' in out
