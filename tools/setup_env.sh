@@ -100,8 +100,9 @@ else
   fi
   STEP="install the mmcv wheel $WHEEL"
   pipq --no-deps "$WHEEL"
-  # The build needed setuptools<70 (pkg_resources); torch itself asks for a newer one.
-  pipq "setuptools>=77"
+  # The build needed setuptools<70; torch asks for >=77 and openmim imports pkg_resources,
+  # which setuptools 81 removed.
+  pipq "setuptools>=77,<81"
   has_mmcv_ops
   say "mmcv $MMCV_VERSION with ops installed"
 fi
