@@ -12,7 +12,7 @@ crop_size = (128, 128)  # as in the dataset base (base variables are not in scop
 clip_model = dict(
     embed_dim=64,
     quick_gelu=False,
-    vision_cfg=dict(image_size=128, layers=4, width=128, head_width=32, patch_size=8),
+    vision_cfg=dict(image_size=128, layers=3, width=96, head_width=32, patch_size=8),
     text_cfg=dict(context_length=77, vocab_size=49408, width=64, heads=2, layers=2))
 
 data_preprocessor = dict(
@@ -34,7 +34,7 @@ model = dict(
         clip_model=clip_model,
         pretrained=None,
         frozen=False,  # random CLIP: the whole backbone trains
-        out_indices=(3, ),
+        out_indices=(2, ),
         output_dense=True),
     text_encoder=dict(
         type='OVCLIPTextEncoder', clip_model=clip_model, pretrained=None,
@@ -49,7 +49,7 @@ model = dict(
     train_cfg=dict(),
     test_cfg=dict(mode='whole'))
 
-max_iters = 600
+max_iters = 300
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=100),
     dict(type='PolyLR', eta_min=1e-5, power=0.9, begin=100, end=max_iters, by_epoch=False)
@@ -58,4 +58,6 @@ train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=ma
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=50, log_metric_by_epoch=False),
     checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=max_iters, max_keep_ckpts=1))
+# 2-core CPU: one loader worker leaves a core to the model.
+train_dataloader = dict(num_workers=1)
 randomness = dict(seed=0)
