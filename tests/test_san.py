@@ -408,3 +408,30 @@ def test_official_converter_roundtrip(san, tmp_path):
                          capture_output=True, text=True)
     assert res.returncode == 1 and 'missing' in res.stderr
     assert not (tmp_path / 'never.pth').exists()
+
+
+def test_predict_by_feat_band_path_equals_full_upsampling(san):
+    """Eq. 4 computed in row bands (power-of-two scale) equals full-size upsampling."""
+    head = san.decode_head
+    torch.manual_seed(0)
+    masks, cls = torch.randn(2, 5, 7, 9) * 4, torch.randn(2, 5, 4) * 3
+    for size in ((112, 144), (56, 72), (100, 130)):  # scale 16, scale 8, fallback
+        seg = head.predict_by_feat((masks, cls), [dict(img_shape=size, pad_shape=size)] * 2)
+        up = F.interpolate(masks, size=size, mode='bilinear', align_corners=False).sigmoid()
+        ref = torch.einsum('bqc,bqhw->bchw', cls.softmax(-1)[..., :-1], up)
+        assert seg.shape == ref.shape == (2, 3) + size
+        assert torch.allclose(seg, ref, atol=1e-5), size
+        assert torch.equal(seg.argmax(1), ref.argmax(1))
+
+
+def test_forward_sls_without_visual_output(san):
+    """The SLS result does not depend on skipping the unused last visual block."""
+    backbone = san.backbone
+    torch.manual_seed(0)
+    tokens, _ = backbone.embed(torch.randn(2, 3, 32, 32))
+    bias = torch.randn(2, backbone.num_heads, 6, tokens.shape[1] - 1)
+    with torch.no_grad():
+        sls_a, x = backbone.forward_sls(tokens, bias, 1)
+        sls_b, none = backbone.forward_sls(tokens, bias, 1, return_visual=False)
+    assert x.shape == tokens.shape and none is None
+    assert torch.allclose(sls_a, sls_b, atol=1e-5)

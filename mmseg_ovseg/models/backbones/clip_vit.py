@@ -288,7 +288,8 @@ class CLIPVisionTransformer(BaseModule):
                     attn_bias: Union[Tensor, List[Tensor]],
                     start: int,
                     sls: Optional[Tensor] = None,
-                    num_sls: Optional[int] = None) -> Tuple[Tensor, Tensor]:
+                    num_sls: Optional[int] = None,
+                    return_visual: bool = True) -> Tuple[Tensor, Optional[Tensor]]:
         """Run blocks ``start..`` with SLS tokens (SAN's mask recognition).
 
         CLS and patch tokens run CLIP's ordinary attention (they never see SLS tokens). SLS
@@ -302,9 +303,12 @@ class CLIPVisionTransformer(BaseModule):
             start: the split layer.
             sls: ``(B, Q, D)`` initial SLS tokens; default ``num_sls`` copies of CLS.
             num_sls: the number of SLS tokens when ``sls`` is None (default: from the bias).
+            return_visual: also return the visual tokens after the last block; when False,
+                the last block computes only the visual keys/values the SLS tokens need.
 
         Returns:
-            SLS tokens ``(B, Q, D)`` and the visual tokens after the last block.
+            SLS tokens ``(B, Q, D)`` and the visual tokens after the last block (None when
+            ``return_visual`` is False).
         """
         if self.prompt_depth:
             raise NotImplementedError('SLS tokens together with deep prompts are not supported')
@@ -323,20 +327,34 @@ class CLIPVisionTransformer(BaseModule):
         shared_mask = None if biases is not None else build_sls_attn_mask(attn_bias).to(
             tokens.dtype)
         x = tokens
+        n_vis = x.shape[1]
         for j, i in enumerate(range(start, self.num_layers)):
             blk = self.visual.transformer.resblocks[i]
             dp = self.drop_path_rates[i]
             mask = shared_mask if biases is None else build_sls_attn_mask(biases[j]).to(x.dtype)
-            qx, kx, vx = self._qkv(blk, blk.ln_1(x))
-            qs, ks, vs = self._qkv(blk, blk.ln_1(sls))
-            x_attn = F.scaled_dot_product_attention(qx, kx, vx)
-            s_attn = F.scaled_dot_product_attention(
-                qs, torch.cat([kx, ks], dim=2), torch.cat([vx, vs], dim=2), attn_mask=mask)
-            x = self._mlp_residual(
-                blk, x + _drop_path(blk.ls_1(self._attn_out(blk, x_attn)), dp, self.training), dp)
-            sls = self._mlp_residual(
-                blk, sls + _drop_path(blk.ls_1(self._attn_out(blk, s_attn)), dp, self.training),
-                dp)
+            if i == self.num_layers - 1 and not return_visual:
+                # Last block, visual output unused: only the visual keys/values are needed.
+                attn = blk.attn
+                kx, vx = F.linear(blk.ln_1(x), attn.in_proj_weight[self.width:],
+                                  attn.in_proj_bias[self.width:]).chunk(2, dim=-1)
+                kx, vx = (t.unflatten(-1, (self.num_heads, -1)).transpose(1, 2) for t in (kx, vx))
+                qs, ks, vs = self._qkv(blk, blk.ln_1(sls))
+                s_attn = F.scaled_dot_product_attention(
+                    qs, torch.cat([kx, ks], dim=2), torch.cat([vx, vs], dim=2), attn_mask=mask)
+                sls = self._mlp_residual(
+                    blk, sls + _drop_path(blk.ls_1(self._attn_out(blk, s_attn)), dp,
+                                          self.training), dp)
+                x = None
+                break
+            # Visual and SLS tokens share every projection: one GEMM each for both.
+            y = torch.cat([x, sls], dim=1)
+            q, k, v = self._qkv(blk, blk.ln_1(y))
+            x_attn = F.scaled_dot_product_attention(q[:, :, :n_vis], k[:, :, :n_vis],
+                                                    v[:, :, :n_vis])
+            s_attn = F.scaled_dot_product_attention(q[:, :, n_vis:], k, v, attn_mask=mask)
+            out = self._attn_out(blk, torch.cat([x_attn, s_attn], dim=2))
+            y = self._mlp_residual(blk, y + _drop_path(blk.ls_1(out), dp, self.training), dp)
+            x, sls = y[:, :n_vis], y[:, n_vis:]
         return sls, x
 
     # ------------------------------------------------------------------ mmseg interface

@@ -165,13 +165,39 @@ class SANHead(BaseDecodeHead):
             size = meta['pad_shape'][:2]
         else:
             size = meta['img_shape']
-        # Upsample logits, then sigmoid (not the reverse): sharper, and as the reference.
-        masks = F.interpolate(mask_logits, size=tuple(size), mode='bilinear',
-                              align_corners=False).sigmoid()
         cls = cls_logits.softmax(dim=-1)[..., :-1]  # (B, Q, C)
-        b, q, h, w = masks.shape
-        seg = torch.bmm(cls.transpose(1, 2).to(masks.dtype), masks.view(b, q, h * w))
-        return seg.view(b, -1, h, w)
+        b, q, h, w = mask_logits.shape
+        height, width = (int(v) for v in size)
+        # Scores are written channels-last: each tile's (pixels, C) product lands in one
+        # contiguous block, and the argmax over classes that follows reads contiguous memory.
+        # The returned tensor is a (B, C, H, W) view of it.
+        out = cls.new_empty((b, height, width, cls.shape[-1]), dtype=mask_logits.dtype)
+        scale = height // h if h else 0
+        if scale >= 1 and scale & (scale - 1) == 0 and height == h * scale and \
+                width == w * scale:
+            # Upsample -> sigmoid -> class product per band of rows, so the (Q, H, W)
+            # upsampled masks never exist in full. With a power-of-two scale the source
+            # coordinates of a band cropped with one margin row are exact shifts of the
+            # full-image ones: every value equals the full-size interpolation.
+            band = max(1, (1 << 19) // max(1, q * width * scale))  # ~2 MB of masks per band
+            for i in range(b):
+                for r0 in range(0, h, band):
+                    r1 = min(h, r0 + band)
+                    c0, c1 = max(0, r0 - 1), min(h, r1 + 1)
+                    up = F.interpolate(mask_logits[i:i + 1, :, c0:c1],
+                                       size=((c1 - c0) * scale, width), mode='bilinear',
+                                       align_corners=False)
+                    tile = up[0, :, (r0 - c0) * scale:(r1 - c0) * scale].sigmoid_()
+                    out[i, r0 * scale:r1 * scale] = torch.mm(
+                        tile.reshape(q, -1).t(), cls[i].to(tile.dtype)).view(
+                            (r1 - r0) * scale, width, -1)
+        else:
+            # Upsample logits, then sigmoid (not the reverse): sharper, and as the reference.
+            masks = F.interpolate(mask_logits, size=(height, width), mode='bilinear',
+                                  align_corners=False).sigmoid_()
+            out.copy_(torch.bmm(masks.flatten(2).transpose(1, 2), cls.to(masks.dtype)).view(
+                b, height, width, -1))
+        return out.permute(0, 3, 1, 2)
 
     # ------------------------------------------------------------------ training
     def loss(self, inputs: dict, batch_data_samples: SampleList,

@@ -77,7 +77,8 @@ class SAN(TextEncoderDecoder):
         ]
 
         def recognize(attn_bias: Tensor) -> Tensor:
-            sls, _ = backbone.forward_sls(split_tokens, attn_bias, self.split_layer)
+            sls, _ = backbone.forward_sls(split_tokens, attn_bias, self.split_layer,
+                                          return_visual=False)
             return backbone.project(sls)
 
         return dict(
