@@ -87,7 +87,7 @@ class ZeroShotIoUMetric(IoUMetric):
         table.add_column('Split', ['unseen' if i in unseen_set else 'seen'
                                    for i in range(len(class_names))])
         for key in ('IoU', 'Acc'):
-            table.add_column(key, np.round(ret[key] * 100, 2).tolist())
+            table.add_column(key, np.round(ret[key].astype(np.float64) * 100, 2).tolist())
         print_log('per class results:', logger)
         print_log('\n' + table.get_string(), logger=logger)
         return dict(metrics)
