@@ -7,6 +7,7 @@ _base_ = [
     '_base_/schedules/schedule_synthetic.py'
 ]
 
+crop_size = (128, 128)
 clip_model = dict(
     embed_dim=64,
     quick_gelu=False,

@@ -230,6 +230,27 @@ def benchmark(argv=None):
     res = benchmark_models(fns, x, warmup=args.warmup, runs=args.runs)
     res_bf16 = benchmark_models({'ours bf16': predict_fn(ours)}, x, warmup=args.warmup,
                                 runs=args.runs, bf16=True)
+    # Interleaved rounds (mmseg, ours, ours bf16 back to back, order rotated each round):
+    # on a shared machine the per-round ratios are robust to load changing between models.
+    import statistics
+    import time
+    from contextlib import nullcontext
+    rounds = {k: [] for k in ('mmseg SAN', 'ours', 'ours bf16')}
+    for r in range(args.runs):
+        names = list(rounds)[r % 3:] + list(rounds)[:r % 3]
+        for name in names:
+            ctx = torch.autocast('cpu', dtype=torch.bfloat16) if 'bf16' in name else \
+                nullcontext()
+            with torch.no_grad(), ctx:
+                start = time.perf_counter()
+                fns['ours' if 'ours' in name else name](x)
+                rounds[name].append(time.perf_counter() - start)
+    for name in ('ours', 'ours bf16'):
+        ratios = [a / b for a, b in zip(rounds[name], rounds['mmseg SAN'])]
+        print(f'interleaved {name:10s} median {statistics.median(rounds[name]):.3f} s, '
+              f'per-round ratio to mmseg: median {statistics.median(ratios):.3f} '
+              f'(rounds: {", ".join(f"{v:.2f}" for v in ratios)})')
+    print(f'interleaved mmseg SAN  median {statistics.median(rounds["mmseg SAN"]):.3f} s')
     with torch.no_grad():
         ref = mmseg_model.predict(x)[0]
         out = ours.predict(x)[0]

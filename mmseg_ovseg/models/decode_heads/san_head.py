@@ -179,7 +179,8 @@ class SANHead(BaseDecodeHead):
             # upsampled masks never exist in full. With a power-of-two scale the source
             # coordinates of a band cropped with one margin row are exact shifts of the
             # full-image ones: every value equals the full-size interpolation.
-            band = max(1, (1 << 19) // max(1, q * width * scale))  # ~2 MB of masks per band
+            band = max(1, 64 // scale)  # ~64 output rows per band (measured best on CPU)
+            direct = not torch.is_autocast_enabled(out.device.type)  # mm(out=) skips a copy
             for i in range(b):
                 for r0 in range(0, h, band):
                     r1 = min(h, r0 + band)
@@ -188,9 +189,12 @@ class SANHead(BaseDecodeHead):
                                        size=((c1 - c0) * scale, width), mode='bilinear',
                                        align_corners=False)
                     tile = up[0, :, (r0 - c0) * scale:(r1 - c0) * scale].sigmoid_()
-                    out[i, r0 * scale:r1 * scale] = torch.mm(
-                        tile.reshape(q, -1).t(), cls[i].to(tile.dtype)).view(
-                            (r1 - r0) * scale, width, -1)
+                    tile = tile.reshape(q, -1).t()  # (pixels, Q)
+                    dst = out[i, r0 * scale:r1 * scale].view(tile.shape[0], -1)
+                    if direct and tile.dtype == dst.dtype:
+                        torch.mm(tile, cls[i].to(tile.dtype), out=dst)
+                    else:
+                        dst.copy_(torch.mm(tile, cls[i].to(tile.dtype)))
         else:
             # Upsample logits, then sigmoid (not the reverse): sharper, and as the reference.
             masks = F.interpolate(mask_logits, size=(height, width), mode='bilinear',
