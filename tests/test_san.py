@@ -443,6 +443,9 @@ def test_tiny_synthetic_config_trains_a_step():
     torch.manual_seed(0)
     cfg = Config.fromfile(osp.join(ROOT, 'configs', 'san_tiny_synthetic.py'))
     model = MODELS.build(cfg.model)
+    before = model.decode_head.side_adapter.pos_embed.detach().clone()
+    model.init_weights()  # what the Runner calls; must not fail nor re-initialise the head
+    assert torch.equal(before, model.decode_head.side_adapter.pos_embed)
     model.train()
     assert all(p.requires_grad for p in model.backbone.parameters())  # random CLIP trains
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)

@@ -66,6 +66,8 @@ class SANHead(BaseDecodeHead):
                  **kwargs):
         side_adapter = dict(side_adapter)
         embed_dims = side_adapter.setdefault('embed_dims', 240)
+        # BaseDecodeHead's default init_cfg targets conv_seg, which this head does not have.
+        kwargs.setdefault('init_cfg', None)
         super().__init__(
             in_channels=side_adapter.get('in_channels', 3),
             channels=embed_dims,
