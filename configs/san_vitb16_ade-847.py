@@ -2,15 +2,15 @@
 # SAN Table 1): vocabulary 'ade847', whole image at shortest side 640. Test only.
 # Data: the detectron2 preparation of ADE20K_2021_17_01 (images_detectron2/validation/*.jpg,
 # annotations_detectron2/validation/*.tif with 16-bit labels 0..846, 65535 = ignore).
-# NOTE: mmseg 1.2.2's LoadAnnotations casts labels to uint8, which cannot hold 847 classes:
-# evaluation needs a 16-bit label loader (not provided by this config).
+# mmseg 1.2.2's LoadAnnotations casts labels to uint8, which cannot hold these classes:
+# LoadWideAnnotations keeps them, and the metric ignores 65535 (255 is a real class here).
 _base_ = ['./san_vitb16_coco-stuff.py']
 
 model = dict(vocabulary='ade847')
 test_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='ResizeShortestEdge', scale=(640, 640), max_size=2560),
-    dict(type='LoadAnnotations'),
+    dict(type='LoadWideAnnotations', ignore_value=65535, ignore_index=65535),
     dict(type='PackSegInputs')
 ]
 val_dataloader = dict(
@@ -30,3 +30,5 @@ val_dataloader = dict(
         metainfo=dict(classes=tuple(f'ade847_{i}' for i in range(847))),
         pipeline=test_pipeline))
 test_dataloader = val_dataloader
+val_evaluator = dict(type='IoUMetric', iou_metrics=['mIoU'], ignore_index=65535)
+test_evaluator = val_evaluator
