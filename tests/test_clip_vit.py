@@ -200,3 +200,16 @@ def test_loads_clip_checkpoint_and_rejects_other_architectures(clip, tmp_path):
 def test_resnet_name_is_rejected():
     with pytest.raises(TypeError, match='CLIPResNetWithAttention'):
         CLIPVisionTransformer('RN50')
+
+
+def test_prompts_leave_after_the_last_prompted_layer(clip):
+    """With prompt_depth < layers, the last prompted layer's prompt outputs are dropped."""
+    bb = _backbone(clip, num_prompt_tokens=3, prompt_depth=2, output_dense=True)
+    tokens, hw = bb.embed(torch.randn(1, 3, 64, 64))
+    out, _ = bb.forward_blocks(tokens, 0, 3)
+    assert out.shape == (1, 1 + 16, 64)
+    after1, _ = bb.forward_blocks(tokens, 0, 2)
+    ref = bb.block_forward(2, torch.cat([after1[:, :1], after1[:, 4:]], dim=1))
+    torch.testing.assert_close(out, ref)
+    dense, glob = bb(torch.randn(1, 3, 64, 64))[-2:]
+    assert dense.shape == (1, 32, 4, 4) and glob.shape == (1, 32)

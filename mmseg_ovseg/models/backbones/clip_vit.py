@@ -171,11 +171,6 @@ class CLIPVisionTransformer(BaseModule):
                 param.requires_grad = any(key in name for key in frozen_exclude)
 
     # ------------------------------------------------------------------ building blocks
-    @property
-    def num_prefix_tokens(self) -> int:
-        """CLS plus prompt tokens in front of the patch tokens."""
-        return 1 + (self.num_prompt_tokens if self.prompt_depth else 0)
-
     def _layer_prompts(self, layer: int, batch: int) -> Tensor:
         prompts = self.prompt_dropout(self.prompt_proj(self.prompt_embeddings[layer]))
         return prompts.unsqueeze(0).expand(batch, -1, -1)
@@ -187,7 +182,7 @@ class CLIPVisionTransformer(BaseModule):
             x: ``(B, 3, H, W)`` normalised image.
 
         Returns:
-            tokens ``(B, num_prefix_tokens + h*w, D)`` and the patch grid ``(h, w)``.
+            tokens ``(B, 1 [+ prompts] + h*w, D)`` and the patch grid ``(h, w)``.
         """
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f'expected images of shape (B, 3, H, W), got {tuple(x.shape)}')
@@ -254,6 +249,9 @@ class CLIPVisionTransformer(BaseModule):
                 # VPT-deep: the previous layer's prompt outputs are discarded, not passed on.
                 prompts = self._layer_prompts(i, tokens.shape[0]).to(tokens.dtype)
                 tokens = torch.cat([tokens[:, :1], prompts, tokens[:, 1 + n:]], dim=1)
+            elif i == self.prompt_depth > 0:
+                # Past the prompted layers the prompt tokens leave (as ZegCLIP's VPT does).
+                tokens = torch.cat([tokens[:, :1], tokens[:, 1 + n:]], dim=1)
             tokens = self.block_forward(i, tokens)
             if i in out_indices:
                 outs[i] = tokens
@@ -261,7 +259,7 @@ class CLIPVisionTransformer(BaseModule):
 
     def tokens_to_map(self, tokens: Tensor, hw: Tuple[int, int]) -> Tensor:
         """``(B, prefix + h*w, D)`` -> patch map ``(B, D, h, w)``."""
-        patches = tokens[:, self.num_prefix_tokens:]
+        patches = tokens[:, tokens.shape[1] - hw[0] * hw[1]:]
         return patches.transpose(1, 2).reshape(tokens.shape[0], -1, hw[0], hw[1])
 
     def project(self, tokens: Tensor) -> Tensor:
@@ -276,7 +274,7 @@ class CLIPVisionTransformer(BaseModule):
     def dense_embed(self, tokens: Tensor, hw: Tuple[int, int]) -> Tuple[Tensor, Tensor]:
         """Dense patch embeddings ``(B, C, h, w)`` and the global embedding ``(B, C)``."""
         cls = self.project(tokens[:, 0])
-        dense = self.project(tokens[:, self.num_prefix_tokens:])
+        dense = self.project(tokens[:, tokens.shape[1] - hw[0] * hw[1]:])
         if self.normalize_dense:
             cls = F.normalize(cls, dim=-1)
             dense = F.normalize(dense, dim=-1)
