@@ -6,6 +6,6 @@ registries.
 """
 from .version import __version__  # noqa: F401
 from . import utils  # noqa: F401,E402  (first: patches checkpoint loading)
-from . import clip, models, datasets, evaluation  # noqa: F401,E402
+from . import clip, datasets, engine, evaluation, models  # noqa: F401,E402
 
 __all__ = ['__version__']

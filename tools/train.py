@@ -77,6 +77,7 @@ def setup_cfg(args):
 
     if args.amp:
         enable_amp(cfg)
+    adapt_amp_to_device(cfg)
     if args.resume == 'auto':
         cfg.resume = True
         cfg.load_from = None  # mmengine then finds the latest checkpoint of work_dir
@@ -88,27 +89,37 @@ def setup_cfg(args):
     return cfg
 
 
-def enable_amp(cfg):
+def _has_amp_device():
     import torch
+    if torch.cuda.is_available():
+        return True
+    try:
+        from mmengine.device import is_mlu_available, is_musa_available, is_npu_available
+        return is_npu_available() or is_mlu_available() or is_musa_available()
+    except ImportError:
+        return False
+
+
+def enable_amp(cfg):
+    """``--amp``: mmengine's AmpOptimWrapper on accelerators, bfloat16 autocast on CPU."""
     wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
-    if wrapper == 'AmpOptimWrapper':
+    if wrapper in ('AmpOptimWrapper', 'CPUAmpOptimWrapper'):
         print_log('AMP is already enabled in the config', logger='current',
                   level=logging.WARNING)
         return
     if wrapper != 'OptimWrapper':
         raise ValueError(f'--amp needs optim_wrapper.type OptimWrapper, got {wrapper!r}')
-    if not torch.cuda.is_available():
-        try:
-            from mmengine.device import (is_mlu_available, is_musa_available,
-                                         is_npu_available)
-            accel = is_npu_available() or is_mlu_available() or is_musa_available()
-        except ImportError:
-            accel = False
-        if not accel:
-            raise RuntimeError('--amp: mmengine AmpOptimWrapper only runs on CUDA/NPU/MLU/MUSA '
-                               'devices and none is available; train without --amp on CPU')
     cfg.optim_wrapper.type = 'AmpOptimWrapper'
     cfg.optim_wrapper.loss_scale = 'dynamic'
+
+
+def adapt_amp_to_device(cfg):
+    """AMP configs (e.g. SAN's recipe) train on CPU with bfloat16 autocast instead of failing
+    in mmengine's AmpOptimWrapper, which needs an accelerator."""
+    if cfg.optim_wrapper.get('type') == 'AmpOptimWrapper' and not _has_amp_device():
+        print_log('no CUDA/NPU/MLU/MUSA device: AmpOptimWrapper -> CPUAmpOptimWrapper '
+                  '(bfloat16 autocast)', logger='current', level=logging.WARNING)
+        cfg.optim_wrapper.type = 'CPUAmpOptimWrapper'
 
 
 def main(argv=None):

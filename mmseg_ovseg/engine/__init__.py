@@ -1,0 +1,1 @@
+from .cpu_amp import CPUAmpOptimWrapper  # noqa: F401
