@@ -31,6 +31,13 @@ from .san_decoders import AttentionBiasDecoder, MaskDecoder
 from .side_adapter import SideAdapterViT
 
 
+def _interp_matrix(size_in: int, size_out: int, like: Tensor) -> Tensor:
+    """``(size_out, size_in)`` weights of 1-D linear interpolation (``align_corners=False``),
+    taken from ``F.interpolate`` itself so that the products match its values."""
+    eye = torch.eye(size_in, dtype=like.dtype, device=like.device)
+    return F.interpolate(eye[None], size=size_out, mode='linear', align_corners=False)[0].t()
+
+
 @MODELS.register_module()
 class SANHead(BaseDecodeHead):
     """SAN head (side adapter, decoders, recognition, mask-classification loss).
@@ -167,42 +174,40 @@ class SANHead(BaseDecodeHead):
             size = meta['pad_shape'][:2]
         else:
             size = meta['img_shape']
-        cls = cls_logits.softmax(dim=-1)[..., :-1]  # (B, Q, C)
-        b, q, h, w = mask_logits.shape
         height, width = (int(v) for v in size)
-        # Scores are written channels-last: each tile's (pixels, C) product lands in one
-        # contiguous block, and the argmax over classes that follows reads contiguous memory.
-        # The returned tensor is a (B, C, H, W) view of it.
-        out = cls.new_empty((b, height, width, cls.shape[-1]), dtype=mask_logits.dtype)
-        scale = height // h if h else 0
-        if scale >= 1 and scale & (scale - 1) == 0 and height == h * scale and \
-                width == w * scale:
-            # Upsample -> sigmoid -> class product per band of rows, so the (Q, H, W)
-            # upsampled masks never exist in full. With a power-of-two scale the source
-            # coordinates of a band cropped with one margin row are exact shifts of the
-            # full-image ones: every value equals the full-size interpolation.
-            band = max(1, 64 // scale)  # ~64 output rows per band (measured best on CPU)
-            direct = not torch.is_autocast_enabled(out.device.type)  # mm(out=) skips a copy
+        b, q, h, w = mask_logits.shape
+        device_type = mask_logits.device.type
+        # Under autocast only the class product (the dominant GEMM) runs in the low precision;
+        # interpolation, sigmoid and the accumulated scores stay float32.
+        low = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(
+            device_type) else None
+        with torch.autocast(device_type, enabled=False):
+            mask_logits = mask_logits.float()
+            cls = cls_logits.float().softmax(dim=-1)[..., :-1]  # (B, Q, C)
+            # Bilinear upsampling (align_corners=False) is separable: rows = R_y @ M @ R_x^T
+            # with the interpolation matrices of F.interpolate itself (2 non-zeros per row).
+            ry = _interp_matrix(h, height, mask_logits)  # (H, h)
+            rx_t = _interp_matrix(w, width, mask_logits).t()  # (w, W)
+            # Scores are written channels-last: each band's (pixels, C) product lands in one
+            # contiguous block, and the argmax over classes that follows reads contiguous
+            # memory. The returned tensor is a (B, C, H, W) view of it.
+            out = cls.new_empty((b, height, width, cls.shape[-1]))
             for i in range(b):
-                for r0 in range(0, h, band):
-                    r1 = min(h, r0 + band)
-                    c0, c1 = max(0, r0 - 1), min(h, r1 + 1)
-                    up = F.interpolate(mask_logits[i:i + 1, :, c0:c1],
-                                       size=((c1 - c0) * scale, width), mode='bilinear',
-                                       align_corners=False)
-                    tile = up[0, :, (r0 - c0) * scale:(r1 - c0) * scale].sigmoid_()
-                    tile = tile.reshape(q, -1).t()  # (pixels, Q)
-                    dst = out[i, r0 * scale:r1 * scale].view(tile.shape[0], -1)
-                    if direct and tile.dtype == dst.dtype:
-                        torch.mm(tile, cls[i].to(tile.dtype), out=dst)
+                cls_i = cls[i] if low is None else cls[i].to(low)
+                wide = torch.matmul(mask_logits[i], rx_t)  # (Q, h, W): width interpolated
+                # Upsample -> sigmoid -> class product per band of ~64 rows (measured best on
+                # CPU), so the (Q, H, W) upsampled masks never exist in full.
+                for y0 in range(0, height, 64):
+                    y1 = min(height, y0 + 64)
+                    src = ry[y0:y1].any(dim=0).nonzero()
+                    c0, c1 = int(src[0]), int(src[-1]) + 1  # source rows the band reads
+                    tile = torch.matmul(ry[y0:y1, c0:c1], wide[:, c0:c1]).sigmoid_()
+                    tile = tile.view(q, -1).t()  # (pixels, Q)
+                    dst = out[i, y0:y1].view(tile.shape[0], -1)
+                    if low is None:
+                        torch.mm(tile, cls_i, out=dst)
                     else:
-                        dst.copy_(torch.mm(tile, cls[i].to(tile.dtype)))
-        else:
-            # Upsample logits, then sigmoid (not the reverse): sharper, and as the reference.
-            masks = F.interpolate(mask_logits, size=(height, width), mode='bilinear',
-                                  align_corners=False).sigmoid_()
-            out.copy_(torch.bmm(masks.flatten(2).transpose(1, 2), cls.to(masks.dtype)).view(
-                b, height, width, -1))
+                        dst.copy_(torch.mm(tile.to(low), cls_i))
         return out.permute(0, 3, 1, 2)
 
     # ------------------------------------------------------------------ training
