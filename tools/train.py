@@ -23,7 +23,7 @@ from mmengine.config import Config, DictAction  # noqa: E402
 from mmengine.logging import print_log  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
-from mmseg_ovseg.utils import setup_cpu_distributed  # noqa: E402
+from mmseg_ovseg.utils import has_accelerator, setup_cpu_distributed  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -89,17 +89,6 @@ def setup_cfg(args):
     return cfg
 
 
-def _has_amp_device():
-    import torch
-    if torch.cuda.is_available():
-        return True
-    try:
-        from mmengine.device import is_mlu_available, is_musa_available, is_npu_available
-        return is_npu_available() or is_mlu_available() or is_musa_available()
-    except ImportError:
-        return False
-
-
 def enable_amp(cfg):
     """``--amp``: mmengine's AmpOptimWrapper on accelerators, bfloat16 autocast on CPU."""
     wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
@@ -116,7 +105,7 @@ def enable_amp(cfg):
 def adapt_amp_to_device(cfg):
     """AMP configs (e.g. SAN's recipe) train on CPU with bfloat16 autocast instead of failing
     in mmengine's AmpOptimWrapper, which needs an accelerator."""
-    if cfg.optim_wrapper.get('type') == 'AmpOptimWrapper' and not _has_amp_device():
+    if cfg.optim_wrapper.get('type') == 'AmpOptimWrapper' and not has_accelerator():
         print_log('no CUDA/NPU/MLU/MUSA device: AmpOptimWrapper -> CPUAmpOptimWrapper '
                   '(bfloat16 autocast)', logger='current', level=logging.WARNING)
         cfg.optim_wrapper.type = 'CPUAmpOptimWrapper'
