@@ -171,3 +171,20 @@ def test_set_vocabulary_changes_outputs_and_caches_text(model):
         model.set_vocabulary(['sky', 'red circle', 'dog'])
         b = model._forward(x)
         torch.testing.assert_close(b[:, 1], a[:, 1])
+
+
+@pytest.mark.parametrize('meta', [
+    dict(ori_shape=(32, 32), img_shape=(32, 32), padding_size=[0, 0, 0, 0]),  # shortcut
+    dict(ori_shape=(32, 32), img_shape=(32, 32), padding_size=[0, 0, 0, 0], flip=True,
+         flip_direction='horizontal'),  # mmseg's path
+    dict(ori_shape=(20, 28), img_shape=(20, 28), padding_size=[0, 4, 0, 12]),
+])
+def test_postprocess_equals_mmseg(model, meta):
+    """The same-size shortcut of postprocess_result gives exactly mmseg's result."""
+    from mmseg.models.segmentors import EncoderDecoder
+    logits = torch.randn(1, len(SYNTHETIC_CLASSES), 32, 32)
+    ours = model.postprocess_result(logits.clone(), [SegDataSample(metainfo=dict(meta))])[0]
+    ref = EncoderDecoder.postprocess_result(model, logits.clone(),
+                                            [SegDataSample(metainfo=dict(meta))])[0]
+    assert torch.equal(ours.seg_logits.data, ref.seg_logits.data)
+    assert torch.equal(ours.pred_sem_seg.data, ref.pred_sem_seg.data)

@@ -9,11 +9,9 @@ split on run the SLS tokens steered by the side adapter's attention bias (Sec. 3
 from typing import Sequence
 
 import torch.nn.functional as F
-from mmengine.structures import PixelData
 from torch import Tensor
 
 from mmseg.registry import MODELS
-from mmseg.utils import OptSampleList, SampleList
 from .text_encoder_decoder import TextEncoderDecoder
 
 
@@ -87,27 +85,3 @@ class SAN(TextEncoderDecoder):
             inputs=inputs,
             feats=dict(clip_feats=clip_feats, clip_hw=hw, recognize=recognize),
             class_embeds=self.class_embeddings.to(inputs.device))
-
-    def postprocess_result(self, seg_logits: Tensor,
-                           data_samples: OptSampleList = None) -> SampleList:
-        """mmseg's postprocessing, skipping its resize when nothing is to be resized.
-
-        mmseg always resizes the unpadded scores to ``ori_shape`` (bilinear,
-        ``align_corners=False``); at equal size that is an exact identity that still reads
-        and writes the whole (C, H, W) map (~0.3 s for 171 classes at 640x640 on 2 CPU
-        threads). Flipped, padded or resized samples go through mmseg's code.
-        """
-        size = tuple(seg_logits.shape[-2:])
-
-        def unchanged(meta: dict) -> bool:
-            padding = meta.get('img_padding_size', meta.get('padding_size', [0] * 4))
-            return (not meta.get('flip', False) and not any(padding)
-                    and tuple(meta.get('ori_shape', ())) == size)
-
-        if data_samples is None or seg_logits.shape[1] == 1 or not all(
-                unchanged(s.metainfo) for s in data_samples):
-            return super().postprocess_result(seg_logits, data_samples)
-        for logits, sample in zip(seg_logits, data_samples):
-            sample.set_data(dict(seg_logits=PixelData(data=logits),
-                                 pred_sem_seg=PixelData(data=logits.argmax(dim=0, keepdim=True))))
-        return data_samples
