@@ -2,6 +2,8 @@
 # a CPU demo of the whole method (asymmetric CLIP input, fusion, attention-biased SLS
 # recognition, Hungarian mask-classification loss with deep supervision). CLIP is randomly
 # initialised here, so unlike the paper it is trainable (frozen=False).
+# The `make demo` model (tools/demo.py): 1000 iterations, synthetic val mIoU 87.20 (700
+# iterations: 81.75; the baseline's 200: 84.56); ~0.2 s per iteration on 2 quiet CPU cores.
 _base_ = [
     '_base_/datasets/synthetic.py', '_base_/default_runtime.py',
     '_base_/schedules/schedule_synthetic.py'
@@ -62,4 +64,8 @@ train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=ma
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=50, log_metric_by_epoch=False),
     checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=max_iters, max_keep_ckpts=1))
+# 2-core CPU: load in the main process. With loader workers the SAN step slowed from ~0.2 s
+# to 1.4-3.4 s per iteration here (workers and the model's threads fight for the 2 cores);
+# the synthetic images are small, so loading costs ~0.02 s per batch.
+train_dataloader = dict(num_workers=0, persistent_workers=False)
 randomness = dict(seed=0)
