@@ -59,5 +59,4 @@ default_hooks = dict(
     logger=dict(type='LoggerHook', interval=50, log_metric_by_epoch=False),
     checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=max_iters, max_keep_ckpts=1))
 # 2-core CPU: one loader worker leaves a core to the model.
-train_dataloader = dict(num_workers=1)
 randomness = dict(seed=0)

@@ -67,5 +67,4 @@ default_hooks = dict(
 # 2-core CPU: load in the main process. With loader workers the SAN step slowed from ~0.2 s
 # to 1.4-3.4 s per iteration here (workers and the model's threads fight for the 2 cores);
 # the synthetic images are small, so loading costs ~0.02 s per batch.
-train_dataloader = dict(num_workers=0, persistent_workers=False)
 randomness = dict(seed=0)
