@@ -9,7 +9,6 @@ import hashlib
 import json
 import os
 import os.path as osp
-import tempfile
 import time
 from typing import List, Optional, Sequence, Union
 
@@ -21,6 +20,7 @@ from mmengine.model import BaseModule
 from mmseg.registry import MODELS
 from open_clip.transformer import text_global_pool
 
+from ..utils.io import torch_save_atomic
 from .builder import ClipModel, build_text_tower, load_tower_weights
 from .templates import get_templates
 from .tokenizer import encode as bpe_encode
@@ -195,19 +195,9 @@ class OVCLIPTextEncoder(_CLIPTextTower):
 
     @staticmethod
     def _save_disk(path: str, embeds: torch.Tensor, vocabulary, templates) -> None:
-        # Write to a temporary file in the same directory, then rename atomically: readers
-        # never see a half-written cache, and concurrent writers just replace each other.
-        os.makedirs(osp.dirname(path), exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=osp.dirname(path), suffix='.tmp')
-        try:
-            with os.fdopen(fd, 'wb') as f:
-                torch.save(dict(embeds=embeds.cpu(), vocabulary=vocabulary,
-                                templates=templates), f)
-            os.replace(tmp, path)
-        except BaseException:
-            if osp.exists(tmp):
-                os.remove(tmp)
-            raise
+        # Atomic: readers never see a half-written cache file.
+        torch_save_atomic(dict(embeds=embeds.cpu(), vocabulary=vocabulary,
+                               templates=templates), path)
 
     @torch.no_grad()
     def _compute(self, vocabulary: List[str], templates: List[str]) -> torch.Tensor:

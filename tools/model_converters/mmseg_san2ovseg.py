@@ -12,15 +12,15 @@ open_clip tower (``backbone.visual``). A key that is not recognised, or a module
 parameters are incomplete, is an error. ``DST`` is written atomically.
 """
 import argparse
-import os
 import os.path as osp
 import re
 import sys
-import tempfile
 from collections import OrderedDict
 from typing import Dict
 
 import torch
+
+from mmseg_ovseg.utils.io import torch_save_atomic as save_atomic
 
 # mmcv transformer-layer names -> open_clip ResidualAttentionBlock names.
 _MMCV_VIT_LAYER = {  # mmseg VisionTransformer's TransformerEncoderLayer
@@ -201,19 +201,6 @@ def load_state(path: str, unsafe: bool = False) -> Dict[str, torch.Tensor]:
     return {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state.items()}
 
 
-def save_atomic(obj, dst: str) -> None:
-    """Write to a temporary file in DST's directory, then rename (no partial DST)."""
-    dst_dir = osp.dirname(osp.abspath(dst))
-    os.makedirs(dst_dir, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix='.tmp_', suffix='.pth', dir=dst_dir)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, dst)
-    except BaseException:
-        if osp.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def main(argv=None) -> int:

@@ -27,11 +27,12 @@ import argparse
 import os
 import os.path as osp
 import re
-import tempfile
 from collections import OrderedDict
 from typing import Dict, Optional, Sequence
 
 import torch
+
+from mmseg_ovseg.utils.io import torch_save_atomic as save_atomic
 import torch.nn.functional as F
 
 _VISUAL = ('conv1.', 'class_embedding', 'positional_embedding', 'ln_pre.', 'transformer.',
@@ -117,19 +118,6 @@ def load_official(path: str) -> Dict[str, torch.Tensor]:
     return {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state.items()}
 
 
-def save_atomic(obj, dst: str) -> None:
-    """``torch.save`` to a temporary file in the target folder, then rename."""
-    folder = osp.dirname(osp.abspath(dst))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix='.tmp')
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, dst)
-    except BaseException:
-        if osp.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def main(argv=None):
