@@ -20,6 +20,7 @@ from typing import Dict
 
 import torch
 
+from mmseg_ovseg.utils.io import load_checkpoint_state as load_state
 from mmseg_ovseg.utils.io import torch_save_atomic as save_atomic
 
 # mmcv transformer-layer names -> open_clip ResidualAttentionBlock names.
@@ -170,35 +171,6 @@ def _check_complete(out: Dict[str, torch.Tensor]) -> None:
     if missing:
         raise KeyError(f'checkpoint is incomplete, {len(missing)} parameters missing: '
                        f'{missing[:10]}{" ..." if len(missing) > 10 else ""}')
-
-
-def load_state(path: str, unsafe: bool = False) -> Dict[str, torch.Tensor]:
-    """Tensors of a checkpoint (``state_dict`` wrapper and ``module.`` prefix removed).
-
-    Loads with ``weights_only=True`` (mmengine's checkpoint globals allow-listed when
-    mmseg_ovseg is importable); ``unsafe`` unpickles arbitrary objects (trusted files only).
-    """
-    if not osp.isfile(path):
-        raise FileNotFoundError(f'checkpoint not found: {path}')
-    try:
-        from mmseg_ovseg.utils.checkpoint import register_safe_globals
-        register_safe_globals()
-    except ImportError:
-        pass
-    try:
-        ckpt = torch.load(path, map_location='cpu', weights_only=not unsafe)
-    except Exception as e:  # noqa: BLE001  (pickle errors have many types)
-        raise ValueError(f'{path}: cannot be loaded with weights_only=True ({e}); pass '
-                         '--unsafe-load if you trust the file') from e
-    state = ckpt
-    for wrapper in ('state_dict', 'model'):  # mmengine / detectron2 checkpoints
-        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
-            state = state[wrapper]
-            break
-    if not isinstance(state, dict) or not state:
-        raise ValueError(f'{path}: expected a state dict or a checkpoint with "state_dict" '
-                         'or "model"')
-    return {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state.items()}
 
 
 

@@ -32,7 +32,7 @@ from typing import Dict, Optional, Sequence
 
 import torch
 
-from mmseg_ovseg.utils.io import torch_save_atomic as save_atomic
+from mmseg_ovseg.utils.io import load_checkpoint_state, torch_save_atomic as save_atomic
 import torch.nn.functional as F
 
 _VISUAL = ('conv1.', 'class_embedding', 'positional_embedding', 'ln_pre.', 'transformer.',
@@ -109,27 +109,18 @@ def convert_zegclip(state: Dict[str, torch.Tensor],
     return out
 
 
-def load_official(path: str) -> Dict[str, torch.Tensor]:
-    # Official checkpoints are mmcv 1.x dicts with plain tensors and a meta dict.
-    ckpt = torch.load(path, map_location='cpu', weights_only=False)
-    state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else None
-    if not isinstance(state, dict) or not state:
-        raise ValueError(f'{path}: no state dict found')
-    return {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state.items()}
-
-
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('src', help='official ZegCLIP checkpoint (.pth)')
     parser.add_argument('dst', help='output checkpoint for mmseg-ovseg (load_from)')
     parser.add_argument('--pos-grid', type=int, nargs=2, metavar=('H', 'W'),
                         help='resize the position embedding to this patch grid')
+    parser.add_argument('--unsafe-load', action='store_true',
+                        help='unpickle arbitrary objects in SRC (only for trusted files)')
     args = parser.parse_args(argv)
     if not osp.isfile(args.src):
         parser.error(f'no such file: {args.src}')
-    state = convert_zegclip(load_official(args.src), args.pos_grid)
+    state = convert_zegclip(load_checkpoint_state(args.src, args.unsafe_load), args.pos_grid)
     save_atomic(dict(state_dict=state, meta=dict(converted_from=osp.basename(args.src))),
                 args.dst)
     print(f'saved {len(state)} tensors to {args.dst}')
