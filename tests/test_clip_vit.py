@@ -213,3 +213,51 @@ def test_prompts_leave_after_the_last_prompted_layer(clip):
     torch.testing.assert_close(out, ref)
     dense, glob = bb(torch.randn(1, 3, 64, 64))[-2:]
     assert dense.shape == (1, 32, 4, 4) and glob.shape == (1, 32)
+
+
+def test_autocast_reuses_low_precision_weight_copies(clip):
+    """Under autocast the frozen weights are cast once (not per call), outputs unchanged, and
+    the copy follows in-place updates of the parameter."""
+    bb = _backbone(clip)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
+        first = bb(x)[0]
+        n_cached = len(bb._cast_cache)
+        cached = {k: v[1] for k, v in bb._cast_cache.items()}
+        second = bb(x)[0]
+    assert first.dtype == torch.bfloat16 and torch.equal(first, second)
+    # every block's attention and MLP weights and biases, the patch embedding
+    assert n_cached == 3 * 8 + 1
+    assert all(bb._cast_cache[k][1] is v for k, v in cached.items())  # reused, not re-cast
+    # same values as autocast's own casts
+    bb.clear_cast_cache()
+    orig_w = CLIPVisionTransformer._w
+    try:
+        CLIPVisionTransformer._w = lambda self, p: p
+        with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
+            plain = bb(x)[0]
+    finally:
+        CLIPVisionTransformer._w = orig_w
+    assert torch.equal(plain, first)
+    # an in-place update of a weight invalidates its copy
+    with torch.no_grad():
+        bb.visual.transformer.resblocks[0].mlp.c_fc.weight.mul_(2)
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            changed = bb(x)[0]
+    assert not torch.equal(changed, first)
+    # float32 forward uses the parameters themselves
+    bb.clear_cast_cache()
+    with torch.no_grad():
+        bb(x)
+    assert not bb._cast_cache
+
+
+def test_autocast_training_keeps_gradients_of_trainable_weights(clip):
+    bb = _backbone(clip, frozen=True, frozen_exclude=('transformer.resblocks.2.mlp', ))
+    bb.train()
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        bb(torch.randn(1, 3, 64, 64))[0].float().sum().backward()
+    c_fc = bb.visual.transformer.resblocks[2].mlp.c_fc
+    assert c_fc.weight.grad is not None and c_fc.weight.grad.abs().sum() > 0
+    assert id(c_fc.weight) not in bb._cast_cache  # trainable: autocast's own cast
+    assert id(bb.visual.transformer.resblocks[0].mlp.c_fc.weight) in bb._cast_cache

@@ -424,6 +424,28 @@ def test_predict_by_feat_band_path_equals_full_upsampling(san):
         assert torch.equal(seg.argmax(1), ref.argmax(1))
 
 
+def test_eq4_under_autocast_and_integer_argmax(san):
+    """Under bf16 autocast the scores are bf16 (class product in bf16) and close to float32;
+    the argmax SAN takes on the scores' integer bit patterns equals the float argmax."""
+    head = san.decode_head
+    torch.manual_seed(0)
+    masks, cls = torch.randn(1, 5, 7, 9) * 4, torch.randn(1, 5, 20) * 3
+    meta = [dict(img_shape=(112, 144), pad_shape=(112, 144))]
+    seg32 = head.predict_by_feat((masks, cls), meta)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        seg16 = head.predict_by_feat((masks, cls), meta)
+    assert seg32.dtype == torch.float32 and seg16.dtype == torch.bfloat16
+    assert seg16.shape == seg32.shape == (1, 19, 112, 144)
+    assert (seg16.float() - seg32).abs().max() < 2e-2
+    assert san.nonnegative_scores and seg32.min() >= 0
+    for seg in (seg32[0], seg16[0]):
+        assert torch.equal(san._argmax_classes(seg), seg.argmax(dim=0, keepdim=True))
+    # ties and exact zeros keep the float argmax's first-index rule
+    tied = torch.zeros(4, 3, 3)
+    tied[1:3] = 0.5
+    assert torch.equal(san._argmax_classes(tied), tied.argmax(dim=0, keepdim=True))
+
+
 def test_forward_sls_without_visual_output(san):
     """The SLS result does not depend on skipping the unused last visual block."""
     backbone = san.backbone

@@ -165,6 +165,9 @@ class CLIPVisionTransformer(BaseModule):
             self.prompt_dropout = nn.Dropout(prompt_dropout)
             self.prompt_norm = nn.LayerNorm(self.width, eps=1e-6)
 
+        # Low-precision copies of the weights for autocast, by parameter (see ``_w``).
+        self._cast_cache: Dict[int, Tuple[tuple, Tensor]] = {}
+
         self.frozen = frozen
         if frozen:
             for name, param in self.visual.named_parameters():
@@ -194,7 +197,9 @@ class CLIPVisionTransformer(BaseModule):
         elif x.shape[2] < ph or x.shape[3] < pw:
             raise ValueError(f'image {tuple(x.shape[2:])} is smaller than one patch {ph}x{pw}')
         visual = self.visual
-        x = visual.conv1(x)
+        conv = visual.conv1
+        x = F.conv2d(x, self._w(conv.weight), None if conv.bias is None else self._w(conv.bias),
+                     stride=conv.stride)
         hw = (x.shape[2], x.shape[3])
         x = x.flatten(2).transpose(1, 2)
         cls = visual.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
@@ -207,19 +212,51 @@ class CLIPVisionTransformer(BaseModule):
                           dim=1)
         return x, hw
 
+    def _w(self, param: Tensor) -> Tensor:
+        """``param`` as the GEMMs should see it: under autocast, a cached low-precision copy.
+
+        Autocast caches its casts only for weights that require grad; the frozen CLIP weights
+        would be re-cast on every forward (~86M values per image for ViT-B). The copy is
+        kept per parameter and rebuilt when the parameter changes (in-place update, ``.to``).
+        Trainable parameters in grad mode go through autocast's own cast (gradients flow).
+        """
+        device_type = param.device.type
+        if not torch.is_autocast_enabled(device_type) or param.dtype != torch.float32 or (
+                param.requires_grad and torch.is_grad_enabled()):
+            return param
+        dtype = torch.get_autocast_dtype(device_type)
+        key = (param._version, param.data_ptr(), dtype)
+        entry = self._cast_cache.get(id(param))
+        if entry is None or entry[0] != key:
+            entry = (key, param.detach().to(dtype))
+            self._cast_cache[id(param)] = entry
+        return entry[1]
+
+    def clear_cast_cache(self) -> None:
+        """Drop the low-precision weight copies kept for autocast (see :meth:`_w`)."""
+        self._cast_cache.clear()
+
     def _qkv(self, blk: nn.Module, x: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
         """``(B, N, D)`` normalised tokens -> q, k, v as ``(B, heads, N, D/heads)``."""
         attn = blk.attn
-        q, k, v = F.linear(x, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
+        q, k, v = F.linear(x, self._w(attn.in_proj_weight),
+                           self._w(attn.in_proj_bias)).chunk(3, dim=-1)
         split = lambda t: t.unflatten(-1, (self.num_heads, -1)).transpose(1, 2)  # noqa: E731
         return split(q), split(k), split(v)
 
     def _attn_out(self, blk: nn.Module, out: Tensor) -> Tensor:
         out = out.transpose(1, 2).flatten(2)
-        return F.linear(out, blk.attn.out_proj.weight, blk.attn.out_proj.bias)
+        proj = blk.attn.out_proj
+        return F.linear(out, self._w(proj.weight), self._w(proj.bias))
+
+    def _mlp(self, blk: nn.Module, x: Tensor) -> Tensor:
+        """open_clip's ``c_fc -> act -> c_proj`` with (cached) weights from :meth:`_w`."""
+        mlp = blk.mlp
+        x = F.linear(x, self._w(mlp.c_fc.weight), self._w(mlp.c_fc.bias))
+        return F.linear(mlp.gelu(x), self._w(mlp.c_proj.weight), self._w(mlp.c_proj.bias))
 
     def _mlp_residual(self, blk: nn.Module, x: Tensor, dp: float) -> Tensor:
-        return x + _drop_path(blk.ls_2(blk.mlp(blk.ln_2(x))), dp, self.training)
+        return x + _drop_path(blk.ls_2(self._mlp(blk, blk.ln_2(x))), dp, self.training)
 
     def block_forward(self, index: int, x: Tensor) -> Tensor:
         """One CLIP residual block on ``(B, N, D)`` tokens with fused SDPA attention."""
@@ -268,7 +305,7 @@ class CLIPVisionTransformer(BaseModule):
             tokens = self.prompt_norm(tokens)
         tokens = self.visual.ln_post(tokens)
         if self.visual.proj is not None:
-            tokens = tokens @ self.visual.proj
+            tokens = tokens @ self._w(self.visual.proj)
         return tokens
 
     def dense_embed(self, tokens: Tensor, hw: Tuple[int, int]) -> Tuple[Tensor, Tensor]:
@@ -333,8 +370,8 @@ class CLIPVisionTransformer(BaseModule):
             if i == self.num_layers - 1 and not return_visual:
                 # Last block, visual output unused: only the visual keys/values are needed.
                 attn = blk.attn
-                kx, vx = F.linear(blk.ln_1(x), attn.in_proj_weight[self.width:],
-                                  attn.in_proj_bias[self.width:]).chunk(2, dim=-1)
+                kx, vx = F.linear(blk.ln_1(x), self._w(attn.in_proj_weight)[self.width:],
+                                  self._w(attn.in_proj_bias)[self.width:]).chunk(2, dim=-1)
                 kx, vx = (t.unflatten(-1, (self.num_heads, -1)).transpose(1, 2) for t in (kx, vx))
                 qs, ks, vs = self._qkv(blk, blk.ln_1(sls))
                 s_attn = F.scaled_dot_product_attention(

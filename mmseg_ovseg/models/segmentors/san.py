@@ -29,6 +29,9 @@ class SAN(TextEncoderDecoder):
             ``CLIPVisionTransformer`` and ``decode_head`` a ``SANHead``.
     """
 
+    # Eq. 4 scores are sums of softmax x sigmoid products.
+    nonnegative_scores = True
+
     def __init__(self,
                  *args,
                  clip_scale: float = 0.5,

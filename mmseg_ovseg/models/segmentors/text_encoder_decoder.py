@@ -2,6 +2,7 @@ import copy
 import warnings
 from typing import List, Sequence, Union
 
+import torch
 import torch.nn as nn
 from mmengine.config import ConfigDict
 from mmengine.structures import PixelData
@@ -12,6 +13,10 @@ from mmseg.registry import MODELS
 from mmseg.utils import ConfigType, OptSampleList, SampleList
 
 from ...clip.vocabularies import get_vocabulary
+
+
+# Integer types of the same width as the float types the scores may have.
+_SAME_SIZE_INT = {torch.float32: torch.int32, torch.bfloat16: torch.int16, torch.float16: torch.int16}
 
 
 @MODELS.register_module()
@@ -45,6 +50,10 @@ class TextEncoderDecoder(EncoderDecoder):
         **kwargs: other :class:`EncoderDecoder` arguments (``neck``, ``auxiliary_head``,
             ``train_cfg``, ``test_cfg``, ``data_preprocessor``, ``init_cfg``).
     """
+
+    #: Subclasses whose decode head only produces scores >= 0 (SAN's Eq. 4) set this, which
+    #: lets :meth:`postprocess_result` take the argmax on the scores' integer bit patterns.
+    nonnegative_scores = False
 
     def __init__(self,
                  backbone: ConfigType,
@@ -134,6 +143,18 @@ class TextEncoderDecoder(EncoderDecoder):
         return dict(inputs=inputs, feats=feats,
                     class_embeds=self.class_embeddings.to(inputs.device))
 
+    def _argmax_classes(self, logits: Tensor) -> Tensor:
+        """``(C, H, W)`` scores -> ``(1, H, W)`` class indices.
+
+        With ``nonnegative_scores`` the argmax runs on the IEEE bit patterns read as integers:
+        for non-negative floats they order as the values do, and an integer argmax is about
+        2x (float32) to 4x (bfloat16) faster on CPU than a float one.
+        """
+        int_dtype = _SAME_SIZE_INT.get(logits.dtype) if self.nonnegative_scores else None
+        if int_dtype is None:
+            return logits.argmax(dim=0, keepdim=True)
+        return logits.view(int_dtype).argmax(dim=0, keepdim=True)
+
     def postprocess_result(self, seg_logits: Tensor,
                            data_samples: OptSampleList = None) -> SampleList:
         """mmseg's postprocessing, skipping its resize when nothing is to be resized.
@@ -155,5 +176,5 @@ class TextEncoderDecoder(EncoderDecoder):
             return super().postprocess_result(seg_logits, data_samples)
         for logits, sample in zip(seg_logits, data_samples):
             sample.set_data(dict(seg_logits=PixelData(data=logits),
-                                 pred_sem_seg=PixelData(data=logits.argmax(dim=0, keepdim=True))))
+                                 pred_sem_seg=PixelData(data=self._argmax_classes(logits))))
         return data_samples
