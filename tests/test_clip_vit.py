@@ -229,16 +229,20 @@ def test_autocast_reuses_low_precision_weight_copies(clip):
     # every block's attention and MLP weights and biases, the patch embedding
     assert n_cached == 3 * 8 + 1
     assert all(bb._cast_cache[k][1] is v for k, v in cached.items())  # reused, not re-cast
-    # same values as autocast's own casts
-    bb.clear_cast_cache()
-    orig_w = CLIPVisionTransformer._w
+    # close to float32 and to autocast's own casts (QuickGELU is folded into the copies)
+    with torch.no_grad():
+        ref = bb(x)[0]
+    orig_w = CLIPVisionTransformer.__dict__['_caches_casts']  # the staticmethod itself
     try:
-        CLIPVisionTransformer._w = lambda self, p: p
+        CLIPVisionTransformer._caches_casts = staticmethod(lambda p: False)
         with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
             plain = bb(x)[0]
     finally:
-        CLIPVisionTransformer._w = orig_w
-    assert torch.equal(plain, first)
+        CLIPVisionTransformer._caches_casts = orig_w
+    assert plain.dtype == torch.bfloat16
+    scale = ref.abs().max()
+    assert (first.float() - ref).abs().max() < 0.05 * scale
+    assert (first.float() - plain.float()).abs().max() < 0.05 * scale
     # an in-place update of a weight invalidates its copy
     with torch.no_grad():
         bb.visual.transformer.resblocks[0].mlp.c_fc.weight.mul_(2)
@@ -259,5 +263,6 @@ def test_autocast_training_keeps_gradients_of_trainable_weights(clip):
         bb(torch.randn(1, 3, 64, 64))[0].float().sum().backward()
     c_fc = bb.visual.transformer.resblocks[2].mlp.c_fc
     assert c_fc.weight.grad is not None and c_fc.weight.grad.abs().sum() > 0
-    assert id(c_fc.weight) not in bb._cast_cache  # trainable: autocast's own cast
-    assert id(bb.visual.transformer.resblocks[0].mlp.c_fc.weight) in bb._cast_cache
+    cached = {key[0] for key in bb._cast_cache}
+    assert id(c_fc.weight) not in cached  # trainable: autocast's own cast
+    assert id(bb.visual.transformer.resblocks[0].mlp.c_fc.weight) in cached
