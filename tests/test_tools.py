@@ -217,3 +217,22 @@ def test_get_flops():
     # attention matmuls are counted by our handle (mmengine 0.10.7 has none)
     assert 'aten::scaled_dot_product_attention' not in flops['unsupported']
     assert 'aten::linear' not in flops['unsupported']
+
+
+def test_benchmark_against_mmseg_san_tiny(tmp_path):
+    """The SAN-vs-mmseg comparison runs end to end (tiny widths) and checks parity."""
+    out = tmp_path / 'bench.json'
+    res = subprocess.run([sys.executable, osp.join(REPO, "tools", "benchmark.py"),
+                          '--against-mmseg-san', '--tiny', '--shape', '96', '128', '--runs', '2',
+                          '--warmup', '1', '--threads', '1', '--vocabulary',
+                          'cat,dog,grass,sky,person', '--out', str(out)],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert set(report['results']) == {'mmseg SAN', 'ours fp32', 'ours bf16'}
+    for r in report['results'].values():
+        assert len(r['interleaved_ratios']) == 2 and r['median_ms'] > 0
+    assert report['results']['mmseg SAN']['ratio'] == 1.0
+    assert report['checks']['fp32_max_abs_diff'] < 1e-4
+    assert 0 <= report['checks']['bf16_argmax_agreement'] <= 1 and report['checks']['ok']
+    assert '| ours bf16 |' in res.stdout

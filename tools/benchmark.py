@@ -4,6 +4,10 @@
         [--runs 10] [--threads 2] [--bf16] [--mode predict|tensor]
         [--reference-config REF_CONFIG [--reference-checkpoint CKPT]] [--out result.json]
 
+    # our SAN (float32 and bf16 autocast) against mmsegmentation's own SAN, same weights:
+    python tools/benchmark.py --against-mmseg-san [--shape 640 640] [--threads 2] [--runs 7]
+        [--warmup 1] [--vocabulary coco_stuff171] [--tiny] [--out result.json]
+
 Every model runs on the same input tensor (already normalised, batch 1 unless ``--batch``),
 ``--warmup`` untimed runs of every model first, then per model one memory run and ``--runs``
 timed runs. Reported per model: median/min/mean latency, torch threads, peak memory of the
@@ -32,7 +36,7 @@ import sys
 import threading
 import time
 from contextlib import nullcontext
-from typing import Callable, Dict, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if REPO_ROOT not in sys.path:  # run from a checkout without `pip install -e .`
@@ -186,6 +190,39 @@ def benchmark_models(models: Dict[str, Callable],
     return results
 
 
+def interleaved_rounds(models: Dict[str, Tuple[Callable, bool]], inputs, rounds: int,
+                       device: Optional[str] = None) -> Dict[str, List[float]]:
+    """Time ``rounds`` rounds in which every model runs once, the order rotated each round.
+
+    On a shared machine the load changes over seconds; the ratio of two models *within* a
+    round is much steadier than the ratio of medians taken minutes apart.
+
+    Args:
+        models: ``{name: (fn, bf16)}``; ``bf16`` runs that model under bfloat16 autocast.
+        inputs: passed unchanged to every ``fn``.
+        rounds: number of rounds.
+
+    Returns:
+        ``{name: [seconds per round]}``.
+    """
+    if device is None:
+        device = inputs.device.type if isinstance(inputs, torch.Tensor) else 'cpu'
+    device_type = torch.device(device).type
+    names = list(models)
+    times = {name: [] for name in names}
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            fn, bf16 = models[name]
+            ctx = torch.autocast(device_type, dtype=torch.bfloat16) if bf16 else nullcontext()
+            with torch.no_grad(), ctx:
+                start = time.perf_counter()
+                fn(inputs)
+                if device_type == 'cuda':
+                    torch.cuda.synchronize()
+                times[name].append(time.perf_counter() - start)
+    return times
+
+
 # --------------------------------------------------------- model building
 def build_segmentor(config, checkpoint: Optional[str] = None, device: str = 'cpu',
                     cfg_options: Optional[dict] = None):
@@ -246,14 +283,100 @@ def markdown_rows(results: Dict[str, dict], shape: Sequence[int],
     return '\n'.join(lines)
 
 
+# ------------------------------------------------- our SAN against mmseg's SAN
+# Parity and quality limits the comparison enforces (exit status 1 when not met).
+SAN_FP32_TOL = 1e-4  # max |seg_logits difference| in float32
+SAN_BF16_ARGMAX_AGREEMENT = 0.995  # fraction of pixels whose bf16 argmax equals float32's
+
+
+def against_mmseg_san(args) -> dict:
+    """Our SAN (float32 and bf16 autocast) against mmseg 1.2.2's SAN with the same weights.
+
+    mmseg's SAN is built from a random state (ViT-B/16, or tiny widths with ``--tiny``), its
+    weights are converted to ours with ``tools/model_converters/mmseg_san2ovseg.py``, and all
+    three run ``predict`` (whole inference, argmax) on the same input with the same threads:
+    first one model after the other (median, min, peak memory), then in interleaved rounds
+    (per-round ratios). The float32 scores must agree within ``SAN_FP32_TOL`` and the bf16
+    argmax with float32's on ``SAN_BF16_ARGMAX_AGREEMENT`` of the pixels.
+    """
+    import tempfile
+
+    import mmseg_san_reference as ref
+
+    from mmseg_ovseg.clip.vocabularies import get_vocabulary
+    classes = get_vocabulary(args.vocabulary)
+    if args.tiny:
+        mmseg_cfg, ours_cfg = ref.tiny_mmseg_san_cfg(classes), ref.tiny_ours_cfg()
+    else:
+        mmseg_cfg, ours_cfg = ref.mmseg_san_cfg(classes=classes), ref.ours_vitb16_cfg()
+    mmseg_model = ref.build_mmseg_san(mmseg_cfg, seed=args.seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        ours = ref.convert_and_load(mmseg_model, ours_cfg, tmp, classes)
+    torch.manual_seed(args.seed + 1)
+    x = torch.randn(args.batch, 3, *args.shape)
+    fn_ref, fn_ours = predict_fn(mmseg_model), predict_fn(ours)
+    res = benchmark_models({'mmseg SAN': fn_ref, 'ours fp32': fn_ours}, x, args.warmup,
+                           args.runs)
+    res.update(benchmark_models({'ours bf16': fn_ours}, x, args.warmup, args.runs, bf16=True))
+    rounds = interleaved_rounds({'mmseg SAN': (fn_ref, False), 'ours fp32': (fn_ours, False),
+                                 'ours bf16': (fn_ours, True)}, x, args.runs)
+    base = res['mmseg SAN']['median_ms']
+    for name, r in res.items():
+        r['ratio'] = r['median_ms'] / base
+        r['interleaved_s'] = rounds[name]
+        per_round = [a / b for a, b in zip(rounds[name], rounds['mmseg SAN'])]
+        r['interleaved_ratios'] = per_round
+        r['interleaved_ratio'] = statistics.median(per_round)
+    with torch.no_grad():  # the timed path's outputs
+        out_ref, out = fn_ref(x), fn_ours(x)
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            out16 = fn_ours(x)
+    diff = max((o.seg_logits.data.float() - r.seg_logits.data).abs().max().item()
+               for o, r in zip(out, out_ref))
+    same = statistics.fmean((o.pred_sem_seg.data == r.pred_sem_seg.data).float().mean().item()
+                            for o, r in zip(out, out_ref))
+    same16 = statistics.fmean((a.pred_sem_seg.data == b.pred_sem_seg.data).float().mean().item()
+                              for a, b in zip(out16, out))
+    # A tiny random SAN predicts nearly constant maps whose top classes can tie to within
+    # bf16 rounding, flipping all pixels at once: there only float32 parity is enforced.
+    checks = dict(fp32_max_abs_diff=diff, fp32_argmax_agreement=same,
+                  bf16_argmax_agreement=same16,
+                  ok=diff < SAN_FP32_TOL and (args.tiny or same16 >= SAN_BF16_ARGMAX_AGREEMENT))
+    print(f'SAN {"tiny (bf16 agreement not enforced)" if args.tiny else "ViT-B/16"}, input {tuple(x.shape)}, '
+          f'{len(classes)} classes (text cached), threads {torch.get_num_threads()}, '
+          f'warmup {args.warmup}, runs/rounds {args.runs}')
+    print('| model | median s | min s | ratio (one after the other) | '
+          'interleaved per-round ratio: median (range) | peak mem MB |')
+    print('|---|---|---|---|---|---|')
+    for name, r in res.items():
+        lo, hi = min(r['interleaved_ratios']), max(r['interleaved_ratios'])
+        print(f'| {name} | {r["median_ms"] / 1000:.3f} | {r["min_ms"] / 1000:.3f} | '
+              f'{r["ratio"]:.3f} | {r["interleaved_ratio"]:.3f} ({lo:.2f}-{hi:.2f}) | '
+              f'{r["peak_mem_mb"]:.0f} |')
+    print(f'float32: max |seg_logits diff| {diff:.2e}, argmax equal on {100 * same:.3f}% '
+          f'of pixels; bf16: argmax equal to float32 on {100 * same16:.3f}% of pixels')
+    if not checks['ok']:
+        print(f'FAILED: float32 diff must be < {SAN_FP32_TOL} and bf16 argmax agreement >= '
+              f'{SAN_BF16_ARGMAX_AGREEMENT}', file=sys.stderr)
+    return dict(results=res, checks=checks, input_shape=list(x.shape),
+                num_classes=len(classes), tiny=args.tiny)
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Benchmark segmentor inference')
-    parser.add_argument('config', help='model config')
+    parser.add_argument('config', nargs='?', help='model config')
+    parser.add_argument('--against-mmseg-san', action='store_true',
+                        help="time our SAN (fp32 and bf16) against mmseg's SAN, same weights")
+    parser.add_argument('--tiny', action='store_true',
+                        help='--against-mmseg-san at tiny widths (smoke test)')
+    parser.add_argument('--vocabulary', default='coco_stuff171',
+                        help='--against-mmseg-san vocabulary (any get_vocabulary spec)')
     parser.add_argument('--checkpoint', default=None)
     parser.add_argument('--reference-config', default=None,
                         help='a second config timed in the same process on the same input')
     parser.add_argument('--reference-checkpoint', default=None)
-    parser.add_argument('--shape', type=int, nargs=2, default=[512, 512], metavar=('H', 'W'))
+    parser.add_argument('--shape', type=int, nargs=2, default=None, metavar=('H', 'W'),
+                        help='input size (default 512 512; 640 640 with --against-mmseg-san)')
     parser.add_argument('--batch', type=int, default=1)
     parser.add_argument('--warmup', type=int, default=3)
     parser.add_argument('--runs', type=int, default=10)
@@ -264,7 +387,19 @@ def parse_args(argv=None):
     parser.add_argument('--device', default='cpu')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--out', default=None, help='write the results as JSON')
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.config is None and not args.against_mmseg_san:
+        parser.error('a CONFIG is required (or --against-mmseg-san)')
+    if args.shape is None:
+        args.shape = [640, 640] if args.against_mmseg_san else [512, 512]
+    return args
+
+
+def _write_json(path: str, report: dict) -> None:
+    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
+    with open(path, 'w') as f:
+        json.dump(report, f, indent=2)
+    print(f'results written to {path}')
 
 
 def main(argv=None):
@@ -272,6 +407,13 @@ def main(argv=None):
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
+    if args.against_mmseg_san:
+        report = against_mmseg_san(args)
+        if args.out:
+            _write_json(args.out, dict(torch=torch.__version__, **report))
+        if not report['checks']['ok']:
+            sys.exit(1)
+        return report
     models = {}
     name = osp.splitext(osp.basename(args.config))[0]
     ref_name = None
@@ -292,10 +434,7 @@ def main(argv=None):
                       reference_config=args.reference_config,
                       input_shape=[args.batch, 3, *args.shape], mode=args.mode,
                       torch=torch.__version__, results=results)
-        os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
-        with open(args.out, 'w') as f:
-            json.dump(report, f, indent=2)
-        print(f'results written to {args.out}')
+        _write_json(args.out, report)
     return results
 
 
