@@ -327,18 +327,22 @@ class ContextCLIPTextEncoder(_CLIPTextTower):
             self._token_cache[key] = rows
         return self._token_cache[key]
 
-    def forward(self, vocabulary: Union[str, Sequence[str]]) -> torch.Tensor:
+    def forward(self, vocabulary: Union[str, Sequence[str]],
+                normalize: bool = True) -> torch.Tensor:
         """Class embeddings with the current context vectors.
 
         Args:
             vocabulary: class names (or any spec accepted by :func:`get_vocabulary`).
+            normalize: L2-normalise the embeddings. DenseCLIP's context decoder takes the
+                raw projected text features (``normalize=False``).
 
         Returns:
-            (C, D) L2-normalised embeddings, differentiable w.r.t. ``contexts``.
+            (C, D) embeddings (L2-normalised by default), differentiable w.r.t. ``contexts``.
         """
         tokens = self._tokens(get_vocabulary(vocabulary)).to(self.device)
         embeds = self.token_embedding(tokens)
         ctx = self.contexts.to(embeds.dtype).unsqueeze(0).expand(len(tokens), -1, -1)
         n = self.num_contexts
         embeds = torch.cat([embeds[:, :1], ctx, embeds[:, 1 + n:]], dim=1)
-        return F.normalize(self.encode_embeddings(embeds, tokens), dim=-1)
+        feats = self.encode_embeddings(embeds, tokens)
+        return F.normalize(feats, dim=-1) if normalize else feats

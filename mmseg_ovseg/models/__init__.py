@@ -1,1 +1,1 @@
-from . import backbones, decode_heads, losses, segmentors  # noqa: F401
+from . import backbones, decode_heads, losses, necks, segmentors  # noqa: F401

@@ -1,0 +1,1 @@
+from .context_decoder import ContextDecoder  # noqa: F401

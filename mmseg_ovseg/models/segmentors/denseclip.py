@@ -1,0 +1,214 @@
+"""DenseCLIP segmentor: language-guided dense prediction with context-aware prompting.
+
+`DenseCLIP <https://arxiv.org/abs/2112.01518>`_ (Rao et al., CVPR 2022):
+
+- Sec. 3.2, language-guided dense prediction: the CLIP image encoder gives stage maps, a dense
+  language-compatible map ``z (B, C, h, w)`` and the global embedding ``z_bar (B, C)``; the
+  pixel-text score map ``s = z_hat t_hat^T`` (both L2-normalised along channels) is
+  concatenated to a stage map (C5 for ResNets) before the segmentation neck, so the dense
+  predictor sees the language prior explicitly.
+- Sec. 3.3, context-aware prompting: the text features ``t (K, C)`` come from CLIP's text
+  encoder with learnable context vectors (language-domain prompting, CoOp) and are refined by
+  the :class:`ContextDecoder` from the visual context ``[z_bar; z]`` (post-model prompting):
+  ``t <- t + gamma * TransDecoder(t, [z_bar; z])``.
+- Sec. 3.4, semantic segmentation: any mmseg segmentation neck/head (Semantic FPN: mmseg's
+  ``FPN`` + ``FPNHead``) on the augmented features, plus an auxiliary cross-entropy on
+  ``s / tau`` (``tau = 0.07``) through an :class:`IdentityHead`.
+"""
+import warnings
+from typing import List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from mmseg.registry import MODELS
+from mmseg.utils import ConfigType, SampleList, add_prefix
+from .text_encoder_decoder import TextEncoderDecoder
+
+
+@MODELS.register_module()
+class DenseCLIP(TextEncoderDecoder):
+    """DenseCLIP segmentor (closed-set, as in the paper): CLIP image encoder + text encoder
+    with learnable context + context decoder + score-map-augmented Semantic FPN.
+
+    The backbone must return ``(*stage_maps, dense (B, C, h, w), global (B, C))``:
+    ``CLIPResNetWithAttention`` (``output_attnpool=True``) or ``CLIPVisionTransformer``
+    (``output_dense=True``). The text encoder must take ``(vocabulary, normalize=False)`` and
+    return raw ``(K, C)`` text features (``ContextCLIPTextEncoder``). Neck and decode head are
+    plain mmseg modules (``FPN``, ``FPNHead``) that take the list of stage maps, the one at
+    ``score_concat_index`` carrying ``K`` extra channels (FPN ``in_channels[idx] = C_idx + K``).
+
+    Unlike the other segmentors of the package, :meth:`extract_feat` returns the neck outputs
+    (a list of tensors, what mmseg heads take), not the ``dict(inputs, feats, class_embeds)``.
+    The text features depend on the image only through the context decoder: the text tower
+    runs once per training step and, in eval mode, once per vocabulary and weights (cached).
+
+    Args:
+        backbone (dict): image encoder config (see above).
+        text_encoder (dict): ``ContextCLIPTextEncoder`` config (official: 8 contexts,
+            ``context_length=13``, ``name_suffix=''``, ``init_std=1.0``).
+        context_decoder (dict): :class:`ContextDecoder` config; its ``visual_dim`` must equal
+            the CLIP embed dim ``C``.
+        decode_head (dict): mmseg decode head (``FPNHead``), ``num_classes`` set to ``K``.
+        neck (dict, optional): mmseg neck (``FPN``). Default: None.
+        identity_head (dict, optional): auxiliary head on ``score_map / tau``
+            (``IdentityHead`` with cross-entropy weight 0.4 in the official recipe); its losses
+            are prefixed ``aux_identity.``. Default: None.
+        score_concat_index (int): stage map receiving the score map (3 = C5 for ResNets, 2
+            for the official ViT). Default: 3.
+        tau (float): temperature of the auxiliary score-map loss. Default: 0.07.
+        auxiliary_head (dict | list, optional): mmseg auxiliary heads on the neck outputs
+            (unused by the official configs). Default: None.
+        **kwargs: :class:`TextEncoderDecoder` arguments (``vocabulary``, ``train_cfg``,
+            ``test_cfg``, ``data_preprocessor``, ``init_cfg``).
+    """
+
+    def __init__(self,
+                 backbone: ConfigType,
+                 text_encoder: ConfigType,
+                 context_decoder: ConfigType,
+                 decode_head: ConfigType,
+                 neck: Optional[ConfigType] = None,
+                 identity_head: Optional[ConfigType] = None,
+                 score_concat_index: int = 3,
+                 tau: float = 0.07,
+                 **kwargs):
+        super().__init__(backbone=backbone, text_encoder=text_encoder,
+                         decode_head=decode_head, neck=neck, **kwargs)
+        if tau <= 0:
+            raise ValueError(f'DenseCLIP: tau must be positive, got {tau}')
+        self.context_decoder = MODELS.build(context_decoder)
+        self.identity_head = None
+        if identity_head is not None:
+            self.identity_head = MODELS.build(
+                self._with_num_classes(identity_head, len(self.vocabulary)))
+        self.score_concat_index = score_concat_index
+        self.tau = tau
+        self._text_cache = None
+        self._check_channels()
+
+    @property
+    def with_identity_head(self) -> bool:
+        return self.identity_head is not None
+
+    def _check_channels(self) -> None:
+        """Fail at build time, with a readable message, on inconsistent widths."""
+        text_dim = getattr(self.text_encoder, 'embed_dims', None)
+        visual_dim = self.context_decoder.visual_dim
+        if text_dim is not None and text_dim != visual_dim:
+            raise ValueError(f'DenseCLIP: text features have {text_dim} channels but '
+                             f'context_decoder.visual_dim is {visual_dim}')
+        stages = getattr(self.backbone, 'stage_channels', None)
+        out_indices = getattr(self.backbone, 'out_indices', None)
+        in_channels = getattr(self.neck, 'in_channels', None) if self.with_neck else None
+        if stages is None or out_indices is None or in_channels is None:
+            return
+        expected = [stages[i] for i in out_indices]
+        if not 0 <= self.score_concat_index < len(expected):
+            raise ValueError(f'DenseCLIP: score_concat_index {self.score_concat_index} is out '
+                             f'of range for {len(expected)} stage maps')
+        expected[self.score_concat_index] += len(self.vocabulary)
+        if list(in_channels) != expected:
+            raise ValueError(f'DenseCLIP: neck.in_channels must be {expected} (stage '
+                             f'channels, + {len(self.vocabulary)} score-map channels at index '
+                             f'{self.score_concat_index}), got {list(in_channels)}')
+
+    # ------------------------------------------------------------------ text
+    def text_features(self) -> Tensor:
+        """``(K, C)`` raw (un-normalised) text features of the current vocabulary.
+
+        Recomputed with gradient in training; in eval mode computed once under ``no_grad`` and
+        cached until the vocabulary or any text-encoder tensor changes (optimizer steps and
+        ``load_state_dict`` bump the tensors' version counters).
+        """
+        encoder = self.text_encoder
+        if self.training:
+            self._text_cache = None
+            return encoder(self.vocabulary, normalize=False)
+        params = list(encoder.parameters())
+        key = (tuple(self.vocabulary), tuple((p.data_ptr(), p._version) for p in params))
+        if self._text_cache is None or self._text_cache[0] != key:
+            with torch.no_grad():
+                self._text_cache = (key, encoder(self.vocabulary, normalize=False))
+        return self._text_cache[1]
+
+    # ------------------------------------------------------------------ features
+    def forward_features(self, inputs: Tensor) -> Tuple[List[Tensor], Tensor, Tensor]:
+        """Backbone, context-aware text, score map and the augmented stage maps.
+
+        Args:
+            inputs (Tensor): ``(B, 3, H, W)`` images.
+
+        Returns:
+            tuple: ``stage_maps`` (list of the backbone's stage maps, the one at
+            ``score_concat_index`` with the score map concatenated along channels),
+            ``score_map (B, K, h, w)`` (cosine similarities in [-1, 1], at the dense map's
+            resolution, H/32 for ResNets) and ``text (B, K, C)`` (refined text features).
+        """
+        feats = self.backbone(inputs)
+        if not isinstance(feats, (list, tuple)) or len(feats) < 3:
+            raise ValueError('DenseCLIP: the backbone must return (*stage_maps, dense, '
+                             'global); use output_attnpool=True / output_dense=True')
+        stages, dense, global_feat = list(feats[:-2]), feats[-2], feats[-1]
+        if dense.dim() != 4 or global_feat.dim() != 2:
+            raise ValueError(f'DenseCLIP: expected dense (B, C, h, w) and global (B, C) '
+                             f'backbone outputs, got {tuple(dense.shape)} and '
+                             f'{tuple(global_feat.shape)}')
+        # Visual context [z_bar; z]: (B, 1 + h*w, C), the global token first.
+        context = torch.cat([global_feat.unsqueeze(1), dense.flatten(2).transpose(1, 2)], 1)
+        text = self.text_features().to(dense.dtype)
+        text = self.context_decoder(text, context)  # (B, K, C)
+        score_map = torch.einsum('bchw,bkc->bkhw', F.normalize(dense, dim=1),
+                                 F.normalize(text, dim=-1))
+        idx = self.score_concat_index
+        if not -len(stages) <= idx < len(stages):
+            raise ValueError(f'DenseCLIP: score_concat_index {idx} out of range for '
+                             f'{len(stages)} stage maps')
+        target = stages[idx]
+        if target.shape[-2:] != score_map.shape[-2:]:
+            score = F.interpolate(score_map, size=target.shape[-2:], mode='bilinear',
+                                  align_corners=False)
+        else:
+            score = score_map
+        stages[idx] = torch.cat([target, score.to(target.dtype)], dim=1)
+        return stages, score_map, text
+
+    def _neck(self, stages: List[Tensor]) -> List[Tensor]:
+        return list(self.neck(stages)) if self.with_neck else stages
+
+    def extract_feat(self, inputs: Tensor) -> List[Tensor]:
+        """Neck inputs' outputs: what the mmseg decode head takes (see class docstring)."""
+        stages, _, _ = self.forward_features(inputs)
+        return self._neck(stages)
+
+    # ------------------------------------------------------------------ training
+    def loss(self, inputs: Tensor, data_samples: SampleList) -> dict:
+        """Losses: ``decode.*`` (FPN head), ``aux_identity.*`` (CE on ``score_map / tau``) and
+        ``aux.*`` / ``aux_<i>.*`` from optional mmseg auxiliary heads on the neck outputs."""
+        stages, score_map, _ = self.forward_features(inputs)
+        feats = self._neck(stages)
+        losses = dict()
+        losses.update(self._decode_head_forward_train(feats, data_samples))
+        if self.with_identity_head:
+            losses.update(add_prefix(
+                self.identity_head.loss(score_map / self.tau, data_samples, self.train_cfg),
+                'aux_identity'))
+        if self.with_auxiliary_head:
+            losses.update(self._auxiliary_head_forward_train(feats, data_samples))
+        return losses
+
+    # ------------------------------------------------------------------ vocabulary
+    def set_vocabulary(self, classes: Union[str, Sequence[str]],
+                       templates: Union[str, Sequence[str], None] = None) -> None:
+        """Rename the classes (same count only: the FPN input has ``C5 + K`` channels and
+        ``FPNHead`` a ``K``-way classifier, so DenseCLIP is not open-vocabulary)."""
+        new = self._resolve_vocabulary(classes)
+        if len(new) != len(self.vocabulary):
+            raise ValueError(f'DenseCLIP has a fixed number of classes ({len(self.vocabulary)}:'
+                             f' score-map channels and FPNHead classifier); got '
+                             f'{len(new)} names')
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')  # the fixed conv_seg keeps its class count
+            super().set_vocabulary(new, templates)
+        self._text_cache = None
