@@ -1,5 +1,6 @@
 """SAN: side adapter, decoders, head, loss, segmentor, freezing, converters (tiny widths)."""
 import copy
+import glob
 import importlib.util
 import math
 import os.path as osp
@@ -485,3 +486,29 @@ def test_tiny_synthetic_config_trains_a_step():
         out = model.test_step(dict(inputs=data['inputs'][:1],
                                    data_samples=_samples(1, 128, 128, num_classes=8)))
     assert out[0].seg_logits.data.shape == (8, 128, 128)
+
+
+SAN_CONFIGS = sorted(osp.basename(p) for p in glob.glob(osp.join(ROOT, 'configs', 'san_*.py')))
+VOCAB_SIZES = {'coco-stuff': 171, 'ade-150': 150, 'ade-847': 847, 'pc-59': 59, 'pc-459': 459,
+               'voc': 20, 'synthetic': None}
+
+
+@pytest.mark.parametrize('name', SAN_CONFIGS)
+def test_every_san_config_builds_on_cpu(name):
+    """Every shipped SAN config builds its model on CPU with its vocabulary; the ViT-L/14
+    model has the paper's 9.32M trainable parameters."""
+    init_default_scope('mmseg')
+    cfg = Config.fromfile(osp.join(ROOT, 'configs', name))
+    for key in ('backbone', 'text_encoder'):
+        if 'pretrained' in cfg.model[key]:
+            cfg.model[key].pretrained = None
+    model = MODELS.build(cfg.model)
+    size = next((n for k, n in VOCAB_SIZES.items() if k in name), None)
+    if size is not None:
+        assert len(model.vocabulary) == model.decode_head.num_classes == size
+    assert cfg.model.test_cfg.mode == 'whole'
+    if 'vitl14' in name:
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        assert trainable == 9321650 and round(trainable / 1e6, 2) == 9.32
+        assert (model.clip_scale, model.split_layer) == (0.7, 18)
+    del model
