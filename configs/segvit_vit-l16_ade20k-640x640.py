@@ -1,0 +1,131 @@
+# SegViT ViT-L/16 on ADE20K-150, the official recipe (zbwxp/SegVit
+# configs/segvit/segvit_vit-l_jax_640x640_160k_ade20k.py). README: 54.6 mIoU single-scale,
+# 55.2 multi-scale, 637.9 GFLOPs.
+# - backbone: mmseg VisionTransformer ViT-L/16 (24 layers, 1024 wide, 16 heads), Segmenter's
+#   IN-21k "jax" weights converted by mmseg, drop_path 0.3, no class token, no final norm;
+#   levels out_indices (7, 15, 23) (layers 8, 16, 24);
+# - ATM head: embed 512 (= 1024 // 2), 16 heads, 3 ATM layers per level;
+# - ATM loss: CE 1 (no object 0.1), focal 20, dice 1, on every level (deep supervision);
+# - AdamW lr 2e-5, weight decay 0.01, head lr x10, no decay on norms ('norm'/'ln'), no layer
+#   decay; linear warmup 1500 iters (from 1e-6), then poly (power 1.0) to 0; grad clip 35;
+# - 160k iterations, 2 images per GPU, 8 GPUs -> total batch 16 (official launcher
+#   tools/dist_train_8.sh); test: slide 640 / stride 608.
+# Weights: https://download.openmmlab.com/mmsegmentation/v0.5/pretrain/segmenter/
+#   vit_large_p16_384_20220308-d4efb41d.pth -> pretrain/ (keys already mmseg's).
+_base_ = ['_base_/default_runtime.py']
+
+crop_size = (640, 640)
+num_classes = 150
+data_preprocessor = dict(
+    type='SegDataPreProcessor',
+    mean=[127.5, 127.5, 127.5],
+    std=[127.5, 127.5, 127.5],
+    bgr_to_rgb=True,
+    pad_val=0,
+    seg_pad_val=255,
+    size=crop_size)
+model = dict(
+    type='EncoderDecoder',
+    data_preprocessor=data_preprocessor,
+    backbone=dict(
+        type='VisionTransformer',
+        img_size=crop_size,
+        patch_size=16,
+        in_channels=3,
+        embed_dims=1024,
+        num_layers=24,
+        num_heads=16,
+        mlp_ratio=4,
+        out_indices=(7, 15, 23),
+        drop_rate=0.0,
+        attn_drop_rate=0.0,
+        drop_path_rate=0.3,
+        norm_cfg=dict(type='LN', eps=1e-6, requires_grad=True),
+        with_cls_token=False,
+        final_norm=False,
+        interpolate_mode='bicubic',
+        init_cfg=dict(type='Pretrained',
+                      checkpoint='pretrain/vit_large_p16_384_20220308-d4efb41d.pth')),
+    decode_head=dict(
+        type='ATMHead',
+        in_channels=1024,
+        num_classes=num_classes,
+        embed_dims=512,
+        num_layers=3,
+        num_heads=16,
+        use_stages=3,
+        loss_decode=dict(type='ATMLoss', loss_cls_weight=1.0, loss_mask_weight=20.0,
+                         no_object_weight=0.1)),
+    train_cfg=dict(),
+    test_cfg=dict(mode='slide', crop_size=crop_size, stride=(608, 608)))
+
+dataset_type = 'ADE20KDataset'
+data_root = 'data/ade/ADEChallengeData2016'
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations', reduce_zero_label=True),
+    dict(type='RandomResize', scale=(2048, 640), ratio_range=(0.5, 2.0), keep_ratio=True),
+    dict(type='RandomCrop', crop_size=crop_size, cat_max_ratio=0.75),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PhotoMetricDistortion'),
+    dict(type='PackSegInputs')
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=(2048, 640), keep_ratio=True),
+    dict(type='LoadAnnotations', reduce_zero_label=True),
+    dict(type='PackSegInputs')
+]
+train_dataloader = dict(
+    batch_size=2,
+    num_workers=4,
+    persistent_workers=True,
+    sampler=dict(type='InfiniteSampler', shuffle=True),
+    dataset=dict(
+        type=dataset_type,
+        data_root=data_root,
+        data_prefix=dict(img_path='images/training', seg_map_path='annotations/training'),
+        reduce_zero_label=True,
+        pipeline=train_pipeline))
+val_dataloader = dict(
+    batch_size=1,
+    num_workers=4,
+    persistent_workers=True,
+    sampler=dict(type='DefaultSampler', shuffle=False),
+    dataset=dict(
+        type=dataset_type,
+        data_root=data_root,
+        data_prefix=dict(img_path='images/validation', seg_map_path='annotations/validation'),
+        reduce_zero_label=True,
+        pipeline=test_pipeline))
+test_dataloader = val_dataloader
+val_evaluator = dict(type='IoUMetric', iou_metrics=['mIoU'])
+test_evaluator = val_evaluator
+
+optim_wrapper = dict(
+    type='OptimWrapper',
+    optimizer=dict(type='AdamW', lr=2e-5, betas=(0.9, 0.999), weight_decay=0.01),
+    paramwise_cfg=dict(custom_keys={
+        'norm': dict(decay_mult=0.0),
+        'ln': dict(decay_mult=0.0),
+        'head': dict(lr_mult=10.0)}),
+    clip_grad=dict(max_norm=35, norm_type=2))
+max_iters = 160000
+param_scheduler = [
+    dict(type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0, end=1500),
+    dict(type='PolyLR', eta_min=0.0, power=1.0, begin=1500, end=max_iters, by_epoch=False)
+]
+train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=16000)
+val_cfg = dict(type='ValLoop')
+test_cfg = dict(type='TestLoop')
+default_hooks = dict(
+    timer=dict(type='IterTimerHook'),
+    logger=dict(type='LoggerHook', interval=50, log_metric_by_epoch=False),
+    param_scheduler=dict(type='ParamSchedulerHook'),
+    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=16000, max_keep_ckpts=2),
+    sampler_seed=dict(type='DistSamplerSeedHook'),
+    visualization=dict(type='SegVisualizationHook'))
+# The official config sets it; every ATM parameter is used in each step, so it only costs time.
+find_unused_parameters = True
+# Reference total batch (8 GPUs x 2); enable with --auto-scale-lr on another GPU count.
+auto_scale_lr = dict(enable=False, base_batch_size=16)

@@ -1,0 +1,150 @@
+"""The Attention-to-Mask (ATM) module of SegViT.
+
+`SegViT: Semantic Segmentation with Plain Vision Transformers
+<https://arxiv.org/abs/2210.05844>`_ (Zhang et al., NeurIPS 2022), Sec. 3.2 "Attention-to-Mask":
+class-query tokens ``G`` (one per class) cross-attend to the patch tokens ``F`` of a ViT layer.
+The similarity ``S = (G W_q)(F W_k)^T / sqrt(d)`` that the attention softmax normalises is also
+read out directly: ``sigmoid(S)`` is each class's mask (the paper's ``Mask = Sigmoid(Q K^T /
+sqrt(d))``), while the softmax-weighted values update the class tokens, which are then
+classified (Sec. 3.2, last paragraph). With several heads the mask is the head-average of the
+pre-softmax similarities.
+
+Each ATM decoder layer is a post-norm transformer decoder layer (class-token self-attention,
+ATM cross-attention, FFN; LayerNorm after each residual), as in the official code.
+"""
+from typing import List, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+
+class ATMCrossAttention(nn.Module):
+    """Multi-head cross-attention that also returns its pre-softmax similarity map.
+
+    Args:
+        embed_dims (int): token width ``D`` (query and key/value tokens).
+        num_heads (int): heads; ``D`` must be divisible by it.
+        qkv_bias (bool): biases of the q/k/v projections. Default True (official).
+        attn_drop (float): dropout on the softmax attention (not on the mask). Default 0.1.
+        proj_drop (float): dropout after the output projection. Default 0.
+
+    Forward:
+        query (Tensor): (B, Q, D) class tokens.
+        memory (Tensor): (B, N, D) patch tokens.
+
+    Returns:
+        tuple[Tensor, Tensor]: updated tokens (B, Q, D) (before the residual) and mask logits
+        (B, Q, N): the head-averaged ``q k^T / sqrt(D / num_heads)``.
+    """
+
+    def __init__(self, embed_dims: int, num_heads: int, qkv_bias: bool = True,
+                 attn_drop: float = 0.1, proj_drop: float = 0.0):
+        super().__init__()
+        if embed_dims % num_heads:
+            raise ValueError(f'embed_dims {embed_dims} is not divisible by num_heads {num_heads}')
+        self.num_heads = num_heads
+        self.head_dims = embed_dims // num_heads
+        self.scale = self.head_dims**-0.5
+        self.q = nn.Linear(embed_dims, embed_dims, bias=qkv_bias)
+        self.k = nn.Linear(embed_dims, embed_dims, bias=qkv_bias)
+        self.v = nn.Linear(embed_dims, embed_dims, bias=qkv_bias)
+        self.attn_drop = nn.Dropout(attn_drop)
+        self.proj = nn.Linear(embed_dims, embed_dims)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def _heads(self, x: Tensor) -> Tensor:
+        b, n, _ = x.shape
+        return x.view(b, n, self.num_heads, self.head_dims).transpose(1, 2)  # (B, h, n, d)
+
+    def forward(self, query: Tensor, memory: Tensor) -> Tuple[Tensor, Tensor]:
+        b, nq, d = query.shape
+        q = self._heads(self.q(query))
+        k = self._heads(self.k(memory))
+        v = self._heads(self.v(memory))
+        sim = torch.matmul(q, k.transpose(-2, -1)) * self.scale  # (B, h, Q, N), pre-softmax
+        attn = self.attn_drop(sim.softmax(dim=-1))
+        out = torch.matmul(attn, v).transpose(1, 2).reshape(b, nq, d)
+        out = self.proj_drop(self.proj(out))
+        return out, sim.mean(dim=1)
+
+
+class ATMDecoderLayer(nn.Module):
+    """One post-norm decoder layer with ATM cross-attention.
+
+    ``x = LN1(x + SelfAttn(x)); x = LN2(x + ATM(x, F)); x = LN3(x + FFN(x))``.
+
+    Args:
+        embed_dims (int): token width ``D``.
+        num_heads (int): heads of both attentions.
+        ffn_ratio (int): FFN hidden width = ``ffn_ratio * D``. Default 4.
+        dropout (float): residual/FFN dropout (and self-attention dropout). Default 0.1.
+        attn_drop (float): dropout on the ATM attention weights. Default 0.1.
+
+    Forward: ``(B, Q, D)`` queries and ``(B, N, D)`` memory -> ``(B, Q, D)`` queries and
+    ``(B, Q, N)`` mask logits.
+    """
+
+    def __init__(self, embed_dims: int, num_heads: int, ffn_ratio: int = 4,
+                 dropout: float = 0.1, attn_drop: float = 0.1):
+        super().__init__()
+        self.self_attn = nn.MultiheadAttention(embed_dims, num_heads, dropout=dropout,
+                                               batch_first=True)
+        self.cross_attn = ATMCrossAttention(embed_dims, num_heads, attn_drop=attn_drop)
+        self.ffn = nn.Sequential(
+            nn.Linear(embed_dims, ffn_ratio * embed_dims), nn.ReLU(inplace=True),
+            nn.Dropout(dropout), nn.Linear(ffn_ratio * embed_dims, embed_dims))
+        self.norm1 = nn.LayerNorm(embed_dims)
+        self.norm2 = nn.LayerNorm(embed_dims)
+        self.norm3 = nn.LayerNorm(embed_dims)
+        self.drop1 = nn.Dropout(dropout)
+        self.drop2 = nn.Dropout(dropout)
+        self.drop3 = nn.Dropout(dropout)
+
+    def forward(self, query: Tensor, memory: Tensor) -> Tuple[Tensor, Tensor]:
+        x = self.norm1(query + self.drop1(self.self_attn(query, query, query,
+                                                          need_weights=False)[0]))
+        out, mask = self.cross_attn(x, memory)
+        x = self.norm2(x + self.drop2(out))
+        x = self.norm3(x + self.drop3(self.ffn(x)))
+        return x, mask
+
+
+class ATMDecoder(nn.Module):
+    """A stack of :class:`ATMDecoderLayer` on one feature level.
+
+    Args:
+        num_layers (int): layers (official: 3 per ViT level).
+        **layer_kwargs: :class:`ATMDecoderLayer` arguments.
+
+    Forward: ``(B, Q, D)`` queries, ``(B, N, D)`` memory -> list of ``num_layers`` pairs
+    ``(queries (B, Q, D), mask logits (B, Q, N))``, one per layer.
+    """
+
+    def __init__(self, num_layers: int, **layer_kwargs):
+        super().__init__()
+        if num_layers < 1:
+            raise ValueError(f'num_layers must be >= 1, got {num_layers}')
+        self.layers = nn.ModuleList(ATMDecoderLayer(**layer_kwargs) for _ in range(num_layers))
+
+    def forward(self, query: Tensor, memory: Tensor) -> List[Tuple[Tensor, Tensor]]:
+        outs = []
+        for layer in self.layers:
+            query, mask = layer(query, memory)
+            outs.append((query, mask))
+        return outs
+
+
+def semantic_inference(cls_logits: Tensor, mask_logits: Tensor) -> Tensor:
+    """SegViT's inference rule (Sec. 3.2): ``sum_q softmax(cls_q)[:C] * sigmoid(mask_q)``.
+
+    Args:
+        cls_logits (Tensor): (B, Q, C+1) class logits, last = no object.
+        mask_logits (Tensor): (B, Q, H, W) mask logits.
+
+    Returns:
+        Tensor: (B, C, H, W) class probabilities (not logits).
+    """
+    prob = F.softmax(cls_logits, dim=-1)[..., :-1]
+    return torch.einsum('bqc,bqhw->bchw', prob, mask_logits.sigmoid())
