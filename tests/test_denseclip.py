@@ -247,6 +247,9 @@ def test_eval_text_features_are_cached_until_weights_change():
     second = model.text_features()
     assert second is not first and not torch.allclose(second, first)
     torch.testing.assert_close(second, model.text_encoder(VOCAB, normalize=False))
+    with torch.inference_mode():
+        assert model.text_features().is_inference()
+    assert not model.text_features().is_inference()  # usable outside inference mode
     model.train()
     assert model.text_features().requires_grad
 

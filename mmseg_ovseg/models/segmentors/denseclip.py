@@ -127,7 +127,9 @@ class DenseCLIP(TextEncoderDecoder):
             self._text_cache = None
             return encoder(self.vocabulary, normalize=False)
         params = list(encoder.parameters())
-        key = (tuple(self.vocabulary), tuple((p.data_ptr(), p._version) for p in params))
+        # (inference-mode tensors cannot enter autograd later: the mode is part of the key)
+        key = (tuple(self.vocabulary), torch.is_inference_mode_enabled(),
+               tuple((p.data_ptr(), p._version) for p in params))
         if self._text_cache is None or self._text_cache[0] != key:
             with torch.no_grad():
                 self._text_cache = (key, encoder(self.vocabulary, normalize=False))
