@@ -83,6 +83,27 @@ def test_atm_mask_is_sigmoid_of_pre_softmax_similarity():
     torch.testing.assert_close(semantic_inference(cls, masks), expected)
 
 
+def test_atm_layer_is_a_post_norm_transformer_decoder_layer():
+    """With the ATM attention's q/k/v/proj copied into a torch MultiheadAttention, the ATM layer's
+    token output equals torch's post-norm nn.TransformerDecoderLayer (the official base class)."""
+    layer = ATMDecoderLayer(16, 4).eval()
+    ref = torch.nn.TransformerDecoderLayer(16, 4, 64, batch_first=True).eval()
+    ref.self_attn.load_state_dict(layer.self_attn.state_dict())
+    ca = layer.cross_attn
+    with torch.no_grad():
+        ref.multihead_attn.in_proj_weight.copy_(torch.cat([ca.q.weight, ca.k.weight, ca.v.weight]))
+        ref.multihead_attn.in_proj_bias.copy_(torch.cat([ca.q.bias, ca.k.bias, ca.v.bias]))
+    ref.multihead_attn.out_proj.load_state_dict(ca.proj.state_dict())
+    ref.linear1.load_state_dict(layer.ffn[0].state_dict())
+    ref.linear2.load_state_dict(layer.ffn[3].state_dict())
+    for i in (1, 2, 3):
+        getattr(ref, f'norm{i}').load_state_dict(getattr(layer, f'norm{i}').state_dict())
+    query, memory = torch.randn(2, 5, 16), torch.randn(2, 9, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(layer(query, memory)[0], ref(query, memory),
+                                   rtol=1e-5, atol=1e-5)
+
+
 def test_head_levels_order_and_cumulative_masks():
     head = _head().eval()
     feats = [torch.randn(2, 32, 4, 6), torch.randn(2, 32, 4, 6), torch.randn(2, 32, 2, 3)]
