@@ -439,7 +439,8 @@ def test_ade20k_config_follows_the_official_recipe():
     assert cfg.train_cfg.max_iters == 80000 and cfg.train_dataloader.batch_size == 4
     assert cfg.auto_scale_lr.base_batch_size == 32
     warmup, poly = cfg.param_scheduler
-    assert warmup.end == 1500 and poly.eta_min == 1e-6 and poly.power == 0.9
+    assert warmup.end == 1500 and warmup.start_factor == 1e-6
+    assert (poly.begin, poly.end, poly.eta_min, poly.power) == (0, 80000, 1e-6, 0.9)
     assert m.test_cfg.mode == 'slide' and m.test_cfg.stride == (341, 341)
     # Trainable parts without weights (text tower excluded, as the README's 50.3M):
     init_default_scope('mmseg')
