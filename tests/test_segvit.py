@@ -368,3 +368,88 @@ def test_full_configs(name):
         assert cfg.model.neck.query_grid == (40, 40)
     else:
         assert bb.type == 'VisionTransformer' and bb.out_indices == (7, 15, 23)
+
+
+# ---------------------------------------------------------------- official checkpoint converter
+def _converter():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        'segvit2ovseg', osp.join(ROOT, 'tools', 'model_converters', 'segvit2ovseg.py'))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _official_atm_layer(dim, heads):
+    """A layer with the official TPN_DecoderLayer's parameter names."""
+    layer = torch.nn.TransformerDecoderLayer(d_model=dim, nhead=heads, dim_feedforward=4 * dim)
+    del layer.multihead_attn
+    layer.multihead_attn = torch.nn.Module()
+    for name in ('q', 'k', 'v', 'proj'):
+        setattr(layer.multihead_attn, name, torch.nn.Linear(dim, dim))
+    return layer
+
+
+def _official_state(model, shrunk):
+    out = {'backbone.' + k: torch.randn_like(v) for k, v in model.backbone.state_dict().items()}
+    head = 'decode_head.atm.' if shrunk else 'decode_head.'
+    stages = 1 if shrunk else 3
+    for n in range(1, stages + 1):
+        if not shrunk:  # the Shrunk single head has identity projections (no parameters)
+            out[f'{head}input_proj_{n}.weight'] = torch.randn(16, 32)
+            out[f'{head}input_proj_{n}.bias'] = torch.randn(16)
+            out[f'{head}proj_norm_{n}.weight'] = torch.randn(16)
+            out[f'{head}proj_norm_{n}.bias'] = torch.randn(16)
+        for j in range(2):
+            for k, v in _official_atm_layer(16, 2).state_dict().items():
+                out[f'{head}decoder_{n}.layers.{j}.{k}'] = torch.randn_like(v)
+    out[head + 'q.weight'] = torch.randn(5, 16)
+    out[head + 'class_embed.weight'] = torch.randn(6, 16)
+    out[head + 'class_embed.bias'] = torch.randn(6)
+    out[head + 'loss_decode.criterion.empty_weight'] = torch.ones(6)
+    if shrunk:  # TPNATMHead's QU part: torch decoder layers per level, 8x8 grid queries
+        for n in (1, 2):
+            out[f'decode_head.input_proj_{n}.weight'] = torch.randn(16, 32)
+            out[f'decode_head.input_proj_{n}.bias'] = torch.randn(16)
+            out[f'decode_head.proj_norm_{n}.weight'] = torch.randn(16)
+            out[f'decode_head.proj_norm_{n}.bias'] = torch.randn(16)
+            tl = torch.nn.TransformerDecoderLayer(d_model=16, nhead=2, dim_feedforward=64)
+            for j in range(2):
+                for k, v in tl.state_dict().items():
+                    out[f'decode_head.decoder_{n}.layers.{j}.{k}'] = torch.randn_like(v)
+        out['decode_head.q.weight'] = torch.randn(64, 16)
+        out['decode_head.loss_decode.criterion.empty_weight'] = torch.ones(6)
+    return out
+
+
+@pytest.mark.parametrize('shrunk', [False, True])
+def test_official_converter(shrunk, tmp_path):
+    conv = _converter()
+    model = _segvit(shrunk)
+    official = _official_state(model, shrunk)
+    src, dst = tmp_path / 'official.pth', tmp_path / 'converted.pth'
+    torch.save(dict(state_dict=official, meta=dict()), src)
+    conv.main([str(src), str(dst)])
+    state = torch.load(dst, weights_only=True)['state_dict']
+    result = model.load_state_dict(state, strict=True)
+    assert not result.missing_keys and not result.unexpected_keys
+    head = 'decode_head.atm.' if shrunk else 'decode_head.'
+    last = 0 if shrunk else 2
+    lay = model.decode_head.decoders[last].layers[1]
+    pre = f'{head}decoder_{last + 1}.layers.1.'
+    assert torch.equal(lay.cross_attn.k.weight, official[pre + 'multihead_attn.k.weight'])
+    assert torch.equal(lay.cross_attn.proj.bias, official[pre + 'multihead_attn.proj.bias'])
+    assert torch.equal(lay.ffn[3].weight, official[pre + 'linear2.weight'])
+    assert torch.equal(lay.self_attn.in_proj_weight, official[pre + 'self_attn.in_proj_weight'])
+    assert torch.equal(model.decode_head.queries.weight, official[head + 'q.weight'])
+    if shrunk:
+        assert torch.equal(model.neck.queries.weight, official['decode_head.q.weight'])
+        assert torch.equal(model.neck.decoders[1].layers[0].multihead_attn.in_proj_weight,
+                           official['decode_head.decoder_2.layers.0.multihead_attn.in_proj_weight'])
+        assert torch.equal(model.neck.proj_norm[0].weight,
+                           official['decode_head.proj_norm_1.weight'])
+    else:
+        assert torch.equal(model.decode_head.input_proj[1].weight,
+                           official['decode_head.input_proj_2.weight'])
+    with pytest.raises(KeyError, match='not in the official'):
+        conv.convert_segvit({**official, 'decode_head.foo.weight': torch.zeros(1)})

@@ -1,0 +1,133 @@
+"""Convert an official SegViT checkpoint (mmseg 0.24, zbwxp/SegVit) to mmseg-ovseg.
+
+Key mapping (official -> ours):
+
+- ``backbone.*`` unchanged: mmseg 0.x and 1.x ``VisionTransformer`` (and the Shrunk ViT, which
+  adds no parameters) share their keys;
+- plain SegViT (``ATMHead``): ``decode_head.input_proj_<n>`` / ``proj_norm_<n>`` /
+  ``decoder_<n>.layers.<j>`` -> ``decode_head.input_proj.<n-1>`` / ``proj_norm.<n-1>`` /
+  ``decoders.<n-1>.layers.<j>``; inside a layer ``multihead_attn.{q,k,v,proj}`` ->
+  ``cross_attn.{q,k,v,proj}``, ``linear1``/``linear2`` -> ``ffn.0``/``ffn.3``
+  (``self_attn``, ``norm1-3`` unchanged); ``decode_head.q`` -> ``decode_head.queries``;
+  ``class_embed`` unchanged;
+- SegViT-Shrunk (``TPNATMHead``): its QU part (``input_proj_<n>``, ``proj_norm_<n>``,
+  ``decoder_<n>`` = torch ``TransformerDecoder``, ``q``) -> ``neck.*`` of
+  :class:`QueryUpsampling` (``input_proj.<n-1>``, ``proj_norm.<n-1>``, ``decoders.<n-1>``,
+  ``queries``); its ``decode_head.atm.*`` (the single-level ATM head) -> ``decode_head.*`` as
+  above;
+- dropped: the loss buffers ``*.loss_decode.*`` (``criterion.empty_weight``).
+
+Any other key is an error. Usage::
+
+    python tools/model_converters/segvit2ovseg.py official.pth converted.pth
+"""
+import argparse
+import os.path as osp
+import re
+import sys
+from collections import OrderedDict
+from typing import Dict
+
+import torch
+
+REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+if REPO_ROOT not in sys.path:  # run from a checkout without `pip install -e .`
+    sys.path.insert(0, REPO_ROOT)
+
+from mmseg_ovseg.utils.io import load_checkpoint_state, torch_save_atomic  # noqa: E402
+
+_STAGE = re.compile(r'^(input_proj|proj_norm|decoder)_(\d+)\.(.+)$')
+_ATM_LAYER = re.compile(r'^layers\.(\d+)\.(.+)$')
+_ATM_LAYER_MAP = {
+    'multihead_attn.': 'cross_attn.',
+    'linear1.': 'ffn.0.',
+    'linear2.': 'ffn.3.',
+    'self_attn.': 'self_attn.',
+    'norm1.': 'norm1.',
+    'norm2.': 'norm2.',
+    'norm3.': 'norm3.',
+}
+
+
+def _atm_head_key(name: str) -> str:
+    """Key of an official ATM head (``ATMHead``/``ATMSingleHead``) relative to the head, or
+    None if it is not part of that layout."""
+    if name.startswith('q.'):
+        return 'queries.' + name[2:]
+    if name.startswith('class_embed.'):
+        return name
+    m = _STAGE.match(name)
+    if m is None:
+        return None
+    kind, n, rest = m.group(1), int(m.group(2)) - 1, m.group(3)
+    if kind != 'decoder':
+        return f'{kind}.{n}.{rest}'
+    lm = _ATM_LAYER.match(rest)
+    if lm is None:
+        return None
+    j, tail = lm.groups()
+    for old, new in _ATM_LAYER_MAP.items():
+        if tail.startswith(old):
+            return f'decoders.{n}.layers.{j}.{new}{tail[len(old):]}'
+    return None
+
+
+def _qu_key(name: str) -> str:
+    """Key of the official TPN (QU) part relative to our ``QueryUpsampling`` neck."""
+    if name.startswith('q.'):
+        return 'queries.' + name[2:]
+    m = _STAGE.match(name)
+    if m is None:
+        return None
+    kind, n, rest = m.group(1), int(m.group(2)) - 1, m.group(3)
+    return f'{"decoders" if kind == "decoder" else kind}.{n}.{rest}'
+
+
+def convert_segvit(state: Dict[str, torch.Tensor]) -> 'OrderedDict[str, torch.Tensor]':
+    """Map an official SegViT / SegViT-Shrunk state dict to mmseg-ovseg keys (module doc)."""
+    shrunk = any(k.startswith('decode_head.atm.') for k in state)
+    out, unknown = OrderedDict(), []
+    for key, value in state.items():
+        if key.startswith('backbone.'):
+            out[key] = value
+            continue
+        if not key.startswith('decode_head.') or '.loss_decode.' in key:
+            if '.loss_decode.' not in key:
+                unknown.append(key)
+            continue
+        name = key[len('decode_head.'):]
+        if shrunk and name.startswith('atm.'):
+            new = _atm_head_key(name[len('atm.'):])
+            new = new and 'decode_head.' + new
+        elif shrunk:
+            new = _qu_key(name)
+            new = new and 'neck.' + new
+        else:
+            new = _atm_head_key(name)
+            new = new and 'decode_head.' + new
+        if new is None:
+            unknown.append(key)
+        else:
+            out[new] = value
+    if unknown:
+        raise KeyError(f'{len(unknown)} keys not in the official SegViT layout: {unknown[:10]}')
+    return out
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('src', help='official SegViT checkpoint (.pth)')
+    parser.add_argument('dst', help='output checkpoint for mmseg-ovseg (load_from)')
+    parser.add_argument('--unsafe-load', action='store_true',
+                        help='unpickle arbitrary objects in SRC (only for trusted files)')
+    args = parser.parse_args(argv)
+    if not osp.isfile(args.src):
+        parser.error(f'no such file: {args.src}')
+    state = convert_segvit(load_checkpoint_state(args.src, args.unsafe_load))
+    torch_save_atomic(dict(state_dict=state, meta=dict(converted_from=osp.basename(args.src))),
+                      args.dst)
+    print(f'saved {len(state)} tensors to {args.dst}')
+
+
+if __name__ == '__main__':
+    main()
