@@ -1,6 +1,6 @@
 """Query-based down-sampling (QD) inside a plain ViT: the encoder of SegViT-Shrunk.
 
-`SegViT <https://arxiv.org/abs/2210.05844>`_, Sec. 3.4 "Shrunk structure" (Fig. 3 (b)-(c)):
+`SegViT <https://arxiv.org/abs/2210.05844>`_, method, "Shrunk structure" (QD):
 the output size of an attention layer is set by its queries, so layer ``shrink_idx`` of the
 ViT is run with a *nearest-neighbour down-sampled* copy of the token grid as queries (every
 second row and column, ``[::2, ::2]``) and the full-resolution tokens as keys and values; its

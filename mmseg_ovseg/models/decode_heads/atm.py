@@ -1,13 +1,13 @@
 """The Attention-to-Mask (ATM) module of SegViT.
 
 `SegViT: Semantic Segmentation with Plain Vision Transformers
-<https://arxiv.org/abs/2210.05844>`_ (Zhang et al., NeurIPS 2022), Sec. 3.2 "Attention-to-Mask":
-class-query tokens ``G`` (one per class) cross-attend to the patch tokens ``F`` of a ViT layer.
-The similarity ``S = (G W_q)(F W_k)^T / sqrt(d)`` that the attention softmax normalises is also
-read out directly: ``sigmoid(S)`` is each class's mask (the paper's ``Mask = Sigmoid(Q K^T /
-sqrt(d))``), while the softmax-weighted values update the class tokens, which are then
-classified (Sec. 3.2, last paragraph). With several heads the mask is the head-average of the
-pre-softmax similarities.
+<https://arxiv.org/abs/2210.05844>`_ (Zhang et al., NeurIPS 2022), method, decoder part
+"Attention-to-Mask (ATM)": class-query tokens ``G`` (one per class) cross-attend to the patch
+tokens ``F`` of a ViT layer. The similarity ``S = (G W_q)(F W_k)^T / sqrt(d)`` that the
+attention softmax normalises is also read out directly: ``sigmoid(S)`` is each class's mask
+(``Mask = Sigmoid(Q K^T / sqrt(d))``), while the softmax-weighted values update the class
+tokens, which are then classified (a linear layer + softmax). With several heads the mask is
+the head-average of the pre-softmax similarities.
 
 Each ATM decoder layer is a post-norm transformer decoder layer (class-token self-attention,
 ATM cross-attention, FFN; LayerNorm after each residual), as in the official code.
@@ -137,7 +137,7 @@ class ATMDecoder(nn.Module):
 
 
 def semantic_inference(cls_logits: Tensor, mask_logits: Tensor) -> Tensor:
-    """SegViT's inference rule (Sec. 3.2): ``sum_q softmax(cls_q)[:C] * sigmoid(mask_q)``.
+    """SegViT's inference rule (ATM part): ``sum_q softmax(cls_q)[:C] * sigmoid(mask_q)``.
 
     Args:
         cls_logits (Tensor): (B, Q, C+1) class logits, last = no object.

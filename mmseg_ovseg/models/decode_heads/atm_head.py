@@ -1,15 +1,16 @@
-"""SegViT's ATM decoder head (Zhang et al., NeurIPS 2022, Sec. 3.2-3.3, Fig. 2).
+"""SegViT's ATM decoder head (Zhang et al., NeurIPS 2022; method, decoder:
+ATM and its multi-level use on plain-ViT layers).
 
 Plain-ViT features from several layers (official ViT-L: layers 8, 16, 24, i.e. out_indices
 ``(7, 15, 23)``) are each projected (``Linear(C_in -> D)`` + LayerNorm) and decoded, deepest
 first, by their own :class:`~.atm.ATMDecoder` (3 layers). One set of learnable class queries
 (query ``i`` = class ``i``) is carried from level to level. Every level yields a class
 prediction ``Linear(D -> C+1)`` of its updated queries and the mask logits of its last layer;
-the mask logits are summed cumulatively over levels (Sec. 3.3 "the masks of different layers
-are summed"), resized to the last level's grid. The last level is the prediction, earlier
-levels are deep-supervised. Inference: :func:`~.atm.semantic_inference`.
+the mask logits are summed cumulatively over levels (as the official code), resized to the
+last level's grid. The last level is the prediction, earlier levels are deep-supervised.
+Inference: :func:`~.atm.semantic_inference`.
 
-The Shrunk variant (Sec. 3.4) decodes one already up-sampled feature map (from
+The Shrunk variant (method, "Shrunk structure") decodes one up-sampled feature map (from
 :class:`~mmseg_ovseg.models.necks.QueryUpsampling`) with ``use_proj=False``,
 ``per_layer_outputs=True`` (every decoder layer supervised) and ``sum_masks=False``, as the
 official ``ATMSingleHead``.

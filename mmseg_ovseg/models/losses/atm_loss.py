@@ -1,6 +1,6 @@
 """SegViT's ATM loss: mask classification with a fixed query-to-class assignment.
 
-`SegViT <https://arxiv.org/abs/2210.05844>`_, Sec. 3.2 "Loss function":
+`SegViT <https://arxiv.org/abs/2210.05844>`_, method, "Loss function":
 ``L = L_cls + lambda_focal L_focal + lambda_dice L_dice``. The decoder has one class query per
 class, so there is **no Hungarian matching**: query ``i`` is supervised by class ``i``.
 

@@ -1,6 +1,6 @@
 """Query-based up-sampling (QU): the decoder side of SegViT-Shrunk.
 
-`SegViT <https://arxiv.org/abs/2210.05844>`_, Sec. 3.4 "Shrunk structure" (Fig. 3 (c)): after
+`SegViT <https://arxiv.org/abs/2210.05844>`_, method, "Shrunk structure" (QU): after
 :class:`~mmseg_ovseg.models.backbones.ShrunkVisionTransformer` halved the token grid, a set of
 learnable queries laid out on the 1/16 grid recovers a high-resolution feature map. As in the
 official ``TPNATMHead``, the queries pass through one 3-layer transformer decoder per backbone
