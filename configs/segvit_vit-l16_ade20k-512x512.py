@@ -1,7 +1,7 @@
 # SegViT ViT-L/16 on ADE20K-150 at 512x512 crops: the official 640 recipe
 # (segvit_vit-l16_ade20k-640x640.py: AdamW lr 2e-5, wd 0.01, head lr x10, no norm decay,
-# no layer decay, 1500 warmup + poly 1.0, grad clip 35, 160k iters, 2 images/GPU x 8 GPUs =
-# batch 16) with the crop and slide window of the official 512 base model
+# no layer decay, 1500 warmup on poly 1.0, grad clip 35, 160k iters, 2 images/GPU x 4 GPUs =
+# batch 8) with the crop and slide window of the official 512 base model
 # (configs/_base_/models/seg_vit-b16.py: slide 512 / stride 341). The README's ADE numbers
 # (54.6 / 55.2) are for 640 crops; this variant has no published result.
 _base_ = ['./segvit_vit-l16_ade20k-640x640.py']

@@ -7,9 +7,10 @@
 # - ATM head: embed 512 (= 1024 // 2), 16 heads, 3 ATM layers per level;
 # - ATM loss: CE 1 (no object 0.1), focal 20, dice 1, on every level (deep supervision);
 # - AdamW lr 2e-5, weight decay 0.01, head lr x10, no decay on norms ('norm'/'ln'), no layer
-#   decay; linear warmup 1500 iters (from 1e-6), then poly (power 1.0) to 0; grad clip 35;
-# - 160k iterations, 2 images per GPU, 8 GPUs -> total batch 16 (official launcher
-#   tools/dist_train_8.sh); test: slide 640 / stride 608.
+#   decay; linear warmup 1500 iters (from 1e-6) on a poly (power 1.0) to 0; grad clip 35;
+# - 160k iterations, 2 images per GPU on 4 GPUs -> total batch 8 (the README trains with
+#   tools/dist_train.sh, which starts 4 processes; the repo also has a dist_train_8.sh);
+#   test: slide 640 / stride 608.
 # Weights: https://download.openmmlab.com/mmsegmentation/v0.5/pretrain/segmenter/
 #   vit_large_p16_384_20220308-d4efb41d.pth -> pretrain/ (keys already mmseg's).
 _base_ = ['_base_/default_runtime.py']
@@ -129,5 +130,5 @@ default_hooks = dict(
     visualization=dict(type='SegVisualizationHook'))
 # The official config sets it; every ATM parameter is used in each step, so it only costs time.
 find_unused_parameters = True
-# Reference total batch (8 GPUs x 2); enable with --auto-scale-lr on another GPU count.
-auto_scale_lr = dict(enable=False, base_batch_size=16)
+# Reference total batch (4 GPUs x 2); enable with --auto-scale-lr on another GPU count.
+auto_scale_lr = dict(enable=False, base_batch_size=8)
