@@ -329,9 +329,11 @@ def test_predict_odd_sizes(shrunk):
         assert (probs >= 0).all() and torch.isfinite(probs).all()
 
 
-def test_tiny_config_builds_and_trains_a_step():
-    cfg = Config.fromfile(osp.join(ROOT, 'configs', 'segvit_tiny_synthetic.py'))
+@pytest.mark.parametrize('name', ['segvit_tiny_synthetic', 'segvit-shrunk_tiny_synthetic'])
+def test_tiny_config_builds_and_trains_a_step(name):
+    cfg = Config.fromfile(osp.join(ROOT, 'configs', f'{name}.py'))
     assert cfg.model.type == 'EncoderDecoder'
+    assert ('shrunk' in name) == (cfg.model.get('neck') is not None)
     model = MODELS.build(cfg.model)
     model.init_weights()
     model.train()
