@@ -10,11 +10,11 @@ import io
 import pickle
 from typing import Any
 
-# The only globals a plain-data pickle may name (Python 2 ``__builtin__`` is mapped to
-# ``builtins`` by the unpickler's ``fix_imports``).
-ALLOWED_GLOBALS = frozenset(('builtins', name) for name in (
-    'set', 'frozenset', 'list', 'dict', 'tuple', 'str', 'bytes', 'int', 'float', 'bool',
-    'complex'))
+# The only globals a plain-data pickle may name (``__builtin__`` in Python 2 pickles).
+ALLOWED_GLOBALS = frozenset((module, name) for module in ('builtins', '__builtin__')
+                            for name in (
+                                'set', 'frozenset', 'list', 'dict', 'tuple', 'str',
+                                'bytes', 'int', 'float', 'bool', 'complex'))
 
 
 class UnsafePickleError(pickle.UnpicklingError):
