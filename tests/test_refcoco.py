@@ -3,6 +3,7 @@ import json
 import os
 import os.path as osp
 import pickle
+import shutil
 
 import numpy as np
 import pytest
@@ -205,7 +206,6 @@ def test_loader_errors(syn, tmp_path):
     val_refs = [r for r in refs if r['split'] == 'val']
     val_refs[1]['ann_id'] = 999999
     (bad / REFS_FILE).write_bytes(pickle.dumps(val_refs))
-    import shutil
     shutil.copy(osp.join(root, INSTANCES_FILE), bad / INSTANCES_FILE)
     with pytest.raises(ValueError, match=f"ref {val_refs[1]['ref_id']} points to annotation "
                                          '999999'):
@@ -219,13 +219,12 @@ def test_loader_errors(syn, tmp_path):
 
 
 # ------------------------------------------------------------------------------ pipelines
-def _cfg(name, root):
-    cfg = Config.fromfile(osp.join(ROOT, 'configs/_base_/datasets', name))
-    return cfg
+def _cfg(name):
+    return Config.fromfile(osp.join(ROOT, 'configs/_base_/datasets', name))
 
 
 def test_synthetic_config_pipeline_carries_sentence(syn):
-    cfg = _cfg('synthetic_referring.py', syn['data_root'])
+    cfg = _cfg('synthetic_referring.py')
     ds_cfg = cfg.val_dataloader.dataset.copy()
     ds_cfg['data_root'] = syn['data_root']
     ds = DATASETS.build(ds_cfg)
@@ -254,8 +253,8 @@ def test_synthetic_config_pipeline_carries_sentence(syn):
                                       'Prec@0.8', 'Prec@0.9')}
 
 
-def test_refcoco_config_letterboxes_to_480(syn):
-    cfg = _cfg('refcoco.py', syn['data_root'])
+def test_refcoco_config_letterboxes_to_480(syn, tmp_path):
+    cfg = _cfg('refcoco.py')
     assert cfg.crop_size == (480, 480)
     assert cfg.data_preprocessor['mean'] == [127.5] * 3 == cfg.data_preprocessor['std']
     assert cfg.val_dataloader.dataset.split == 'val'
@@ -268,6 +267,22 @@ def test_refcoco_config_letterboxes_to_480(syn):
     assert out['data_samples'].metainfo['sentence']
     gt = out['data_samples'].gt_sem_seg.data
     assert gt.shape == (1, 480, 480) and set(gt.unique().tolist()) == {0, 1}
+
+    # a landscape 48x64 image: scaled by 7.5 to 360x480, then padded at the bottom
+    from mmcv.transforms import Compose
+    from PIL import Image
+    img_path = str(tmp_path / 'wide.png')
+    Image.fromarray(np.full((48, 64, 3), 200, np.uint8)).save(img_path)
+    results = dict(img_path=img_path, sentence='the box', height=48, width=64,
+                   segmentation=[[8, 8, 23, 8, 23, 23, 8, 23]], seg_fields=[],
+                   reduce_zero_label=False)
+    out = Compose(cfg.train_pipeline)(results)
+    assert out['inputs'].shape == (3, 480, 480)
+    assert (out['inputs'][:, 360:] == 0).all() and (out['inputs'][:, :360] == 200).all()
+    gt = out['data_samples'].gt_sem_seg.data[0]
+    assert (gt[360:] == 255).all() and set(gt[:360].unique().tolist()) == {0, 1}
+    assert gt[60:180, 60:180].eq(1).all() and gt[:60].eq(0).all()  # box 8..23 scaled x7.5
+    assert out['data_samples'].metainfo['sentence'] == 'the box'
 
 
 # --------------------------------------------------------------------------------- metric
