@@ -17,15 +17,14 @@ official ``ATMSingleHead``.
 """
 from typing import Dict, List, Sequence, Tuple
 
-import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from mmengine.model.weight_init import constant_init, trunc_normal_init
 from torch import Tensor
 
 from mmseg.models.decode_heads.decode_head import BaseDecodeHead
 from mmseg.registry import MODELS
 from mmseg.utils import ConfigType, SampleList
+from ..utils import prediction_size, trunc_normal_linear_init
 from .atm import ATMDecoder, semantic_inference
 
 
@@ -104,11 +103,7 @@ class ATMHead(BaseDecodeHead):
 
     def init_weights(self):
         """Official initialisation: truncated normal (std 0.02) linears, unit LayerNorms."""
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                trunc_normal_init(m, std=0.02, bias=0.0)
-            elif isinstance(m, nn.LayerNorm):
-                constant_init(m, val=1.0, bias=0.0)
+        trunc_normal_linear_init(self)
 
     def forward(self, inputs: Sequence[Tensor]) -> Tuple[List[Tensor], List[Tensor]]:
         """Class and mask logits of every supervised output (see the class docstring)."""
@@ -160,14 +155,7 @@ class ATMHead(BaseDecodeHead):
             Tensor: (B, C, H, W) probabilities ``sum_q p_q(c) sigmoid(m_q)``.
         """
         cls_logits, mask_logits = seg_logits
-        meta = batch_img_metas[0]
-        if isinstance(meta['img_shape'], torch.Size):  # slide inference crop
-            size = meta['img_shape']
-        elif 'pad_shape' in meta:
-            size = meta['pad_shape'][:2]
-        else:
-            size = meta['img_shape']
-        mask_logits = F.interpolate(mask_logits.float(), size=tuple(int(s) for s in size),
+        mask_logits = F.interpolate(mask_logits.float(), size=prediction_size(batch_img_metas),
                                     mode='bilinear', align_corners=self.align_corners)
         return semantic_inference(cls_logits.float(), mask_logits)
 

@@ -27,6 +27,7 @@ from torch import Tensor
 from mmseg.models.decode_heads.decode_head import BaseDecodeHead
 from mmseg.registry import MODELS
 from mmseg.utils import ConfigType, SampleList, seg_data_to_instance_data
+from ..utils import prediction_size
 from .san_decoders import AttentionBiasDecoder, MaskDecoder
 from .side_adapter import SideAdapterViT
 
@@ -175,14 +176,7 @@ class SANHead(BaseDecodeHead):
             buffer; float32, or the autocast dtype under autocast.
         """
         mask_logits, cls_logits = seg_logits
-        meta = batch_img_metas[0]
-        if isinstance(meta['img_shape'], torch.Size):  # slide inference crop
-            size = meta['img_shape']
-        elif 'pad_shape' in meta:
-            size = meta['pad_shape'][:2]
-        else:
-            size = meta['img_shape']
-        height, width = (int(v) for v in size)
+        height, width = prediction_size(batch_img_metas)
         b, q, h, w = mask_logits.shape
         n_cls = cls_logits.shape[-1] - 1
         device_type = mask_logits.device.type
@@ -205,6 +199,12 @@ class SANHead(BaseDecodeHead):
             # with the interpolation matrices of F.interpolate itself (2 non-zeros per row).
             ry = _interp_matrix(h, height, mask_logits)  # (H, h)
             rx_t = _interp_matrix(w, width, mask_logits).t()  # (w, W)
+            # Each band of output rows and the source rows it reads (the same for all images).
+            bands = []
+            for y0 in range(0, height, _BAND_ROWS):
+                y1 = min(height, y0 + _BAND_ROWS)
+                src = ry[y0:y1].any(dim=0).nonzero()
+                bands.append((y0, y1, int(src[0]), int(src[-1]) + 1))
             # Scores are written channels-last: each band's (pixels, C) product lands in one
             # contiguous block, and the argmax over classes that follows reads contiguous
             # memory. The returned tensor is a (B, C, H, W) view of it.
@@ -213,10 +213,7 @@ class SANHead(BaseDecodeHead):
                 wide = torch.matmul(mask_logits[i], rx_t)  # (Q, h, W): width interpolated
                 # Upsample -> sigmoid -> class product per band of rows, so the (Q, H, W)
                 # upsampled masks never exist in full and each band's tile stays small.
-                for y0 in range(0, height, _BAND_ROWS):
-                    y1 = min(height, y0 + _BAND_ROWS)
-                    src = ry[y0:y1].any(dim=0).nonzero()
-                    c0, c1 = int(src[0]), int(src[-1]) + 1  # source rows the band reads
+                for y0, y1, c0, c1 in bands:
                     tile = torch.matmul(ry[y0:y1, c0:c1], wide[:, c0:c1]).sigmoid_()
                     tile = tile.view(q, -1).t()  # (pixels, Q)
                     if low is not None:

@@ -18,10 +18,10 @@ from typing import Sequence, Tuple
 import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.model import BaseModule
-from mmengine.model.weight_init import constant_init, trunc_normal_init
 from torch import Tensor
 
 from mmseg.registry import MODELS
+from ..utils import trunc_normal_linear_init
 
 
 @MODELS.register_module()
@@ -67,11 +67,7 @@ class QueryUpsampling(BaseModule):
 
     def init_weights(self):
         """Official initialisation: truncated normal (std 0.02) linears, unit LayerNorms."""
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                trunc_normal_init(m, std=0.02, bias=0.0)
-            elif isinstance(m, nn.LayerNorm):
-                constant_init(m, val=1.0, bias=0.0)
+        trunc_normal_linear_init(self)
 
     def grid_queries(self, hw: Tuple[int, int]) -> Tensor:
         """``(h*w, D)`` queries for an ``(h, w)`` output grid."""
