@@ -229,6 +229,13 @@ def test_autocast_reuses_low_precision_weight_copies(clip):
     # every block's attention and MLP weights and biases, the patch embedding
     assert n_cached == 3 * 8 + 1
     assert all(bb._cast_cache[k][1] is v for k, v in cached.items())  # reused, not re-cast
+    # QuickGELU is folded in: c_fc is cached times 1.702, c_proj divided by it
+    mlp = bb.visual.transformer.resblocks[0].mlp
+    a = 1.702
+    assert torch.equal(bb._cast_cache[(id(mlp.c_fc.weight), a)][1],
+                       (mlp.c_fc.weight * a).bfloat16())
+    assert torch.equal(bb._cast_cache[(id(mlp.c_proj.weight), 1 / a)][1],
+                       (mlp.c_proj.weight / a).bfloat16())
     # close to float32 and to autocast's own casts (QuickGELU is folded into the copies)
     with torch.no_grad():
         ref = bb(x)[0]

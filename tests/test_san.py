@@ -441,6 +441,10 @@ def test_eq4_under_autocast_and_integer_argmax(san):
     assert san.nonnegative_scores and seg32.min() >= 0
     for seg in (seg32[0], seg16[0]):
         assert torch.equal(san._argmax_classes(seg), seg.argmax(dim=0, keepdim=True))
+    # the integer path is the one taken: outside its precondition (scores >= 0) it orders
+    # negative floats backwards (as int32, bits(-2.0) > bits(-1.0))
+    neg = torch.tensor([-2.0, -1.0]).view(2, 1, 1)
+    assert int(san._argmax_classes(neg)) == 0 and int(neg.argmax(dim=0)) == 1
     # ties and exact zeros keep the float argmax's first-index rule
     tied = torch.zeros(4, 3, 3)
     tied[1:3] = 0.5
