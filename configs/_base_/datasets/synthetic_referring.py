@@ -3,22 +3,19 @@
 # Generate it with:
 #   .venv/bin/python -c "from mmseg_ovseg.datasets import generate_referring_dataset as g; \
 #     g('data/synthetic_referring', splits=dict(train=200, val=50, testA=25, testB=25))"
-dataset_type = 'RefCOCODataset'
+# RefCOCO's recipe (refcoco.py: letterbox, mean = std = 0.5, no flip, batch 8, train/val
+# splits) at 64x64, with in-process loading and the metric's default thresholds.
+_base_ = ['./refcoco.py']
+
 data_root = 'data/synthetic_referring'
 ann_file = 'refsyn/refs(unc).p'
 instances_file = 'refsyn/instances.json'
 img_prefix = dict(img_path='images')
 crop_size = (64, 64)
 
-data_preprocessor = dict(
-    type='SegDataPreProcessor',
-    mean=[127.5, 127.5, 127.5],
-    std=[127.5, 127.5, 127.5],
-    bgr_to_rgb=True,
-    pad_val=0,
-    seg_pad_val=255,
-    size=crop_size)
+data_preprocessor = dict(size=crop_size)
 
+# refcoco.py's pipelines, at crop_size (lists are replaced, not merged)
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadReferringAnnotation'),
@@ -33,32 +30,16 @@ test_pipeline = [
     dict(type='PackReferringInputs')
 ]
 train_dataloader = dict(
-    batch_size=8,
     num_workers=0,
     persistent_workers=False,
-    sampler=dict(type='InfiniteSampler', shuffle=True),
-    dataset=dict(
-        type=dataset_type,
-        data_root=data_root,
-        ann_file=ann_file,
-        instances_file=instances_file,
-        data_prefix=img_prefix,
-        split='train',
-        pipeline=train_pipeline))
+    dataset=dict(data_root=data_root, ann_file=ann_file, instances_file=instances_file,
+                 data_prefix=img_prefix, pipeline=train_pipeline))
 val_dataloader = dict(
-    batch_size=1,
     num_workers=0,
     persistent_workers=False,
-    sampler=dict(type='DefaultSampler', shuffle=False),
-    dataset=dict(
-        type=dataset_type,
-        data_root=data_root,
-        ann_file=ann_file,
-        instances_file=instances_file,
-        data_prefix=img_prefix,
-        split='val',
-        pipeline=test_pipeline))
+    dataset=dict(data_root=data_root, ann_file=ann_file, instances_file=instances_file,
+                 data_prefix=img_prefix, pipeline=test_pipeline))
 test_dataloader = val_dataloader
 
-val_evaluator = dict(type='ReferringIoUMetric')
+val_evaluator = dict(_delete_=True, type='ReferringIoUMetric')
 test_evaluator = val_evaluator
