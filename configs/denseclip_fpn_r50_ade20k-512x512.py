@@ -10,7 +10,7 @@
 #   bash tools/dist_train.sh configs/denseclip_fpn_r50_ade20k-512x512.py 8
 # (on a single GPU the SyncBN layers are reverted to BN by mmengine; the total batch then
 # differs from the official one).
-_base_ = ['_base_/default_runtime.py']
+_base_ = ['mmseg::_base_/datasets/ade20k.py', '_base_/default_runtime.py']
 
 crop_size = (512, 512)
 num_classes = 150
@@ -76,47 +76,10 @@ model = dict(
     train_cfg=dict(),
     test_cfg=dict(mode='slide', crop_size=crop_size, stride=(341, 341)))
 
-# ---------------------------------------------------------------- data (ADE20K, CLIP mean/std)
-dataset_type = 'ADE20KDataset'
-data_root = 'data/ade/ADEChallengeData2016'
-train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations', reduce_zero_label=True),
-    dict(type='RandomResize', scale=(2048, 512), ratio_range=(0.5, 2.0), keep_ratio=True),
-    dict(type='RandomCrop', crop_size=crop_size, cat_max_ratio=0.75),
-    dict(type='RandomFlip', prob=0.5),
-    dict(type='PhotoMetricDistortion'),
-    dict(type='PackSegInputs')
-]
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=(2048, 512), keep_ratio=True),
-    dict(type='LoadAnnotations', reduce_zero_label=True),
-    dict(type='PackSegInputs')
-]
-train_dataloader = dict(
-    batch_size=4,  # per GPU; x 8 GPUs = 32 (official)
-    num_workers=4,
-    persistent_workers=True,
-    sampler=dict(type='InfiniteSampler', shuffle=True),
-    dataset=dict(
-        type=dataset_type,
-        data_root=data_root,
-        data_prefix=dict(img_path='images/training', seg_map_path='annotations/training'),
-        pipeline=train_pipeline))
-val_dataloader = dict(
-    batch_size=1,
-    num_workers=4,
-    persistent_workers=True,
-    sampler=dict(type='DefaultSampler', shuffle=False),
-    dataset=dict(
-        type=dataset_type,
-        data_root=data_root,
-        data_prefix=dict(img_path='images/validation', seg_map_path='annotations/validation'),
-        pipeline=test_pipeline))
-test_dataloader = val_dataloader
-val_evaluator = dict(type='IoUMetric', iou_metrics=['mIoU'])
-test_evaluator = val_evaluator
+# ---------------------------------------------------------------- data
+# ADE20K exactly as mmseg's _base_/datasets/ade20k.py (512x512 crops of 2048x512 resizes,
+# mIoU); CLIP's mean/std are applied by the data_preprocessor above.
+train_dataloader = dict(batch_size=4)  # per GPU; x 8 GPUs = 32 (official)
 
 # ---------------------------------------------------------------- schedule
 max_iters = 80000

@@ -13,7 +13,7 @@
 #   test: slide 640 / stride 608.
 # Weights: https://download.openmmlab.com/mmsegmentation/v0.5/pretrain/segmenter/
 #   vit_large_p16_384_20220308-d4efb41d.pth -> pretrain/ (keys already mmseg's).
-_base_ = ['_base_/default_runtime.py']
+_base_ = ['mmseg::_base_/datasets/ade20k_640x640.py', '_base_/default_runtime.py']
 
 crop_size = (640, 640)
 num_classes = 150
@@ -60,8 +60,8 @@ model = dict(
     train_cfg=dict(),
     test_cfg=dict(mode='slide', crop_size=crop_size, stride=(608, 608)))
 
-dataset_type = 'ADE20KDataset'
-data_root = 'data/ade/ADEChallengeData2016'
+# Data: mmseg's _base_/datasets/ade20k_640x640.py (dataset, splits, samplers, workers, mIoU)
+# with this file's pipelines, which resize to (2048, 640) where mmseg's resize to (2560, 640).
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations', reduce_zero_label=True),
@@ -78,30 +78,9 @@ test_pipeline = [
     dict(type='PackSegInputs')
 ]
 train_dataloader = dict(
-    batch_size=2,
-    num_workers=4,
-    persistent_workers=True,
-    sampler=dict(type='InfiniteSampler', shuffle=True),
-    dataset=dict(
-        type=dataset_type,
-        data_root=data_root,
-        data_prefix=dict(img_path='images/training', seg_map_path='annotations/training'),
-        reduce_zero_label=True,
-        pipeline=train_pipeline))
-val_dataloader = dict(
-    batch_size=1,
-    num_workers=4,
-    persistent_workers=True,
-    sampler=dict(type='DefaultSampler', shuffle=False),
-    dataset=dict(
-        type=dataset_type,
-        data_root=data_root,
-        data_prefix=dict(img_path='images/validation', seg_map_path='annotations/validation'),
-        reduce_zero_label=True,
-        pipeline=test_pipeline))
+    batch_size=2, dataset=dict(reduce_zero_label=True, pipeline=train_pipeline))
+val_dataloader = dict(dataset=dict(reduce_zero_label=True, pipeline=test_pipeline))
 test_dataloader = val_dataloader
-val_evaluator = dict(type='IoUMetric', iou_metrics=['mIoU'])
-test_evaluator = val_evaluator
 
 optim_wrapper = dict(
     type='OptimWrapper',
