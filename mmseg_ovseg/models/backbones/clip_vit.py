@@ -29,6 +29,7 @@ from torch import Tensor
 from open_clip.transformer import QuickGELU
 
 from mmseg_ovseg.clip.builder import build_visual_tower, load_tower_weights
+from mmseg_ovseg.models.attention import attention
 
 # QuickGELU's constant: x * sigmoid(1.702 x).
 _QUICKGELU_ALPHA = 1.702
@@ -279,8 +280,7 @@ class CLIPVisionTransformer(BaseModule):
         blk = self.visual.transformer.resblocks[index]
         dp = self.drop_path_rates[index]
         q, k, v = self._qkv(blk, blk.ln_1(x))
-        x = x + _drop_path(blk.ls_1(self._attn_out(blk, F.scaled_dot_product_attention(q, k, v))),
-                           dp, self.training)
+        x = x + _drop_path(blk.ls_1(self._attn_out(blk, attention(q, k, v))), dp, self.training)
         return self._mlp_residual(blk, x, dp)
 
     def forward_blocks(self,
@@ -390,7 +390,7 @@ class CLIPVisionTransformer(BaseModule):
                                   self._w(attn.in_proj_bias)[self.width:]).chunk(2, dim=-1)
                 kx, vx = (t.unflatten(-1, (self.num_heads, -1)).transpose(1, 2) for t in (kx, vx))
                 qs, ks, vs = self._qkv(blk, blk.ln_1(sls))
-                s_attn = F.scaled_dot_product_attention(
+                s_attn = attention(
                     qs, torch.cat([kx, ks], dim=2), torch.cat([vx, vs], dim=2), attn_mask=mask)
                 sls = self._mlp_residual(
                     blk, sls + _drop_path(blk.ls_1(self._attn_out(blk, s_attn)), dp,
@@ -400,9 +400,8 @@ class CLIPVisionTransformer(BaseModule):
             # Visual and SLS tokens share every projection: one GEMM each for both.
             y = torch.cat([x, sls], dim=1)
             q, k, v = self._qkv(blk, blk.ln_1(y))
-            x_attn = F.scaled_dot_product_attention(q[:, :, :n_vis], k[:, :, :n_vis],
-                                                    v[:, :, :n_vis])
-            s_attn = F.scaled_dot_product_attention(q[:, :, n_vis:], k, v, attn_mask=mask)
+            x_attn = attention(q[:, :, :n_vis], k[:, :, :n_vis], v[:, :, :n_vis])
+            s_attn = attention(q[:, :, n_vis:], k, v, attn_mask=mask)
             out = self._attn_out(blk, torch.cat([x_attn, s_attn], dim=2))
             y = self._mlp_residual(blk, y + _drop_path(blk.ls_1(out), dp, self.training), dp)
             x, sls = y[:, :n_vis], y[:, n_vis:]

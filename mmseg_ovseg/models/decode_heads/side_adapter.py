@@ -16,6 +16,8 @@ from mmengine.model import BaseModule
 from mmengine.model.weight_init import caffe2_xavier_init, trunc_normal_
 from torch import Tensor
 
+from mmseg_ovseg.models.attention import attention
+
 
 class LayerNorm2d(nn.LayerNorm):
     """LayerNorm over the channels of a ``(B, C, H, W)`` map."""
@@ -55,7 +57,7 @@ class SideAdapterBlock(nn.Module):
         b, n, c = x.shape
         qkv = self.attn.qkv(self.norm1(x)).view(b, n, 3, self.num_heads, c // self.num_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, heads, N, C/heads)
-        attn = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, c)
+        attn = attention(q, k, v).transpose(1, 2).reshape(b, n, c)
         x = x + self.attn.proj(attn)
         return x + self.mlp.fc2(F.gelu(self.mlp.fc1(self.norm2(x))))
 
