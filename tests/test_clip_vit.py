@@ -256,11 +256,11 @@ def test_autocast_reuses_low_precision_weight_copies(clip):
         with torch.autocast('cpu', dtype=torch.bfloat16):
             changed = bb(x)[0]
     assert not torch.equal(changed, first)
-    # float32 forward uses the parameters themselves
+    # float32 forward keeps no low-precision copies (only oneDNN-reordered float32 weights)
     bb.clear_cast_cache()
     with torch.no_grad():
         bb(x)
-    assert not bb._cast_cache
+    assert all(key[0] == 'onednn' for key in bb._cast_cache)
 
 
 def test_autocast_training_keeps_gradients_of_trainable_weights(clip):
@@ -273,3 +273,56 @@ def test_autocast_training_keeps_gradients_of_trainable_weights(clip):
     cached = {key[0] for key in bb._cast_cache}
     assert id(c_fc.weight) not in cached  # trainable: autocast's own cast
     assert id(bb.visual.transformer.resblocks[0].mlp.c_fc.weight) in cached
+
+
+@pytest.mark.skipif(not CLIPVisionTransformer.onednn_linear, reason='no oneDNN linear op')
+def test_float32_inference_linears_on_reordered_onednn_weights(clip, monkeypatch):
+    """Float32 inference runs every block linear on a oneDNN weight reordered once (with
+    QuickGELU folded into c_fc, and c_proj's bias left unscaled); results equal F.linear's."""
+    bb = _backbone(clip)
+    with torch.no_grad():  # non-zero biases, so that a wrongly scaled bias shows
+        for name, p in bb.visual.transformer.named_parameters():
+            if name.endswith('bias'):
+                p.normal_(0, 0.5)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        first = bb(x)[0]
+        cached = {k: v[1] for k, v in bb._cast_cache.items()}
+        second = bb(x)[0]
+    # in_proj, out_proj, c_fc, c_proj of each of the 3 blocks, as oneDNN tensors, reused
+    assert len(cached) == 3 * 4 and all(k[0] == 'onednn' for k in cached)
+    assert all(w.is_mkldnn for w, _ in cached.values())
+    assert all(bb._cast_cache[k][1] is v for k, v in cached.items())
+    c_fc, c_proj = (bb.visual.transformer.resblocks[0].mlp.c_fc,
+                    bb.visual.transformer.resblocks[0].mlp.c_proj)
+    a = 1.702
+    torch.testing.assert_close(cached[('onednn', id(c_fc.weight), a, a, None)][1], c_fc.bias * a)
+    torch.testing.assert_close(cached[('onednn', id(c_proj.weight), 1 / a, 1.0, None)][1],
+                               c_proj.bias)
+    assert torch.equal(first, second)
+    monkeypatch.setattr(CLIPVisionTransformer, 'onednn_linear', False)
+    with torch.no_grad():
+        ref = bb(x)[0]
+    torch.testing.assert_close(first, ref, atol=1e-5, rtol=1e-5)
+    monkeypatch.setattr(CLIPVisionTransformer, 'onednn_linear', True)
+    # SAN's SLS blocks (including the last block's key/value rows only) match too
+    tokens, _ = bb.embed(x)
+    bias = torch.randn(1, bb.num_heads, 3, tokens.shape[1] - 1)
+    with torch.no_grad():
+        sls = bb.forward_sls(tokens, bias, 1)[0]
+        monkeypatch.setattr(CLIPVisionTransformer, 'onednn_linear', False)
+        sls_ref = bb.forward_sls(tokens, bias, 1)[0]
+        monkeypatch.setattr(CLIPVisionTransformer, 'onednn_linear', True)
+    torch.testing.assert_close(sls, sls_ref, atol=1e-5, rtol=1e-5)
+    # an in-place update of a weight rebuilds its reordered copy
+    with torch.no_grad():
+        c_fc.weight.mul_(2)
+        changed = bb(x)[0]
+    assert not torch.equal(changed, first)
+    assert bb._cast_cache[('onednn', id(c_fc.weight), a, a, None)][1][0] is not \
+        cached[('onednn', id(c_fc.weight), a, a, None)][0]
+    # gradients to the input: F.linear (the oneDNN op has no autograd), nothing cached
+    bb.clear_cast_cache()
+    xg = x.clone().requires_grad_()
+    bb(xg)[0].sum().backward()
+    assert not bb._cast_cache and xg.grad.abs().sum() > 0

@@ -31,7 +31,7 @@ def uses_blocked_attention(q: Tensor, k: Tensor, v: Tensor) -> bool:
     bfloat16 CPU tensors when no gradient is needed; everything else (float32, GPUs,
     training) goes to ``scaled_dot_product_attention``.
     """
-    if q.device.type != 'cpu' or q.dtype != torch.bfloat16:
+    if q.device.type != 'cpu' or q.dtype != torch.bfloat16 or torch.jit.is_tracing():
         return False
     return not (torch.is_grad_enabled() and
                 (q.requires_grad or k.requires_grad or v.requires_grad))

@@ -34,6 +34,14 @@ from mmseg_ovseg.models.attention import attention
 # QuickGELU's constant: x * sigmoid(1.702 x).
 _QUICKGELU_ALPHA = 1.702
 
+# Float32 inference runs the CLIP linears as oneDNN inner products on weights reordered once
+# (the op behind inductor's CPU weight prepacking): PyTorch sends float32 `F.linear` to MKL's
+# sgemm, which ran 1.25-1.6x slower than oneDNN on the AVX-512 AMD CPU we measured
+# (docs/benchmarks.md). bf16 `F.linear` already goes to oneDNN (same speed as prepacked).
+_ONEDNN_LINEAR = torch.backends.mkldnn.is_available() and \
+    hasattr(torch.ops.mkldnn, '_linear_pointwise') and \
+    hasattr(torch.ops.mkldnn, '_reorder_linear_weight')
+
 # Additive mask value the reference SAN implementation uses for blocked positions.
 SLS_MASK_VALUE = -100.0
 
@@ -242,35 +250,81 @@ class CLIPVisionTransformer(BaseModule):
         return torch.is_autocast_enabled(param.device.type) and param.dtype == torch.float32 \
             and not (param.requires_grad and torch.is_grad_enabled())
 
+    # Whether float32 inference linears run on reordered oneDNN weights (see ``_linear``).
+    onednn_linear = _ONEDNN_LINEAR
+
+    def _packs_linear(self, x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> bool:
+        if not self.onednn_linear or weight.device.type != 'cpu' or \
+                weight.dtype != torch.float32 or x.dtype != torch.float32 or \
+                torch.is_autocast_enabled('cpu'):
+            return False
+        if torch.jit.is_tracing() or torch.compiler.is_compiling():
+            return False  # tracers (FLOP counting, export) see plain linears
+        # The oneDNN op has no autograd: training (or gradients to the input) uses F.linear.
+        return not (torch.is_grad_enabled() and
+                    (x.requires_grad or weight.requires_grad or
+                     (bias is not None and bias.requires_grad)))
+
+    def _linear(self, x: Tensor, weight: Tensor, bias: Optional[Tensor], scale: float = 1.0,
+                bias_scale: float = 1.0, rows: Optional[slice] = None) -> Tensor:
+        """``F.linear(x, scale * weight[rows], bias_scale * bias[rows])`` for the CLIP blocks.
+
+        In float32 CPU inference the (scaled, sliced) weight is reordered once for oneDNN's
+        inner product and kept like the autocast copies of :meth:`_w` (rebuilt when the
+        parameter changes, dropped by :meth:`clear_cast_cache`); otherwise this is
+        ``F.linear`` on :meth:`_w`'s weights.
+        """
+        if not self._packs_linear(x, weight, bias):
+            w = self._w(weight, scale)
+            b = None if bias is None else self._w(bias, bias_scale)
+            if rows is not None:
+                w, b = w[rows], None if b is None else b[rows]
+            return F.linear(x, w, b)
+        span = None if rows is None else (rows.start, rows.stop)
+        cache_key = ('onednn', id(weight), scale, bias_scale, span)
+        key = (weight._version, weight.data_ptr(),
+               None if bias is None else (bias._version, bias.data_ptr()))
+        entry = self._cast_cache.get(cache_key)
+        if entry is None or entry[0] != key:
+            w = weight.detach() if rows is None else weight.detach()[rows]
+            w = torch.ops.mkldnn._reorder_linear_weight((w * scale).contiguous(), None)
+            b = None
+            if bias is not None:
+                b = (bias.detach() if rows is None else bias.detach()[rows]) * bias_scale
+            entry = (key, (w, b))
+            self._cast_cache[cache_key] = entry
+        w, b = entry[1]
+        return torch.ops.mkldnn._linear_pointwise(x, w, b, 'none', [], '')
+
     def clear_cast_cache(self) -> None:
-        """Drop the low-precision weight copies kept for autocast (see :meth:`_w`)."""
+        """Drop the weight copies kept for inference (see :meth:`_w` and :meth:`_linear`)."""
         self._cast_cache.clear()
 
     def _qkv(self, blk: nn.Module, x: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
         """``(B, N, D)`` normalised tokens -> q, k, v as ``(B, heads, N, D/heads)``."""
         attn = blk.attn
-        q, k, v = F.linear(x, self._w(attn.in_proj_weight),
-                           self._w(attn.in_proj_bias)).chunk(3, dim=-1)
+        q, k, v = self._linear(x, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
         split = lambda t: t.unflatten(-1, (self.num_heads, -1)).transpose(1, 2)  # noqa: E731
         return split(q), split(k), split(v)
 
     def _attn_out(self, blk: nn.Module, out: Tensor) -> Tensor:
         out = out.transpose(1, 2).flatten(2)
         proj = blk.attn.out_proj
-        return F.linear(out, self._w(proj.weight), self._w(proj.bias))
+        return self._linear(out, proj.weight, proj.bias)
 
     def _mlp(self, blk: nn.Module, x: Tensor) -> Tensor:
-        """open_clip's ``c_fc -> act -> c_proj`` with (cached) weights from :meth:`_w`."""
+        """open_clip's ``c_fc -> act -> c_proj`` with the weights of :meth:`_linear`."""
         mlp = blk.mlp
-        if isinstance(mlp.gelu, QuickGELU) and self._caches_casts(mlp.c_fc.weight) \
-                and self._caches_casts(mlp.c_proj.weight):
+        cached = lambda fc: self._caches_casts(fc.weight) or \
+            self._packs_linear(x, fc.weight, fc.bias)  # noqa: E731
+        if isinstance(mlp.gelu, QuickGELU) and cached(mlp.c_fc) and cached(mlp.c_proj):
             # x * sigmoid(a x) = silu(a x) / a: with a folded into the cached copies of c_fc
             # (times a) and c_proj (divided by a), QuickGELU is one SiLU instead of 3 ops.
             a = _QUICKGELU_ALPHA
-            x = F.silu(F.linear(x, self._w(mlp.c_fc.weight, a), self._w(mlp.c_fc.bias, a)))
-            return F.linear(x, self._w(mlp.c_proj.weight, 1 / a), self._w(mlp.c_proj.bias))
-        x = F.linear(x, self._w(mlp.c_fc.weight), self._w(mlp.c_fc.bias))
-        return F.linear(mlp.gelu(x), self._w(mlp.c_proj.weight), self._w(mlp.c_proj.bias))
+            x = F.silu(self._linear(x, mlp.c_fc.weight, mlp.c_fc.bias, a, a))
+            return self._linear(x, mlp.c_proj.weight, mlp.c_proj.bias, 1 / a)
+        x = self._linear(x, mlp.c_fc.weight, mlp.c_fc.bias)
+        return self._linear(mlp.gelu(x), mlp.c_proj.weight, mlp.c_proj.bias)
 
     def _mlp_residual(self, blk: nn.Module, x: Tensor, dp: float) -> Tensor:
         return x + _drop_path(blk.ls_2(self._mlp(blk, blk.ln_2(x))), dp, self.training)
@@ -386,8 +440,8 @@ class CLIPVisionTransformer(BaseModule):
             if i == self.num_layers - 1 and not return_visual:
                 # Last block, visual output unused: only the visual keys/values are needed.
                 attn = blk.attn
-                kx, vx = F.linear(blk.ln_1(x), self._w(attn.in_proj_weight)[self.width:],
-                                  self._w(attn.in_proj_bias)[self.width:]).chunk(2, dim=-1)
+                kx, vx = self._linear(blk.ln_1(x), attn.in_proj_weight, attn.in_proj_bias,
+                                      rows=slice(self.width, None)).chunk(2, dim=-1)
                 kx, vx = (t.unflatten(-1, (self.num_heads, -1)).transpose(1, 2) for t in (kx, vx))
                 qs, ks, vs = self._qkv(blk, blk.ln_1(sls))
                 s_attn = attention(
