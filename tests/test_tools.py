@@ -236,3 +236,18 @@ def test_benchmark_against_mmseg_san_tiny(tmp_path):
     assert report['checks']['fp32_max_abs_diff'] < 1e-4
     assert 0 <= report['checks']['bf16_argmax_agreement'] <= 1 and report['checks']['ok']
     assert '| ours bf16 |' in res.stdout
+
+
+def test_benchmark_kernels_tiny(tmp_path):
+    """--kernels times each of our CPU kernels against PyTorch's op and checks they agree."""
+    out = tmp_path / 'kernels.json'
+    res = subprocess.run([sys.executable, osp.join(REPO, 'tools', 'benchmark.py'), '--kernels',
+                          '--tiny', '--runs', '2', '--threads', '1', '--out', str(out)],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+    kernels = json.loads(out.read_text())['kernels']
+    assert len(kernels) == 4
+    for name, row in kernels.items():
+        assert row['base_ms'] > 0 and row['ours_ms'] > 0 and row['ratio'] > 0
+        # bf16 attention: bf16 rounding of the scores; float32 linear: summation order only
+        assert row['max_abs_diff'] < (0.05 if 'bf16' in name else 1e-4), (name, row)

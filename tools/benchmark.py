@@ -8,6 +8,9 @@
     python tools/benchmark.py --against-mmseg-san [--shape 640 640] [--threads 2] [--runs 7]
         [--warmup 1] [--vocabulary coco_stuff171] [--tiny] [--out result.json]
 
+    # the kernels behind SAN's CPU speed, each against PyTorch's default, at SAN's shapes:
+    python tools/benchmark.py --kernels [--threads 2] [--runs 20] [--tiny] [--out result.json]
+
 Every model runs on the same input tensor (already normalised, batch 1 unless ``--batch``),
 ``--warmup`` untimed runs of every model first, then per model one memory run and ``--runs``
 timed runs. Reported per model: median/min/mean latency, torch threads, peak memory of the
@@ -362,13 +365,76 @@ def against_mmseg_san(args) -> dict:
                 num_classes=len(classes), tiny=args.tiny)
 
 
+# ------------------------------------------------- kernels against PyTorch's defaults
+def kernel_comparison(args) -> dict:
+    """Our CPU kernels against the PyTorch op they replace, at SAN ViT-B/16's shapes.
+
+    - bf16 attention: :func:`mmseg_ovseg.models.attention.blocked_attention` against
+      ``scaled_dot_product_attention`` (side adapter: 1700 tokens, 6 heads of 40; CLIP at half
+      scale: 401 tokens, 12 heads of 64);
+    - float32 linear: ``torch.ops.mkldnn._linear_pointwise`` on a weight reordered once (what
+      ``CLIPVisionTransformer._linear`` runs in float32 inference) against ``F.linear``
+      (CLIP ViT-B's MLP and qkv at 401 tokens).
+
+    Each pair runs in ``--runs`` interleaved rounds; reported: medians, the median per-round
+    ratio (ours / PyTorch's) and the max |difference| of the outputs.
+    """
+    import torch.nn.functional as F
+
+    from mmseg_ovseg.models.attention import blocked_attention
+    div = 8 if args.tiny else 1
+    g = torch.Generator().manual_seed(args.seed)
+
+    def attn_case(n, heads, dim):
+        q, k, v = (torch.randn(1, heads, n // div, dim, generator=g).bfloat16()
+                   for _ in range(3))
+        return (lambda: F.scaled_dot_product_attention(q, k, v),
+                lambda: blocked_attention(q, k, v))
+
+    def linear_case(n, c_in, c_out):
+        x = torch.randn(n // div, c_in // div, generator=g)
+        w = torch.randn(c_out // div, c_in // div, generator=g) * c_in**-0.5
+        b = torch.randn(c_out // div, generator=g)
+        packed = torch.ops.mkldnn._reorder_linear_weight(w, None)
+        return (lambda: F.linear(x, w, b),
+                lambda: torch.ops.mkldnn._linear_pointwise(x, packed, b, 'none', [], ''))
+
+    cases = {
+        'attention bf16, side adapter (1700 tok, 6x40)': attn_case(1700, 6, 40),
+        'attention bf16, CLIP ViT-B/16 @320 (401 tok, 12x64)': attn_case(401, 12, 64),
+        'linear fp32, CLIP MLP c_fc (401 x 768 -> 3072)': linear_case(401, 768, 3072),
+        'linear fp32, CLIP qkv (401 x 768 -> 2304)': linear_case(401, 768, 2304),
+    }
+    report = {}
+    print(f'threads {torch.get_num_threads()}, {args.runs} interleaved rounds'
+          f'{" (tiny shapes)" if args.tiny else ""}')
+    print('| kernel | PyTorch ms | ours ms | ratio (per-round median) | max abs diff |')
+    print('|---|---|---|---|---|')
+    with torch.no_grad():
+        for name, (base, ours) in cases.items():
+            diff = (ours().float() - base().float()).abs().max().item()
+            times = interleaved_rounds({'base': (lambda _: base(), False),
+                                        'ours': (lambda _: ours(), False)}, None, args.runs,
+                                       device='cpu')
+            ratio = statistics.median(a / b for a, b in zip(times['ours'], times['base']))
+            row = dict(base_ms=1000 * statistics.median(times['base']),
+                       ours_ms=1000 * statistics.median(times['ours']), ratio=ratio,
+                       max_abs_diff=diff)
+            report[name] = row
+            print(f'| {name} | {row["base_ms"]:.2f} | {row["ours_ms"]:.2f} | {ratio:.3f} | '
+                  f'{diff:.2e} |')
+    return dict(kernels=report, tiny=args.tiny)
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Benchmark segmentor inference')
     parser.add_argument('config', nargs='?', help='model config')
     parser.add_argument('--against-mmseg-san', action='store_true',
                         help="time our SAN (fp32 and bf16) against mmseg's SAN, same weights")
+    parser.add_argument('--kernels', action='store_true',
+                        help="time our attention/linear kernels against PyTorch's defaults")
     parser.add_argument('--tiny', action='store_true',
-                        help='--against-mmseg-san at tiny widths (smoke test)')
+                        help='--against-mmseg-san or --kernels at tiny sizes (smoke test)')
     parser.add_argument('--vocabulary', default='coco_stuff171',
                         help='--against-mmseg-san vocabulary (any get_vocabulary spec)')
     parser.add_argument('--checkpoint', default=None)
@@ -388,8 +454,8 @@ def parse_args(argv=None):
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--out', default=None, help='write the results as JSON')
     args = parser.parse_args(argv)
-    if args.config is None and not args.against_mmseg_san:
-        parser.error('a CONFIG is required (or --against-mmseg-san)')
+    if args.config is None and not (args.against_mmseg_san or args.kernels):
+        parser.error('a CONFIG is required (or --against-mmseg-san or --kernels)')
     if args.shape is None:
         args.shape = [640, 640] if args.against_mmseg_san else [512, 512]
     return args
@@ -407,6 +473,11 @@ def main(argv=None):
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
+    if args.kernels:
+        report = kernel_comparison(args)
+        if args.out:
+            _write_json(args.out, dict(torch=torch.__version__, **report))
+        return report
     if args.against_mmseg_san:
         report = against_mmseg_san(args)
         if args.out:
