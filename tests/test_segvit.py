@@ -425,14 +425,16 @@ def _official_state(model, shrunk):
 
 
 @pytest.mark.parametrize('shrunk', [False, True])
-def test_official_converter(shrunk, tmp_path):
+def test_official_converter(shrunk, tmp_path, capsys):
     conv = _converter()
     model = _segvit(shrunk)
     official = _official_state(model, shrunk)
     src, dst = tmp_path / 'official.pth', tmp_path / 'converted.pth'
     torch.save(dict(state_dict=official, meta=dict()), src)
-    conv.main([str(src), str(dst)])
-    state = torch.load(dst, weights_only=True)['state_dict']
+    assert conv.main([str(src), str(dst)]) == 0
+    saved = torch.load(dst, weights_only=True)
+    assert saved['meta'] == dict(converted_from='official.pth', converter='segvit2ovseg')
+    state = saved['state_dict']
     result = model.load_state_dict(state, strict=True)
     assert not result.missing_keys and not result.unexpected_keys
     head = 'decode_head.atm.' if shrunk else 'decode_head.'
@@ -443,6 +445,9 @@ def test_official_converter(shrunk, tmp_path):
     assert torch.equal(lay.cross_attn.proj.bias, official[pre + 'multihead_attn.proj.bias'])
     assert torch.equal(lay.ffn[3].weight, official[pre + 'linear2.weight'])
     assert torch.equal(lay.self_attn.in_proj_weight, official[pre + 'self_attn.in_proj_weight'])
+    # a missing SRC: exit 1 with the path named, nothing written
+    assert conv.main([str(tmp_path / 'nope.pth'), str(tmp_path / 'never.pth')]) == 1
+    assert 'nope.pth' in capsys.readouterr().err and not (tmp_path / 'never.pth').exists()
     assert torch.equal(model.decode_head.queries.weight, official[head + 'q.weight'])
     if shrunk:
         assert torch.equal(model.neck.queries.weight, official['decode_head.q.weight'])

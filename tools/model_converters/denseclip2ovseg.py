@@ -26,15 +26,14 @@ Usage::
 
     python tools/model_converters/denseclip2ovseg.py denseclip_fpn_res50.pth converted.pth
 """
-import argparse
-import os.path as osp
 import re
+import sys
 from collections import OrderedDict
 from typing import Dict
 
 import torch
 
-from mmseg_ovseg.utils.io import load_checkpoint_state, torch_save_atomic
+from mmseg_ovseg.utils.converter_cli import run_converter
 
 _RESNET = ('conv1.', 'bn1.', 'conv2.', 'bn2.', 'conv3.', 'bn3.', 'layer1.', 'layer2.',
            'layer3.', 'layer4.', 'attnpool.')
@@ -124,23 +123,16 @@ def convert_denseclip(state: Dict[str, torch.Tensor],
     return out
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('src', help='official DenseCLIP checkpoint (.pth)')
-    parser.add_argument('dst', help='output checkpoint for mmseg-ovseg (load_from)')
-    parser.add_argument('--text-positions', type=int, default=77,
-                        help="rows of our text tower's positional embedding (CLIP: 77)")
-    parser.add_argument('--unsafe-load', action='store_true',
-                        help='unpickle arbitrary objects in SRC (only for trusted files)')
-    args = parser.parse_args(argv)
-    if not osp.isfile(args.src):
-        parser.error(f'no such file: {args.src}')
-    state = convert_denseclip(load_checkpoint_state(args.src, args.unsafe_load),
-                              args.text_positions)
-    torch_save_atomic(dict(state_dict=state, meta=dict(converted_from=osp.basename(args.src))),
-                      args.dst)
-    print(f'saved {len(state)} tensors to {args.dst}')
+def main(argv=None) -> int:
+    def add_arguments(parser):
+        parser.add_argument('--text-positions', type=int, default=77,
+                            help="rows of our text tower's positional embedding (CLIP: 77)")
+
+    return run_converter('denseclip2ovseg', __doc__.split('\n')[0],
+                         'official DenseCLIP checkpoint (.pth)',
+                         lambda state, args: convert_denseclip(state, args.text_positions),
+                         argv, add_arguments)
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())

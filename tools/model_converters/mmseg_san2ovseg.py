@@ -11,8 +11,6 @@ and the logit scale; mmseg's split CLIP (``image_encoder`` + ``rec_with_attnbias
 open_clip tower (``backbone.visual``). A key that is not recognised, or a module whose
 parameters are incomplete, is an error. ``DST`` is written atomically.
 """
-import argparse
-import os.path as osp
 import re
 import sys
 from collections import OrderedDict
@@ -20,8 +18,7 @@ from typing import Dict
 
 import torch
 
-from mmseg_ovseg.utils.io import load_checkpoint_state as load_state
-from mmseg_ovseg.utils.io import torch_save_atomic as save_atomic
+from mmseg_ovseg.utils.converter_cli import run_converter
 
 # mmcv transformer-layer names -> open_clip ResidualAttentionBlock names.
 _MMCV_VIT_LAYER = {  # mmseg VisionTransformer's TransformerEncoderLayer
@@ -173,25 +170,10 @@ def _check_complete(out: Dict[str, torch.Tensor]) -> None:
                        f'{missing[:10]}{" ..." if len(missing) > 10 else ""}')
 
 
-
-
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
-        description='Convert an mmsegmentation SAN checkpoint to mmseg-ovseg SAN.')
-    parser.add_argument('src', help='mmseg SAN checkpoint (.pth)')
-    parser.add_argument('dst', help='output checkpoint path')
-    parser.add_argument('--unsafe-load', action='store_true',
-                        help='unpickle arbitrary objects in SRC (only for trusted files)')
-    args = parser.parse_args(argv)
-    try:
-        state = convert(load_state(args.src, args.unsafe_load))
-    except (KeyError, ValueError, FileNotFoundError) as e:
-        print(f'error: {e}', file=sys.stderr)
-        return 1
-    save_atomic(dict(state_dict=state, meta=dict(converted_from=osp.basename(args.src),
-                                                 converter='mmseg_san2ovseg')), args.dst)
-    print(f'converted {len(state)} tensors -> {args.dst}')
-    return 0
+    return run_converter('mmseg_san2ovseg',
+                         'Convert an mmsegmentation SAN checkpoint to mmseg-ovseg SAN.',
+                         'mmseg SAN checkpoint (.pth)', lambda state, args: convert(state), argv)
 
 
 if __name__ == '__main__':

@@ -26,7 +26,6 @@ Key mapping (official -> ours); open_clip names are kept on both sides:
 The released CLIP towers are OpenAI weights: build the backbone/text encoder with
 ``-quickgelu`` model names.
 """
-import argparse
 import os.path as osp
 import re
 import sys
@@ -36,7 +35,9 @@ from typing import Dict, List, Tuple
 import torch
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from mmseg_san2ovseg import _check_complete, load_state, save_atomic  # noqa: E402
+from mmseg_san2ovseg import _check_complete  # noqa: E402
+
+from mmseg_ovseg.utils.converter_cli import run_converter  # noqa: E402
 
 _DROPPED = ('criterion.empty_weight', 'ov_classifier.attn_mask')
 _VISUAL_TOP = ('conv1.weight', 'class_embedding', 'positional_embedding', 'ln_pre.weight',
@@ -115,23 +116,14 @@ def convert(state: Dict[str, torch.Tensor]) -> Tuple['OrderedDict[str, torch.Ten
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
-        description='Convert an official SAN (MendelXu/SAN) checkpoint to mmseg-ovseg SAN.')
-    parser.add_argument('src', help='official SAN checkpoint (.pth, detectron2 "model")')
-    parser.add_argument('dst', help='output checkpoint path')
-    parser.add_argument('--unsafe-load', action='store_true',
-                        help='unpickle arbitrary objects in SRC (only for trusted files)')
-    args = parser.parse_args(argv)
-    try:
-        state, fusion_targets = convert(load_state(args.src, args.unsafe_load))
-    except (KeyError, ValueError, FileNotFoundError) as e:
-        print(f'error: {e}', file=sys.stderr)
-        return 1
-    save_atomic(dict(state_dict=state, meta=dict(converted_from=osp.basename(args.src),
-                                                 converter='san2ovseg')), args.dst)
-    print(f'converted {len(state)} tensors -> {args.dst}; side adapter fusion_index='
-          f'{tuple(fusion_targets)}')
-    return 0
+    def convert_with_note(state, args):
+        out, fusion_targets = convert(state)
+        return out, f'side adapter fusion_index={tuple(fusion_targets)}'
+
+    return run_converter('san2ovseg',
+                         'Convert an official SAN (MendelXu/SAN) checkpoint to mmseg-ovseg SAN.',
+                         'official SAN checkpoint (.pth, detectron2 "model")', convert_with_note,
+                         argv)
 
 
 if __name__ == '__main__':

@@ -21,7 +21,6 @@ Any other key is an error. Usage::
 
     python tools/model_converters/segvit2ovseg.py official.pth converted.pth
 """
-import argparse
 import os.path as osp
 import re
 import sys
@@ -34,7 +33,7 @@ REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 if REPO_ROOT not in sys.path:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, REPO_ROOT)
 
-from mmseg_ovseg.utils.io import load_checkpoint_state, torch_save_atomic  # noqa: E402
+from mmseg_ovseg.utils.converter_cli import run_converter  # noqa: E402
 
 _STAGE = re.compile(r'^(input_proj|proj_norm|decoder)_(\d+)\.(.+)$')
 _ATM_LAYER = re.compile(r'^layers\.(\d+)\.(.+)$')
@@ -114,20 +113,11 @@ def convert_segvit(state: Dict[str, torch.Tensor]) -> 'OrderedDict[str, torch.Te
     return out
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('src', help='official SegViT checkpoint (.pth)')
-    parser.add_argument('dst', help='output checkpoint for mmseg-ovseg (load_from)')
-    parser.add_argument('--unsafe-load', action='store_true',
-                        help='unpickle arbitrary objects in SRC (only for trusted files)')
-    args = parser.parse_args(argv)
-    if not osp.isfile(args.src):
-        parser.error(f'no such file: {args.src}')
-    state = convert_segvit(load_checkpoint_state(args.src, args.unsafe_load))
-    torch_save_atomic(dict(state_dict=state, meta=dict(converted_from=osp.basename(args.src))),
-                      args.dst)
-    print(f'saved {len(state)} tensors to {args.dst}')
+def main(argv=None) -> int:
+    return run_converter('segvit2ovseg', __doc__.split('\n')[0],
+                         'official SegViT checkpoint (.pth)',
+                         lambda state, args: convert_segvit(state), argv)
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())

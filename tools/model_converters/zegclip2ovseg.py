@@ -23,16 +23,14 @@ Usage::
 
     python tools/model_converters/zegclip2ovseg.py official.pth converted.pth
 """
-import argparse
-import os
-import os.path as osp
 import re
+import sys
 from collections import OrderedDict
 from typing import Dict, Optional, Sequence
 
 import torch
 
-from mmseg_ovseg.utils.io import load_checkpoint_state, torch_save_atomic as save_atomic
+from mmseg_ovseg.utils.converter_cli import run_converter
 import torch.nn.functional as F
 
 _VISUAL = ('conv1.', 'class_embedding', 'positional_embedding', 'ln_pre.', 'transformer.',
@@ -109,22 +107,16 @@ def convert_zegclip(state: Dict[str, torch.Tensor],
     return out
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('src', help='official ZegCLIP checkpoint (.pth)')
-    parser.add_argument('dst', help='output checkpoint for mmseg-ovseg (load_from)')
-    parser.add_argument('--pos-grid', type=int, nargs=2, metavar=('H', 'W'),
-                        help='resize the position embedding to this patch grid')
-    parser.add_argument('--unsafe-load', action='store_true',
-                        help='unpickle arbitrary objects in SRC (only for trusted files)')
-    args = parser.parse_args(argv)
-    if not osp.isfile(args.src):
-        parser.error(f'no such file: {args.src}')
-    state = convert_zegclip(load_checkpoint_state(args.src, args.unsafe_load), args.pos_grid)
-    save_atomic(dict(state_dict=state, meta=dict(converted_from=osp.basename(args.src))),
-                args.dst)
-    print(f'saved {len(state)} tensors to {args.dst}')
+def main(argv=None) -> int:
+    def add_arguments(parser):
+        parser.add_argument('--pos-grid', type=int, nargs=2, metavar=('H', 'W'),
+                            help='resize the position embedding to this patch grid')
+
+    return run_converter('zegclip2ovseg', __doc__.split('\n')[0],
+                         'official ZegCLIP checkpoint (.pth)',
+                         lambda state, args: convert_zegclip(state, args.pos_grid), argv,
+                         add_arguments)
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())
