@@ -1,6 +1,5 @@
 """DenseCLIP: context decoder math, score map and FPN inputs, losses, gradients, inference,
 text caching, converter, configs."""
-import importlib.util
 import os.path as osp
 
 import pytest
@@ -17,6 +16,7 @@ from mmseg.structures import SegDataSample
 
 import mmseg_ovseg  # noqa: F401  (registers everything)
 from mmseg_ovseg.models.necks.context_decoder import ContextDecoder
+from tool_loader import load_tool
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 # ResNet stages 32/64/128/256 channels, CLIP embed dim 32 (8 attnpool heads of 32).
@@ -289,11 +289,7 @@ def test_vit_backbone_is_accepted():
 
 # ---------------------------------------------------------------- converter
 def _converter():
-    path = osp.join(REPO, 'tools', 'model_converters', 'denseclip2ovseg.py')
-    spec = importlib.util.spec_from_file_location('denseclip2ovseg', path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_tool('model_converters/denseclip2ovseg')
 
 
 def _official_name(key: str) -> str:

@@ -1,8 +1,6 @@
 """SAN: side adapter, decoders, head, loss, segmentor, freezing, converters (tiny widths)."""
 import copy
 import glob
-import importlib.util
-import math
 import os.path as osp
 import subprocess
 import sys
@@ -21,6 +19,7 @@ from mmseg_ovseg.models.decode_heads.san_decoders import AttentionBiasDecoder, M
 from mmseg_ovseg.models.decode_heads.side_adapter import SideAdapterViT
 from mmseg_ovseg.models.losses.mask_classification_loss import MaskClassificationLoss
 from mmseg_ovseg.models.losses.point_sampling import point_sample, sample_uncertain_points
+from tool_loader import load_tool
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CLIP = dict(
@@ -80,12 +79,7 @@ def _samples(n, h, w, num_classes=len(CLASSES), seed=0):
 
 
 def _load_tool(name):
-    path = osp.join(ROOT, 'tools', 'model_converters', f'{name}.py')
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, osp.dirname(path))
-    spec.loader.exec_module(mod)
-    return mod
+    return load_tool(f'model_converters/{name}')
 
 
 # ---------------------------------------------------------------------- point sampling

@@ -15,6 +15,7 @@ from mmseg_ovseg.models.backbones.shrunk_vit import ShrunkVisionTransformer
 from mmseg_ovseg.models.decode_heads.atm import (ATMCrossAttention, ATMDecoderLayer,
                                                  semantic_inference)
 from mmseg_ovseg.models.losses.atm_loss import ATMLoss
+from tool_loader import load_tool
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 VIT = dict(img_size=(64, 64), patch_size=8, embed_dims=32, num_layers=4, num_heads=2,
@@ -374,12 +375,7 @@ def test_full_configs(name):
 
 # ---------------------------------------------------------------- official checkpoint converter
 def _converter():
-    import importlib.util
-    spec = importlib.util.spec_from_file_location(
-        'segvit2ovseg', osp.join(ROOT, 'tools', 'model_converters', 'segvit2ovseg.py'))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_tool('model_converters/segvit2ovseg')
 
 
 def _official_atm_layer(dim, heads):

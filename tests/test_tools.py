@@ -1,6 +1,5 @@
 """Command-line tools on the tiny synthetic config: train.py, test.py, infer.py, benchmark.py,
 get_flops.py, and the OpenVocabInferencer API. Training runs 2 iterations on 4 images."""
-import importlib.util
 import json
 import os
 import os.path as osp
@@ -15,18 +14,11 @@ import torch
 from PIL import Image
 
 from mmseg_ovseg.datasets.synthetic import generate_synthetic_dataset
+from tool_loader import load_tool
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIG = osp.join(REPO, 'configs', 'baseline_tiny_synthetic.py')
 PY = sys.executable
-
-
-def load_tool(name):
-    spec = importlib.util.spec_from_file_location(f'tool_{name}',
-                                                  osp.join(REPO, 'tools', f'{name}.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def short_options(data_root, max_iters=2):

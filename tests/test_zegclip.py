@@ -1,6 +1,5 @@
 """ZegCLIP: relationship-descriptor head, non-exclusive loss, zero-shot protocol (label
 mapping, seen-only training text, calibration, pseudo-labels), metric, converter, configs."""
-import importlib.util
 import math
 import os.path as osp
 
@@ -18,6 +17,7 @@ from mmseg.structures import SegDataSample
 import mmseg_ovseg  # noqa: F401  (registers everything)
 from mmseg_ovseg.datasets.zero_shot import PSEUDO_LABEL
 from mmseg_ovseg.evaluation.zero_shot_metric import harmonic_iou
+from tool_loader import load_tool
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TINY_CLIP = dict(
@@ -282,11 +282,7 @@ def test_zero_shot_metric_known_values():
 
 # ---------------------------------------------------------------- converter
 def _converter():
-    path = osp.join(REPO, 'tools', 'model_converters', 'zegclip2ovseg.py')
-    spec = importlib.util.spec_from_file_location('zegclip2ovseg', path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_tool('model_converters/zegclip2ovseg')
 
 
 def _official_state(model):
