@@ -3,6 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import mmseg_ovseg.models.backbones.clip_vit as clip_vit_module
 from mmseg_ovseg.clip.builder import create_clip
 from mmseg_ovseg.models.backbones.clip_vit import (CLIPVisionTransformer, build_sls_attn_mask,
                                                    resize_clip_pos_embed)
@@ -275,8 +276,8 @@ def test_autocast_training_keeps_gradients_of_trainable_weights(clip):
     assert id(bb.visual.transformer.resblocks[0].mlp.c_fc.weight) in cached
 
 
-@pytest.mark.skipif(not CLIPVisionTransformer.onednn_linear, reason='no oneDNN linear op')
-def test_float32_inference_linears_on_reordered_onednn_weights(clip, monkeypatch):
+@pytest.mark.skipif(not clip_vit_module._ONEDNN_LINEAR, reason='no oneDNN linear op')
+def test_float32_inference_linears_on_reordered_onednn_weights(clip):
     """Float32 inference runs every block linear on a oneDNN weight reordered once (with
     QuickGELU folded into c_fc, and c_proj's bias left unscaled); results equal F.linear's."""
     bb = _backbone(clip)
@@ -300,19 +301,19 @@ def test_float32_inference_linears_on_reordered_onednn_weights(clip, monkeypatch
     torch.testing.assert_close(cached[('onednn', id(c_proj.weight), 1 / a, 1.0, None)][1],
                                c_proj.bias)
     assert torch.equal(first, second)
-    monkeypatch.setattr(CLIPVisionTransformer, 'onednn_linear', False)
+    bb.onednn_linear = False
     with torch.no_grad():
         ref = bb(x)[0]
     torch.testing.assert_close(first, ref, atol=1e-5, rtol=1e-5)
-    monkeypatch.setattr(CLIPVisionTransformer, 'onednn_linear', True)
+    bb.onednn_linear = True
     # SAN's SLS blocks (including the last block's key/value rows only) match too
     tokens, _ = bb.embed(x)
     bias = torch.randn(1, bb.num_heads, 3, tokens.shape[1] - 1)
     with torch.no_grad():
         sls = bb.forward_sls(tokens, bias, 1)[0]
-        monkeypatch.setattr(CLIPVisionTransformer, 'onednn_linear', False)
+        bb.onednn_linear = False
         sls_ref = bb.forward_sls(tokens, bias, 1)[0]
-        monkeypatch.setattr(CLIPVisionTransformer, 'onednn_linear', True)
+        bb.onednn_linear = True
     torch.testing.assert_close(sls, sls_ref, atol=1e-5, rtol=1e-5)
     # an in-place update of a weight rebuilds its reordered copy
     with torch.no_grad():
@@ -326,3 +327,9 @@ def test_float32_inference_linears_on_reordered_onednn_weights(clip, monkeypatch
     xg = x.clone().requires_grad_()
     bb(xg)[0].sum().backward()
     assert not bb._cast_cache and xg.grad.abs().sum() > 0
+
+    # the config switch: onednn_linear=False keeps F.linear (no reordered copies)
+    plain = _backbone(clip, onednn_linear=False)
+    with torch.no_grad():
+        plain(x)
+    assert not plain._cast_cache
