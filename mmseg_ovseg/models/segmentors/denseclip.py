@@ -6,7 +6,9 @@
   language-compatible map ``z (B, C, h, w)`` and the global embedding ``z_bar (B, C)``; the
   pixel-text score map ``s = z_hat t_hat^T`` (both L2-normalised along channels) is
   concatenated to a stage map (C5 for ResNets) before the segmentation neck, so the dense
-  predictor sees the language prior explicitly.
+  predictor sees the language prior explicitly. For the ViT-B/16 variant the four
+  single-scale ViT maps first pass through the official ``fpn1``-``fpn4`` adapters
+  (:class:`FPNAdapter`, 1/4..1/32), and the score map joins the 1/16 level.
 - Sec. 3.3, context-aware prompting: the text features ``t (K, C)`` come from CLIP's text
   encoder with learnable context vectors (language-domain prompting, CoOp) and are refined by
   the :class:`ContextDecoder` from the visual context ``[z_bar; z]`` (post-model prompting):
@@ -38,6 +40,9 @@ class DenseCLIP(TextEncoderDecoder):
     return raw ``(K, C)`` text features (``ContextCLIPTextEncoder``). Neck and decode head are
     plain mmseg modules (``FPN``, ``FPNHead``) that take the list of stage maps, the one at
     ``score_concat_index`` carrying ``K`` extra channels (FPN ``in_channels[idx] = C_idx + K``).
+    An optional ``adapter`` (:class:`FPNAdapter` for ViTs) maps the backbone's stage maps to
+    a pyramid first; as in the official code (where the adapters are the ViT backbone's
+    ``fpn1``-``fpn4``), the score map is concatenated to the *adapted* level.
 
     Unlike the other segmentors of the package, :meth:`extract_feat` returns the neck outputs
     (a list of tensors, what mmseg heads take), not the ``dict(inputs, feats, class_embeds)``.
@@ -52,6 +57,9 @@ class DenseCLIP(TextEncoderDecoder):
             the CLIP embed dim ``C``.
         decode_head (dict): mmseg decode head (``FPNHead``), ``num_classes`` set to ``K``.
         neck (dict, optional): mmseg neck (``FPN``). Default: None.
+        adapter (dict, optional): module applied to the list of backbone stage maps before
+            the score-map concatenation (``FPNAdapter`` for the ViT-B/16 variant: four
+            ``(B, 768, H/16, W/16)`` maps -> strides 4, 8, 16, 32). Default: None (ResNets).
         identity_head (dict, optional): auxiliary head on ``score_map / tau``
             (``IdentityHead`` with cross-entropy weight 0.4 in the official recipe); its losses
             are prefixed ``aux_identity.``. Default: None.
@@ -70,6 +78,7 @@ class DenseCLIP(TextEncoderDecoder):
                  context_decoder: ConfigType,
                  decode_head: ConfigType,
                  neck: Optional[ConfigType] = None,
+                 adapter: Optional[ConfigType] = None,
                  identity_head: Optional[ConfigType] = None,
                  score_concat_index: int = 3,
                  tau: float = 0.07,
@@ -79,6 +88,7 @@ class DenseCLIP(TextEncoderDecoder):
         if tau <= 0:
             raise ValueError(f'DenseCLIP: tau must be positive, got {tau}')
         self.context_decoder = MODELS.build(context_decoder)
+        self.adapter = MODELS.build(adapter) if adapter is not None else None
         self.identity_head = None
         if identity_head is not None:
             self.identity_head = MODELS.build(
@@ -92,6 +102,10 @@ class DenseCLIP(TextEncoderDecoder):
     def with_identity_head(self) -> bool:
         return self.identity_head is not None
 
+    @property
+    def with_adapter(self) -> bool:
+        return self.adapter is not None
+
     def _check_channels(self) -> None:
         """Fail at build time, with a readable message, on inconsistent widths."""
         text_dim = getattr(self.text_encoder, 'embed_dims', None)
@@ -102,6 +116,20 @@ class DenseCLIP(TextEncoderDecoder):
         stages = getattr(self.backbone, 'stage_channels', None)
         out_indices = getattr(self.backbone, 'out_indices', None)
         in_channels = getattr(self.neck, 'in_channels', None) if self.with_neck else None
+        if self.with_adapter:
+            # the neck sees the adapter's levels (a ViT's stage maps all have its width)
+            adapted = getattr(self.adapter, 'out_channels', None)
+            width = getattr(self.backbone, 'width', None)
+            if out_indices is not None and width is not None and \
+                    getattr(self.adapter, 'in_channels', width) != width:
+                raise ValueError(f'DenseCLIP: adapter.in_channels is '
+                                 f'{self.adapter.in_channels} but the backbone maps have '
+                                 f'{width} channels')
+            if out_indices is not None and adapted is not None and \
+                    len(adapted) != len(out_indices):
+                raise ValueError(f'DenseCLIP: the adapter has {len(adapted)} levels for '
+                                 f'{len(out_indices)} backbone maps (out_indices)')
+            stages, out_indices = adapted, None if adapted is None else range(len(adapted))
         if stages is None or out_indices is None or in_channels is None:
             return
         expected = [stages[i] for i in out_indices]
@@ -144,7 +172,8 @@ class DenseCLIP(TextEncoderDecoder):
 
         Returns:
             tuple: ``stage_maps`` (list of the backbone's stage maps, the one at
-            ``score_concat_index`` with the score map concatenated along channels),
+            ``score_concat_index`` with the score map concatenated along channels; after the
+            ``adapter`` when there is one),
             ``score_map (B, K, h, w)`` (cosine similarities in [-1, 1], at the dense map's
             resolution, H/32 for ResNets) and ``text (B, K, C)`` (refined text features).
         """
@@ -157,6 +186,9 @@ class DenseCLIP(TextEncoderDecoder):
             raise ValueError(f'DenseCLIP: expected dense (B, C, h, w) and global (B, C) '
                              f'backbone outputs, got {tuple(dense.shape)} and '
                              f'{tuple(global_feat.shape)}')
+        if self.with_adapter:
+            # official order: adapters (the ViT's fpn1-fpn4) first, then the score map
+            stages = list(self.adapter(stages))
         # Visual context [z_bar; z]: (B, 1 + h*w, C), the global token first.
         context = torch.cat([global_feat.unsqueeze(1), dense.flatten(2).transpose(1, 2)], 1)
         text = self.text_features().to(dense.dtype)
