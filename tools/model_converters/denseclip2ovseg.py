@@ -7,6 +7,16 @@ Key mapping (official -> ours):
   -> ``backbone.visual.*`` (open_clip's ModifiedResNet uses CLIP's names; only the prefix
   changes). The attention-pool position embedding is kept as is: ``(1 + 16*16, C)`` for the
   official 512 crop, matching ``CLIPResNetWithAttention(input_resolution=512)``;
+- ViT-B checkpoints (``CLIPVisionTransformer``): ``backbone.{conv1, class_embedding,
+  positional_embedding, ln_pre, transformer.resblocks.<i>, ln_post, proj}`` ->
+  ``backbone.visual.*`` (open_clip's VisionTransformer uses CLIP's names too). The official
+  forward adds ``class_embedding`` to the CLS token twice (once as the token, once to its
+  position row); open_clip adds it once, so it is folded into the position embedding's CLS
+  row (``positional_embedding[0] += class_embedding``): same tokens, exactly. The position
+  embedding keeps its ``(1 + 40*40, 768)`` grid of the official 640 crop (build the backbone
+  with ``vision_cfg.image_size=640``);
+- ``backbone.fpn1``-``fpn4`` (the ViT's adapters) -> ``adapter.fpn1``-``fpn4``
+  (``FPNAdapter`` keeps the official submodule indices);
 - ``text_encoder.*`` unchanged, except ``text_encoder.positional_embedding``: the official
   tower keeps only its first ``context_length`` (13) rows; it is zero-padded to
   ``--text-positions`` rows (77, CLIP's; our encoder with ``context_length=13`` reads only
@@ -19,12 +29,13 @@ Key mapping (official -> ours):
 - ``neck.*`` (FPN), ``decode_head.*`` (FPNHead), ``auxiliary_head.*`` unchanged (mmseg 1.x
   kept the 0.x module names); loss buffers ``*.loss_decode.*`` are dropped.
 
-Any other key (e.g. the ViT backbone's ``fpn1``-``fpn4`` adapters, not implemented here) is an
-error naming the keys, and nothing is written.
+Any other key (or ``fpn*`` adapters without a ViT backbone, or ResNet and ViT backbone keys
+mixed) is an error naming the keys, and nothing is written.
 
 Usage::
 
     python tools/model_converters/denseclip2ovseg.py denseclip_fpn_res50.pth converted.pth
+    python tools/model_converters/denseclip2ovseg.py denseclip_fpn_vit-b.pth converted.pth
 """
 import re
 import sys
@@ -37,6 +48,10 @@ from mmseg_ovseg.utils.converter_cli import run_converter
 
 _RESNET = ('conv1.', 'bn1.', 'conv2.', 'bn2.', 'conv3.', 'bn3.', 'layer1.', 'layer2.',
            'layer3.', 'layer4.', 'attnpool.')
+# ViT tower: parameters by exact name, modules by prefix (``conv1.`` is in _RESNET).
+_VIT_PARAMS = ('class_embedding', 'positional_embedding', 'proj')
+_VIT_MODULES = ('ln_pre.', 'transformer.resblocks.', 'ln_post.')
+_VIT_ADAPTER = re.compile(r'^backbone\.(fpn[1-4](\..+|$))')
 _DECODER = re.compile(r'^context_decoder\.decoder\.(\d+)\.(.+)$')
 _DECODER_MAP = (
     ('self_attn.proj.', 'self_attn.out_proj.'),
@@ -69,18 +84,26 @@ def convert_denseclip(state: Dict[str, torch.Tensor],
     """Map an official DenseCLIP state dict to mmseg-ovseg ``DenseCLIP`` keys (module doc).
 
     Raises:
-        KeyError: keys outside the official ResNet DenseCLIP layout, or missing
+        KeyError: keys outside the official ResNet/ViT DenseCLIP layouts, or missing
             ``contexts``/``gamma``.
         ValueError: tensors of unexpected shapes (``contexts``, text positions).
     """
-    out, unknown = OrderedDict(), []
+    out, unknown, resnet, vit, adapters = OrderedDict(), [], [], [], []
     for key, value in state.items():
         if '.loss_decode.' in key:
             continue  # loss criterion buffers, not model weights
         if key.startswith('backbone.'):
             name = key[len('backbone.'):]
-            if name.startswith(_RESNET):
+            adapter = _VIT_ADAPTER.match(key)
+            if name.startswith(_RESNET + _VIT_MODULES) or name in _VIT_PARAMS:
                 out['backbone.visual.' + name] = value
+                if name.startswith(_VIT_MODULES) or name in _VIT_PARAMS:
+                    vit.append(key)
+                elif not name.startswith('conv1.'):  # (conv1 is in both towers)
+                    resnet.append(key)
+            elif adapter is not None:
+                out['adapter.' + adapter.group(1)] = value
+                adapters.append(key)
             else:
                 unknown.append(key)
         elif key == 'text_encoder.positional_embedding':
@@ -112,10 +135,22 @@ def convert_denseclip(state: Dict[str, torch.Tensor],
             else:
                 out[new] = value
     if unknown:
-        hint = (' (the ViT backbone FPN adapters fpn1-fpn4 are not implemented in '
-                'mmseg-ovseg)' if any('.fpn' in k for k in unknown) else '')
-        raise KeyError(f'{len(unknown)} keys not in the official DenseCLIP (ResNet) layout'
-                       f'{hint}: {unknown[:10]}')
+        raise KeyError(f'{len(unknown)} keys not in the official DenseCLIP (ResNet or ViT) '
+                       f'layout: {unknown[:10]}')
+    if resnet and vit:
+        raise KeyError(f'mixed backbone layouts: ResNet keys {resnet[:5]} and ViT keys '
+                       f'{vit[:5]}')
+    if adapters and not vit:
+        raise KeyError(f'{len(adapters)} ViT adapter keys (fpn1-fpn4) in a checkpoint '
+                       f'without a ViT backbone: {adapters[:10]}')
+    cls_key, pos_key = 'backbone.visual.class_embedding', 'backbone.visual.positional_embedding'
+    if cls_key in out:
+        if pos_key not in out:
+            raise KeyError('ViT DenseCLIP checkpoint with backbone.class_embedding but no '
+                           'backbone.positional_embedding')
+        pos = out[pos_key].clone()
+        pos[0] += out[cls_key].to(pos.dtype)  # the official CLS token's second class_embedding
+        out[pos_key] = pos
     missing = [k for k in ('text_encoder.contexts', 'context_decoder.gamma') if k not in out]
     if missing:
         raise KeyError(f'not a DenseCLIP checkpoint: no {missing} (official keys '

@@ -1,0 +1,403 @@
+"""DenseCLIP ViT-B/16 variant: FPNAdapter (official fpn1-fpn4), the segmentor with a ViT
+backbone + adapters (score map on the adapted 1/16 level), the 640 ADE20K config and its
+parameter count, the converter for official ViT checkpoints."""
+import os.path as osp
+
+import pytest
+import torch
+import torch.nn.functional as F
+from mmengine.config import Config, ConfigDict
+from mmengine.logging import MMLogger
+from mmengine.optim import build_optim_wrapper
+from mmengine.registry import init_default_scope
+from mmengine.structures import PixelData
+
+from mmseg.registry import MODELS
+from mmseg.structures import SegDataSample
+
+import mmseg_ovseg  # noqa: F401  (registers everything)
+from mmseg_ovseg.models.necks import FPNAdapter
+from tool_loader import load_tool
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+TINY_CFG = osp.join(REPO, 'configs', 'denseclip-vit_tiny_synthetic.py')
+ADE_CFG = osp.join(REPO, 'configs', 'denseclip_fpn_vit-b16_ade20k-640x640.py')
+K = 8  # 'synthetic' vocabulary of the tiny config
+W = 64  # tiny ViT width
+
+
+@pytest.fixture(autouse=True)
+def _quiet():
+    logger = MMLogger.get_current_instance()
+    level = logger.level
+    logger.setLevel('WARNING')  # init_weights' per-parameter report
+    yield
+    logger.setLevel(level)
+
+
+def _samples(b, h, w, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(b):
+        s = SegDataSample()
+        s.gt_sem_seg = PixelData(data=torch.randint(0, K, (1, h, w), generator=g))
+        s.set_metainfo(dict(img_shape=(h, w), ori_shape=(h, w), pad_shape=(h, w)))
+        out.append(s)
+    return out
+
+
+def _tiny_model(image_size=None):
+    cfg = Config.fromfile(TINY_CFG)
+    if image_size is not None:  # position grid of an official checkpoint at this input
+        for part in (cfg.model.backbone, cfg.model.text_encoder):
+            part.clip_model.vision_cfg.image_size = image_size
+    init_default_scope('mmseg')
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    with torch.no_grad():  # a visible context decoder (official gamma 1e-4 barely moves t)
+        model.context_decoder.gamma.fill_(0.5)
+    return model
+
+
+# ---------------------------------------------------------------- adapters
+def _randomise(module, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.5 + (1.0 if p.dim() == 1 else 0.0))
+        for name, buf in module.named_buffers():
+            if name.endswith('running_mean'):
+                buf.copy_(torch.randn(buf.shape, generator=g) * 0.1)
+            elif name.endswith('running_var'):
+                buf.copy_(torch.rand(buf.shape, generator=g) + 0.5)
+
+
+def test_fpn_adapter_levels_match_the_official_ops():
+    adapter = FPNAdapter(in_channels=8, norm_cfg=dict(type='BN', requires_grad=True))
+    _randomise(adapter)
+    adapter.eval()
+    # official submodule names/indices (weights convert by prefix)
+    assert list(adapter.state_dict()) == [
+        'fpn1.0.weight', 'fpn1.0.bias', 'fpn1.1.weight', 'fpn1.1.bias', 'fpn1.2.weight',
+        'fpn1.2.bias', 'fpn1.2.running_mean', 'fpn1.2.running_var',
+        'fpn1.2.num_batches_tracked', 'fpn1.4.weight', 'fpn1.4.bias', 'fpn2.0.weight',
+        'fpn2.0.bias', 'fpn2.1.weight', 'fpn2.1.bias', 'fpn3.weight', 'fpn3.bias',
+        'fpn4.0.weight', 'fpn4.0.bias']
+    xs = [torch.randn(2, 8, 6, 10) for _ in range(4)]  # four ViT layers, all at 1/16
+    outs = adapter(xs)
+    # strides 16 -> 4, 8, 16, 32
+    assert [tuple(o.shape) for o in outs] == [(2, 8, 24, 40), (2, 8, 12, 20), (2, 8, 6, 10),
+                                             (2, 8, 3, 5)]
+    f1, f2, f3, f4 = adapter.fpn1, adapter.fpn2, adapter.fpn3, adapter.fpn4
+
+    def gn(m, x):  # GroupNorm(1, C): one group over all channels and positions
+        mu = x.mean(dim=(1, 2, 3), keepdim=True)
+        var = x.var(dim=(1, 2, 3), unbiased=False, keepdim=True)
+        return (x - mu) / (var + 1e-5).sqrt() * m.weight[:, None, None] + m.bias[:, None, None]
+
+    def deconv(m, x):
+        return F.conv_transpose2d(x, m.weight, m.bias, stride=2)
+
+    bn = f1[2]
+    y = deconv(f1[1], gn(f1[0], xs[0]))
+    y = (y - bn.running_mean[:, None, None]) / (bn.running_var[:, None, None] + 1e-5).sqrt()
+    y = y * bn.weight[:, None, None] + bn.bias[:, None, None]
+    expected = [deconv(f1[4], F.gelu(y)), deconv(f2[1], gn(f2[0], xs[1])), gn(f3, xs[2]),
+                F.max_pool2d(gn(f4[0], xs[3]), 2)]
+    for out, exp in zip(outs, expected):
+        torch.testing.assert_close(out, exp, rtol=1e-4, atol=1e-4)
+    # the GroupNorm sees the whole map: a per-image affine change of the input is removed
+    torch.testing.assert_close(adapter([3 * x + 1 for x in xs])[2], outs[2], rtol=1e-4,
+                               atol=1e-4)
+
+
+def test_fpn_adapter_patch8_layout_defaults_and_errors():
+    adapter = FPNAdapter(in_channels=4, rescales=(2, 1, 0.5, 0.25))
+    # official patch-8 layout: GN+deconv, GN, GN+maxpool 2, GN+maxpool 4 (no BN at 2x)
+    assert len(adapter.fpn1) == 2 and isinstance(adapter.fpn1[1], torch.nn.ConvTranspose2d)
+    assert adapter.fpn4[1].kernel_size == 4 and adapter.fpn4[1].stride == 4
+    assert isinstance(adapter.fpn2, torch.nn.GroupNorm) and adapter.fpn2.num_groups == 1
+    outs = adapter([torch.randn(1, 4, 8, 8)] * 4)
+    assert [tuple(o.shape[-2:]) for o in outs] == [(16, 16), (8, 8), (4, 4), (2, 2)]
+    # official default: SyncBN inside the 4x level
+    assert isinstance(FPNAdapter(in_channels=4).fpn1[2], torch.nn.SyncBatchNorm)
+    assert FPNAdapter(in_channels=4).out_channels == [4, 4, 4, 4]
+    with pytest.raises(ValueError, match='rescales'):
+        FPNAdapter(in_channels=4, rescales=(3, 1))
+    with pytest.raises(ValueError, match='expected 4 maps'):
+        adapter([torch.randn(1, 4, 8, 8)] * 3)
+
+
+# ---------------------------------------------------------------- segmentor
+def test_tiny_vit_denseclip_features_follow_the_official_order():
+    model = _tiny_model().eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        stages, score, text = model.forward_features(x)
+        *maps, dense, glob = model.backbone(x)
+        adapted = model.adapter(maps)
+        neck_out = model.extract_feat(x)
+        logits = model._forward(x)
+    # ViT maps of layers 0-3 at 1/16 (4x4) -> strides 4, 8, 16, 32; score map at 1/16
+    assert [tuple(m.shape) for m in maps] == [(2, W, 4, 4)] * 4
+    assert dense.shape == (2, 32, 4, 4) and glob.shape == (2, 32)
+    assert [tuple(s.shape) for s in stages] == [(2, W, 16, 16), (2, W, 8, 8),
+                                                (2, W + K, 4, 4), (2, W, 2, 2)]
+    assert score.shape == (2, K, 4, 4) and text.shape == (2, K, 32)
+    # adapters first (the score map is not normalised by fpn3's GroupNorm), then concat
+    for i in (0, 1, 3):
+        torch.testing.assert_close(stages[i], adapted[i])
+    torch.testing.assert_close(stages[2][:, :W], adapted[2])
+    torch.testing.assert_close(stages[2][:, W:], score)
+    expected = torch.einsum('bchw,bkc->bkhw', F.normalize(dense, dim=1),
+                            F.normalize(text, dim=-1))
+    torch.testing.assert_close(score, expected, rtol=1e-5, atol=1e-5)
+    assert [tuple(t.shape) for t in neck_out] == [(2, 32, 16, 16), (2, 32, 8, 8),
+                                                  (2, 32, 4, 4), (2, 32, 2, 2)]
+    assert logits.shape == (2, K, 16, 16)
+
+
+def test_tiny_vit_denseclip_loss_gradients_and_predict():
+    model = _tiny_model().train()
+    x = torch.randn(2, 3, 64, 64)
+    losses = model.loss(x, _samples(2, 64, 64))
+    assert set(losses) == {'decode.loss_ce', 'decode.acc_seg', 'aux_identity.loss_ce',
+                           'aux_identity.acc_seg'}
+    total = losses['decode.loss_ce'] + losses['aux_identity.loss_ce']
+    assert torch.isfinite(total)
+    total.backward()
+    params = dict(model.named_parameters())
+    for name in ('adapter.fpn1.1.weight', 'adapter.fpn1.2.weight', 'adapter.fpn2.1.weight',
+                 'adapter.fpn3.weight', 'adapter.fpn4.0.weight',
+                 'backbone.visual.transformer.resblocks.0.attn.in_proj_weight',
+                 'backbone.visual.transformer.resblocks.3.mlp.c_fc.weight',
+                 'backbone.visual.proj', 'backbone.visual.positional_embedding',
+                 'text_encoder.contexts', 'context_decoder.gamma',
+                 'neck.lateral_convs.2.conv.weight', 'decode_head.conv_seg.weight'):
+        grad = params[name].grad
+        assert grad is not None and grad.abs().sum() > 0, name
+    # the score-map channels of FPN's level-2 lateral conv get gradients too
+    assert params['neck.lateral_convs.2.conv.weight'].grad[:, W:].abs().sum() > 0
+    assert params['text_encoder.token_embedding.weight'].grad is None  # frozen tower
+    model.eval()
+    samples = _samples(1, 64, 96)
+    with torch.no_grad():
+        out = model.predict(torch.randn(1, 3, 64, 96), samples)
+    assert out[0].seg_logits.data.shape == (K, 64, 96)
+    assert out[0].pred_sem_seg.data.shape == (1, 64, 96)
+
+
+def test_vit_channel_checks():
+    cfg = Config.fromfile(TINY_CFG)
+    init_default_scope('mmseg')
+    bad = ConfigDict(cfg.model)
+    bad.neck = dict(bad.neck, in_channels=[W, W, W, W + K])  # score map on the wrong level
+    with pytest.raises(ValueError, match=r'neck.in_channels must be \[64, 64, 72, 64\]'):
+        MODELS.build(bad)
+    bad = ConfigDict(cfg.model)
+    bad.adapter = dict(bad.adapter, in_channels=32)
+    with pytest.raises(ValueError, match='adapter.in_channels'):
+        MODELS.build(bad)
+
+
+def test_tiny_vit_config_trains_one_step():
+    cfg = Config.fromfile(TINY_CFG)
+    cfg.model.data_preprocessor.size = (64, 64)
+    init_default_scope('mmseg')
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+    g = torch.Generator().manual_seed(0)
+    data = dict(inputs=[torch.randint(0, 256, (3, 64, 64), dtype=torch.uint8, generator=g)
+                        for _ in range(2)],
+                data_samples=_samples(2, 64, 64))
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    model.train()
+    log = model.train_step(data, wrapper)
+    assert torch.isfinite(log['loss'])
+    after = dict(model.named_parameters())
+    for name in ('adapter.fpn1.4.weight', 'adapter.fpn3.bias', 'text_encoder.contexts',
+                 'backbone.visual.transformer.resblocks.2.attn.out_proj.weight'):
+        assert not torch.equal(before[name], after[name]), name
+    assert torch.equal(before['text_encoder.token_embedding.weight'],
+                       after['text_encoder.token_embedding.weight'])
+
+
+# ---------------------------------------------------------------- 640 ADE20K config
+# Trainable parameters of the ViT-B/16 config (text tower frozen; contexts train):
+VIT_B16_VISUAL = (3 * 768 * 16 * 16  # conv1 (no bias)
+                  + 768 + 197 * 768 + 2 * 768  # class embedding, 14x14+1 positions, ln_pre
+                  + 12 * (2 * 768 + 768 * 2304 + 2304 + 768 * 768 + 768  # ln_1, attn
+                          + 2 * 768 + 768 * 3072 + 3072 + 3072 * 768 + 768)  # ln_2, mlp
+                  + 2 * 768 + 768 * 512)  # ln_post, proj
+DECONV = 768 * 768 * 2 * 2 + 768
+ADAPTER = (2 * 768 + DECONV + 2 * 768 + DECONV  # fpn1: GN, deconv, BN, deconv
+           + 2 * 768 + DECONV + 2 * 768 + 2 * 768)  # fpn2: GN, deconv; fpn3, fpn4: GN
+_DEC_LAYER = (3 * 2 * 256 + 2 * (3 * 256 * 256 + 256 * 256 + 256)  # norms, self/cross attn
+              + 256 * 1024 + 1024 + 1024 * 256 + 256)  # GELU MLP x4
+CONTEXT_DECODER = (2 * 512 + 512 * 256 + 256 + 2 * 256  # memory_proj
+                   + 2 * 512 + 512 * 256 + 256  # text_proj
+                   + 3 * _DEC_LAYER + 2 * 256 + 256 * 512 + 512 + 512)  # out_proj, gamma
+FPN = (sum(c * 256 + 256 for c in (768, 768, 768 + 150, 768))  # 1x1 laterals
+       + 4 * (256 * 256 * 9 + 256))  # 3x3 outputs
+FPN_HEAD = 7 * (256 * 256 * 9 + 2 * 256) + 256 * 150 + 150  # 1+1+2+3 conv-BN, classifier
+CONTEXTS = 8 * 512
+VIT_B16_TRAINABLE = VIT_B16_VISUAL + ADAPTER + CONTEXT_DECODER + FPN + FPN_HEAD + CONTEXTS
+
+
+def test_ade20k_vit_config_follows_the_official_recipe_and_counts_params():
+    assert (VIT_B16_VISUAL, ADAPTER, CONTEXT_DECODER, FPN, FPN_HEAD) == (
+        86192640, 7087872, 3553536, 3186176, 4170902)
+    assert VIT_B16_TRAINABLE == 104195222
+    cfg = Config.fromfile(ADE_CFG)
+    m = cfg.model
+    assert m.backbone.type == 'CLIPVisionTransformer' and m.backbone.out_indices == (3, 5, 7, 11)
+    assert m.backbone.drop_path_rate == 0.1 and m.backbone.output_dense
+    assert not m.backbone.frozen and m.backbone.interpolate_mode == 'bilinear'
+    assert m.backbone.clip_model.quick_gelu  # OpenAI ViT-B/16 weights
+    assert m.adapter.type == 'FPNAdapter' and m.adapter.rescales == (4, 2, 1, 0.5)
+    assert m.adapter.norm_cfg.type == 'SyncBN'
+    assert m.score_concat_index == 2 and m.neck.in_channels == [768, 768, 768 + 150, 768]
+    assert m.context_decoder.visual_dim == 512 and m.context_decoder.num_layers == 3
+    assert (m.text_encoder.num_contexts, m.text_encoder.context_length) == (8, 13)
+    assert m.identity_head.loss_decode.loss_weight == 0.4 and m.tau == 0.07
+    assert m.test_cfg.crop_size == (640, 640) and m.test_cfg.stride == (426, 426)
+    assert m.data_preprocessor.size == (640, 640)
+    train = cfg.train_dataloader.dataset.pipeline
+    assert train[2].scale == (2048, 640) and train[3].crop_size == (640, 640)
+    assert cfg.test_dataloader.dataset.pipeline[1].scale == (2048, 640)
+    opt = cfg.optim_wrapper
+    assert opt.optimizer.lr == 1e-4 and opt.optimizer.weight_decay == 1e-4
+    assert cfg.train_cfg.max_iters == 80000 and cfg.train_dataloader.batch_size == 4
+
+    init_default_scope('mmseg')
+    m.backbone.pretrained = m.text_encoder.pretrained = None  # random weights, no files
+    model = MODELS.build(m)
+    trainable = {n: p.numel() for n, p in model.named_parameters() if p.requires_grad}
+    assert sum(trainable.values()) == VIT_B16_TRAINABLE
+    parts = {k: sum(v for n, v in trainable.items() if n.startswith(k + '.'))
+             for k in ('backbone', 'adapter', 'context_decoder', 'neck', 'decode_head')}
+    assert parts == dict(backbone=VIT_B16_VISUAL, adapter=ADAPTER,
+                         context_decoder=CONTEXT_DECODER, neck=FPN, decode_head=FPN_HEAD)
+    assert [n for n in trainable if n.startswith('text_encoder.')] == ['text_encoder.contexts']
+    # the official model trains a 40x40 (+1) position grid: 1404 more rows of 768, which
+    # gives the README's 105.3M (parameters without the text encoder)
+    official = VIT_B16_TRAINABLE + (40 * 40 - 14 * 14) * 768
+    assert official == 105273494 and abs(official - 105.3e6) < 0.05e6
+    # optimizer groups: adapters at the backbone's lr x0.1 (they are the official backbone's)
+    wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+    ids = {id(p): n for n, p in model.named_parameters()}
+    lr = {ids[id(p)]: g['lr'] for g in wrapper.optimizer.param_groups for p in g['params']}
+    assert lr['adapter.fpn1.1.weight'] == pytest.approx(1e-5)
+    assert lr['backbone.visual.conv1.weight'] == pytest.approx(1e-5)
+    assert lr['neck.lateral_convs.0.conv.weight'] == pytest.approx(1e-4)
+    assert lr['text_encoder.contexts'] == pytest.approx(1e-4)
+
+
+# ---------------------------------------------------------------- converter
+def _official_name(key: str) -> str:
+    """Our key -> the official DenseCLIP ViT name: ViT tower and fpn1-fpn4 under
+    ``backbone.``, top-level ``contexts``/``gamma``, ``context_decoder.decoder.<i>`` with
+    attention ``proj`` and ``mlp``."""
+    if key.startswith('backbone.visual.'):
+        return 'backbone.' + key[len('backbone.visual.'):]
+    if key.startswith('adapter.fpn'):
+        return 'backbone.' + key[len('adapter.'):]
+    if key == 'text_encoder.contexts':
+        return 'contexts'
+    if key == 'context_decoder.gamma':
+        return 'gamma'
+    if key.startswith('context_decoder.layers.'):
+        key = key.replace('context_decoder.layers.', 'context_decoder.decoder.')
+        key = key.replace('_attn.out_proj.', '_attn.proj.').replace('.ffn.', '.mlp.')
+    return key
+
+
+def _official_vit_state(model, text_rows=13):
+    g = torch.Generator().manual_seed(5)
+    out = {}
+    for key, value in model.state_dict().items():
+        if key.endswith('num_batches_tracked'):
+            out[_official_name(key)] = torch.tensor(7)
+            continue
+        value = torch.randn(value.shape, generator=g)
+        if key.endswith('running_var'):
+            value = value.abs() + 0.5
+        if key == 'text_encoder.contexts':
+            value = value[None]  # official (1, N, W)
+        if key == 'text_encoder.positional_embedding':
+            value = value[:text_rows]
+        out[_official_name(key)] = value
+    out['decode_head.loss_decode.class_weight'] = torch.ones(1)  # dropped by the converter
+    return out
+
+
+def _official_embed(state, x, patch=16):
+    """The official ViT input tokens, written out: the CLS token gets ``class_embedding`` a
+    second time through its position row; the grid is resized bilinearly (identity here)."""
+    w = state['backbone.conv1.weight']
+    x = F.conv2d(x, w, stride=patch)
+    B, C, H, W_ = x.shape
+    x = x.flatten(2).transpose(1, 2)
+    cls_emb = state['backbone.class_embedding']
+    x = torch.cat([cls_emb.expand(B, 1, C), x], dim=1)
+    pos = state['backbone.positional_embedding']
+    x = x + torch.cat([(pos[0] + cls_emb)[None], pos[1:]])[None]
+    return F.layer_norm(x, (C, ), state['backbone.ln_pre.weight'], state['backbone.ln_pre.bias'])
+
+
+def test_converter_official_vit_checkpoint(tmp_path):
+    conv = load_tool('model_converters/denseclip2ovseg')
+    model = _tiny_model(image_size=64)  # official grid at a 64 input: 4x4 + CLS
+    official = _official_vit_state(model)
+    assert official['backbone.positional_embedding'].shape == (17, W)
+    assert 'backbone.fpn1.2.running_var' in official and 'backbone.fpn3.weight' in official
+    assert not any(k.startswith(('adapter.', 'backbone.visual.')) for k in official)
+    src, dst = tmp_path / 'official.pth', tmp_path / 'converted.pth'
+    torch.save(dict(state_dict=official, meta=dict(iter=80000)), src)
+    assert conv.main([str(src), str(dst)]) == 0
+    state = torch.load(dst, weights_only=True)['state_dict']
+    result = model.load_state_dict(state, strict=True)
+    assert not result.missing_keys and not result.unexpected_keys
+    sd = model.state_dict()
+    for ours in ('adapter.fpn1.1.weight', 'adapter.fpn1.2.running_var', 'adapter.fpn1.4.bias',
+                 'adapter.fpn2.1.weight', 'adapter.fpn3.weight', 'adapter.fpn4.0.bias',
+                 'backbone.visual.conv1.weight', 'backbone.visual.class_embedding',
+                 'backbone.visual.proj', 'backbone.visual.ln_post.weight',
+                 'backbone.visual.transformer.resblocks.2.attn.in_proj_weight',
+                 'backbone.visual.transformer.resblocks.3.mlp.c_proj.bias',
+                 'context_decoder.layers.1.cross_attn.out_proj.weight', 'neck.fpn_convs.2.conv.bias',
+                 'decode_head.scale_heads.3.2.bn.running_mean'):
+        assert torch.equal(sd[ours], official[_official_name(ours)]), ours
+    assert torch.equal(sd['adapter.fpn1.2.num_batches_tracked'], torch.tensor(7))
+    assert torch.equal(model.text_encoder.contexts, official['contexts'][0])
+    assert torch.equal(model.context_decoder.gamma, official['gamma'])
+    # CLS position row carries the official second class embedding; the grid rows unchanged
+    pos, opos = sd['backbone.visual.positional_embedding'], official['backbone.positional_embedding']
+    assert torch.equal(pos[1:], opos[1:])
+    torch.testing.assert_close(pos[0], opos[0] + official['backbone.class_embedding'])
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        tokens, hw = model.backbone.embed(x)
+        torch.testing.assert_close(tokens, _official_embed(official, x), rtol=1e-5, atol=1e-5)
+        assert hw == (4, 4)
+        assert model.eval()._forward(x).shape == (2, K, 16, 16)
+
+
+def test_converter_rejects_unknown_vit_keys():
+    conv = load_tool('model_converters/denseclip2ovseg')
+    official = _official_vit_state(_tiny_model(image_size=64))
+    for extra in ('backbone.fpn5.0.weight', 'backbone.fpn1x.weight', 'backbone.proj_extra',
+                  'backbone.transformer.foo'):
+        with pytest.raises(KeyError, match=extra.replace('.', r'\.')):
+            conv.convert_denseclip({**official, extra: torch.zeros(1)})
+    no_pos = {k: v for k, v in official.items() if k != 'backbone.positional_embedding'}
+    with pytest.raises(KeyError, match='positional_embedding'):
+        conv.convert_denseclip(no_pos)
+    # adapters belong to a ViT checkpoint; ResNet and ViT tower keys do not mix
+    resnetish = {k: v for k, v in official.items()
+                 if not k.startswith('backbone.') or k.startswith('backbone.fpn')}
+    with pytest.raises(KeyError, match=r'without a ViT backbone.*backbone\.fpn1\.0\.weight'):
+        conv.convert_denseclip(resnetish)
+    with pytest.raises(KeyError, match=r'mixed backbone layouts.*backbone\.layer1\.0\.conv1'):
+        conv.convert_denseclip({**official, 'backbone.layer1.0.conv1.weight': torch.zeros(1)})
