@@ -1,1 +1,1 @@
-from . import backbones, decode_heads, losses, necks, segmentors  # noqa: F401
+from . import backbones, decode_heads, language, losses, necks, segmentors  # noqa: F401

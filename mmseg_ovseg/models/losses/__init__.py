@@ -2,3 +2,4 @@ from .zegclip_loss import NonExclusiveDiceLoss, NonExclusiveFocalLoss  # noqa: F
 from .mask_classification_loss import MaskClassificationLoss  # noqa: F401
 from .point_sampling import point_sample, sample_uncertain_points  # noqa: F401
 from .atm_loss import ATMLoss  # noqa: F401
+from .restr_loss import ReSTRLoss, patch_targets  # noqa: F401
