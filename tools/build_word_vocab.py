@@ -1,8 +1,8 @@
 """Build ReSTR's word vocabulary (one word per line) from REFER refs pickles.
 
-    python tools/build_word_vocab.py data/refer/refcoco/refs\(unc\).p \
+    python tools/build_word_vocab.py "data/refer/refcoco/refs(unc).p" \
         --out data/refer/refcoco/vocab.txt [--splits train] [--min-count 1]
-    python tools/build_word_vocab.py data/synthetic_referring/refsyn/refs\(unc\).p \
+    python tools/build_word_vocab.py "data/synthetic_referring/refsyn/refs(unc).p" \
         --out data/synthetic_referring/refsyn/vocab.txt
 
 Sentences (``sent`` field, or ``--field raw``) are tokenised as the language encoder does
