@@ -8,7 +8,8 @@
 #   .venv/bin/python tools/build_word_vocab.py 'data/synthetic_referring/refsyn/refs(unc).p' \
 #     --out data/synthetic_referring/refsyn/vocab.txt
 # Train: .venv/bin/python tools/train.py configs/restr_tiny_synthetic.py
-# Measured figures: docs/restr.md.
+# Measured: 2000 iterations in 2 min 47 s on one CPU thread; synthetic val oIoU 81.18,
+# mIoU 76.47 (testA 79.79 / 75.37); docs/restr.md.
 _base_ = [
     '_base_/datasets/synthetic_referring.py', '_base_/default_runtime.py'
 ]
@@ -72,7 +73,7 @@ optim_wrapper = dict(
     type='OptimWrapper',
     optimizer=dict(type='AdamW', lr=1e-3, betas=(0.9, 0.999), weight_decay=5e-4),
     clip_grad=dict(max_norm=1.0))
-max_iters = 600
+max_iters = 2000
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0, end=max_iters // 10),
     dict(type='PolyLR', eta_min=0.0, power=0.9, begin=max_iters // 10, end=max_iters,
