@@ -90,7 +90,8 @@ def test_build_vocab_from_refs_and_tool(tmp_path, capsys):
 def test_glove_vectors(tmp_path, vocab_file):
     vocab = WordVocabulary.from_file(vocab_file)
     glove = tmp_path / 'glove.txt'
-    glove.write_text('red 1 2 3 4\nbanana 9 9 9 9\nthe 0.5 -0.5 0.25 -0.25\n')
+    glove.write_text('3 4\nred 1 2 3 4\nbanana 9 9 9 9\n. . 7 7 7 7\n'
+                     'the 0.5 -0.5 0.25 -0.25\n')  # header, a spaced "word" skipped
     weight, found = load_glove_vectors(str(glove), vocab, 4)
     assert found == 2
     assert weight[vocab.word_to_id('red')].tolist() == [1, 2, 3, 4]
@@ -102,6 +103,12 @@ def test_glove_vectors(tmp_path, vocab_file):
     assert enc.embedding.weight[vocab.word_to_id('circle')].abs().sum() > 0  # random init kept
     glove.write_text('red 1 2 3 4\nthe 1 2 3\n')
     with pytest.raises(ValueError, match=r'line 2 \(\'the\'\) has 3 values, expected 4'):
+        load_glove_vectors(str(glove), vocab, 4)
+    glove.write_text('red 1 2 3 4 5\n')
+    with pytest.raises(ValueError, match=r'line 1 \(\'red\'\) has 5 values, expected 4'):
+        load_glove_vectors(str(glove), vocab, 4)
+    glove.write_text('red 1 2 x 4\n')
+    with pytest.raises(ValueError, match='line 1'):
         load_glove_vectors(str(glove), vocab, 4)
 
 

@@ -166,6 +166,14 @@ def build_vocab_from_refs(refs_files: Sequence[str], out_file: Optional[str] = N
     return vocab
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def load_glove_vectors(path: str, vocab: WordVocabulary, dim: int,
                        weight: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, int]:
     """Copy GloVe-format text vectors (``word v1 ... v_dim`` per line) into an embedding.
@@ -180,6 +188,9 @@ def load_glove_vectors(path: str, vocab: WordVocabulary, dim: int,
     Returns:
         tuple: the ``(len(vocab), dim)`` weight (row 0, ``<pad>``, zero) and the number of
         vocabulary words found in the file.
+
+    A word2vec-style header line (``<count> <dim>``) and entries whose word contains spaces
+    (a few in ``glove.840B.300d.txt``; no vocabulary word has one) are skipped.
 
     Raises:
         FileNotFoundError / ValueError: missing file, or a line whose vector is not ``dim``
@@ -199,7 +210,12 @@ def load_glove_vectors(path: str, vocab: WordVocabulary, dim: int,
             parts = line.rstrip('\n').rstrip().split(' ')
             if len(parts) <= 1:
                 continue
+            if n == 1 and len(parts) == 2 and all(p.isdigit() for p in parts):
+                continue  # word2vec-style header "<count> <dim>"
             word, values = parts[0], parts[1:]
+            if len(values) > dim and not _is_number(values[0]) and \
+                    all(_is_number(v) for v in values[-dim:]):
+                continue  # a "word" containing spaces (glove.840B has a few): never in vocab
             if len(values) != dim:
                 raise ValueError(f'load_glove_vectors: {path} line {n} ({word!r}) has '
                                  f'{len(values)} values, expected {dim}')
