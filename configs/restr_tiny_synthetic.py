@@ -46,7 +46,7 @@ model = dict(
         output_cls_token=False,
         final_norm=True,
         norm_cfg=dict(type='LN', eps=1e-6),
-        interpolate_mode='bicubic'),
+        interpolate_mode='bilinear'),
     language_encoder=dict(
         type='ReSTRLanguageEncoder',
         vocab_file=vocab_file,

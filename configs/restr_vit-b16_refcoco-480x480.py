@@ -1,8 +1,8 @@
 # ReSTR (Kim et al., CVPR 2022) on RefCOCO (UNC), the official recipe (SouthFlame/restr
 # train_restr.py, config.yml; docs/restr.md). Paper oIoU: val 67.22, testA 69.30, testB 64.45.
 # - vision: ViT-B/16 (timm vit_base_patch16_384, IN-21k + IN-1k) at 480x480, position
-#   embedding interpolated from 24x24 to 30x30 (mmseg's VisionTransformer does it when loading
-#   the 384 checkpoint), drop_path 0.1, mean = std = 0.5; the class token is dropped;
+#   embedding interpolated bilinearly from 24x24 to 30x30 (mmseg's VisionTransformer does it
+#   when loading the 384 checkpoint), drop_path 0.1, mean = std = 0.5; class token dropped;
 # - language: word embedding 300-d (GloVe in the official code, fine-tuned; padding id 0),
 #   T = 20, 6 post-norm blocks (12 heads, FFN 1200) with 1-D sinusoidal positions,
 #   Linear(300 -> 768) + LayerNorm;
@@ -62,7 +62,7 @@ model = dict(
         final_norm=True,
         norm_cfg=dict(type='LN', eps=1e-6, requires_grad=True),
         act_cfg=dict(type='GELU'),
-        interpolate_mode='bicubic',
+        interpolate_mode='bilinear',  # the official 24x24 -> 30x30 position resize
         init_cfg=dict(type='Pretrained',
                       checkpoint='pretrain/vit_base_p16_384_20220308-96dfe169.pth')),
     language_encoder=dict(
