@@ -352,3 +352,22 @@ def test_tiny_config_trains_two_iterations_with_runner(tmp_path):
     metrics = runner.val_loop.run()
     assert {'oIoU', 'mIoU', 'Prec@0.5'} <= set(metrics)
     assert osp.isfile(osp.join(cfg.work_dir, 'iter_2.pth'))
+
+
+def test_backbone_loads_a_smaller_grid_checkpoint_with_bilinear_positions(tmp_path, vocab_file):
+    """The 480 recipe loads 384 weights (24x24 grid) into a 30x30 ViT; same path, tiny."""
+    cfg = _tiny_cfg(vocab_file)
+    small = dict(cfg.model.backbone, img_size=(48, 48))  # 6x6 grid, the tiny model has 8x8
+    src = MODELS.build(small)
+    path = str(tmp_path / 'vit.pth')
+    torch.save(dict(state_dict=src.state_dict()), path)
+    cfg.model.backbone.init_cfg = dict(type='Pretrained', checkpoint=path)
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    pos = src.pos_embed.detach()
+    grid = pos[:, 1:].reshape(1, 6, 6, -1).permute(0, 3, 1, 2)
+    grid = F.interpolate(grid, size=(8, 8), mode='bilinear', align_corners=False)
+    expected = torch.cat([pos[:, :1], grid.flatten(2).transpose(1, 2)], dim=1)
+    torch.testing.assert_close(model.backbone.pos_embed.detach(), expected)
+    torch.testing.assert_close(model.backbone.patch_embed.projection.bias,
+                               src.patch_embed.projection.bias)  # patch_bias=True loads it
