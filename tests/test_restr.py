@@ -359,6 +359,9 @@ def test_backbone_loads_a_smaller_grid_checkpoint_with_bilinear_positions(tmp_pa
     cfg = _tiny_cfg(vocab_file)
     small = dict(cfg.model.backbone, img_size=(48, 48))  # 6x6 grid, the tiny model has 8x8
     src = MODELS.build(small)
+    with torch.no_grad():  # (built zero; random so that the resize is visible)
+        src.pos_embed.normal_()
+        src.patch_embed.projection.bias.normal_()
     path = str(tmp_path / 'vit.pth')
     torch.save(dict(state_dict=src.state_dict()), path)
     cfg.model.backbone.init_cfg = dict(type='Pretrained', checkpoint=path)
