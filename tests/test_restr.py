@@ -374,3 +374,33 @@ def test_backbone_loads_a_smaller_grid_checkpoint_with_bilinear_positions(tmp_pa
     torch.testing.assert_close(model.backbone.pos_embed.detach(), expected)
     torch.testing.assert_close(model.backbone.patch_embed.projection.bias,
                                src.patch_embed.projection.bias)  # patch_bias=True loads it
+
+
+@pytest.mark.parametrize('pre_norm', [True, False])
+def test_masked_block_equals_torch_encoder_layer(pre_norm):
+    """Pre-norm (fusion) and post-norm (language) blocks = torch's TransformerEncoderLayer
+    (GELU, no dropout) with a key-padding mask; positions are the sinusoidal encodings."""
+    from mmseg_ovseg.models.masked_transformer import (MaskedTransformerBlock,
+                                                       sinusoidal_positions)
+    blk = MaskedTransformerBlock(8, 2, 16, pre_norm=pre_norm)
+    ref = torch.nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, activation='gelu',
+                                           batch_first=True, norm_first=pre_norm)
+    with torch.no_grad():
+        for p in blk.parameters():
+            p.normal_(0, 0.3)
+        ref.self_attn.in_proj_weight.copy_(blk.attn.qkv.weight)
+        ref.self_attn.in_proj_bias.copy_(blk.attn.qkv.bias)
+        ref.self_attn.out_proj.weight.copy_(blk.attn.proj.weight)
+        ref.self_attn.out_proj.bias.copy_(blk.attn.proj.bias)
+        for a, b in (('linear1', 'fc1'), ('linear2', 'fc2'), ('norm1', 'norm1'),
+                     ('norm2', 'norm2')):
+            getattr(ref, a).load_state_dict(getattr(blk, b).state_dict())
+    ref.train()  # the reference's slow path (no nested-tensor fast path)
+    x = torch.randn(2, 5, 8)
+    valid = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], dtype=torch.bool)
+    with torch.no_grad():
+        out, expected = blk(x, valid), ref(x, src_key_padding_mask=~valid)
+    torch.testing.assert_close(out[valid], expected[valid], rtol=1e-5, atol=1e-5)
+    pe = sinusoidal_positions(3, 4)
+    assert pe[2].tolist() == pytest.approx([math.sin(2), math.cos(2), math.sin(2 / 100),
+                                            math.cos(2 / 100)])
