@@ -28,7 +28,8 @@ data_preprocessor = dict(
     bgr_to_rgb=True,
     pad_val=0,
     seg_pad_val=255,
-    size=crop_size)
+    size=crop_size,
+    test_cfg=dict(size=crop_size))  # test inputs padded too
 
 train_pipeline = [
     dict(type='LoadImageFromFile'),

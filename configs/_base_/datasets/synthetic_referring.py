@@ -13,7 +13,7 @@ instances_file = 'refsyn/instances.json'
 img_prefix = dict(img_path='images')
 crop_size = (64, 64)
 
-data_preprocessor = dict(size=crop_size)
+data_preprocessor = dict(size=crop_size, test_cfg=dict(size=crop_size))
 
 # refcoco.py's pipelines, at crop_size (lists are replaced, not merged)
 train_pipeline = [
