@@ -12,14 +12,11 @@
 # keeps inside its backbone), text encoder x0 (frozen; contexts x1), norm decay x0, 1500
 # warm-up iterations + poly 0.9 to 1e-6, 80k iterations, 4 images per GPU x 8 GPUs.
 # README (ADE20K val, single / multi-scale): 50.6 / 51.3 mIoU, 105.3M parameters without the
-# text tower (this config: 104.2M trainable, see docs/denseclip.md: CLIP's 14x14 position grid
-# is kept and resized to 40x40 per forward, where the official model resizes it once at load
-# and trains the 40x40 grid).
+# text tower (this config: 105,273,494 trainable; CLIP's 14x14 position grid is resized
+# bilinearly to 40x40 once at construction and trained at 40x40, as the official backbone).
 # Weights: CLIP ViT-B/16 (OpenAI `ViT-B-16.pt`) in pretrained/. Official DenseCLIP checkpoints:
 # convert with tools/model_converters/denseclip2ovseg.py and test with
-#   --cfg-options model.backbone.clip_model.vision_cfg.image_size=640 \
-#     model.backbone.pretrained=None model.text_encoder.pretrained=None
-# (the 640 image size gives the 40x40 grid of the official checkpoint's position embedding).
+#   --cfg-options model.backbone.pretrained=None model.text_encoder.pretrained=None
 _base_ = ['./denseclip_fpn_r50_ade20k-512x512.py']
 
 crop_size = (640, 640)
@@ -46,7 +43,8 @@ model = dict(
         output_dense=True,  # + dense (B, 512, 40, 40) and global (B, 512) embeddings
         frozen=False,
         drop_path_rate=0.1,
-        interpolate_mode='bilinear'),  # official position-embedding resize
+        interpolate_mode='bilinear',  # official position-embedding resize
+        pos_grid=(40, 40)),  # trained at the 640 crop's grid, as the official backbone
     adapter=dict(type='FPNAdapter', in_channels=768, rescales=(4, 2, 1, 0.5),
                  norm_cfg=norm_cfg),
     text_encoder=dict(

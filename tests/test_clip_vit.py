@@ -333,3 +333,24 @@ def test_float32_inference_linears_on_reordered_onednn_weights(clip):
     with torch.no_grad():
         plain(x)
     assert not plain._cast_cache
+
+
+def test_pos_grid_resizes_the_position_embedding_once(clip, tmp_path):
+    """pos_grid: CLIP's embedding is resized once, after `pretrained` is loaded, and kept at
+    that grid; at that input size the forward equals the default per-forward resize."""
+    ckpt = tmp_path / 'clip.pth'
+    torch.save(clip.state_dict(), ckpt)
+    base = CLIPVisionTransformer(TINY, pretrained=str(ckpt), interpolate_mode='bilinear').eval()
+    bb = CLIPVisionTransformer(TINY, pretrained=str(ckpt), interpolate_mode='bilinear',
+                               pos_grid=(8, 6)).eval()
+    pos = clip.visual.positional_embedding.detach()
+    assert bb.pos_grid == (8, 6) and bb.visual.positional_embedding.shape == (1 + 48, 64)
+    assert isinstance(bb.visual.positional_embedding, torch.nn.Parameter)
+    torch.testing.assert_close(bb.visual.positional_embedding.detach(),
+                               resize_clip_pos_embed(pos, base.pos_grid, (8, 6), 1, 'bilinear'))
+    x = torch.randn(1, 3, 128, 96)  # the (8, 6) patch grid
+    with torch.no_grad():
+        torch.testing.assert_close(bb(x)[0], base(x)[0])
+        assert bb(torch.randn(1, 3, 64, 64))[0].shape[-2:] == (4, 4)  # still resizable
+    with pytest.raises(ValueError, match='pos_grid'):
+        CLIPVisionTransformer(TINY, pos_grid=(0, 4))

@@ -226,7 +226,7 @@ def test_tiny_vit_config_trains_one_step():
 # ---------------------------------------------------------------- 640 ADE20K config
 # Trainable parameters of the ViT-B/16 config (text tower frozen; contexts train):
 VIT_B16_VISUAL = (3 * 768 * 16 * 16  # conv1 (no bias)
-                  + 768 + 197 * 768 + 2 * 768  # class embedding, 14x14+1 positions, ln_pre
+                  + 768 + 1601 * 768 + 2 * 768  # class embedding, 40x40+1 positions, ln_pre
                   + 12 * (2 * 768 + 768 * 2304 + 2304 + 768 * 768 + 768  # ln_1, attn
                           + 2 * 768 + 768 * 3072 + 3072 + 3072 * 768 + 768)  # ln_2, mlp
                   + 2 * 768 + 768 * 512)  # ln_post, proj
@@ -247,13 +247,15 @@ VIT_B16_TRAINABLE = VIT_B16_VISUAL + ADAPTER + CONTEXT_DECODER + FPN + FPN_HEAD 
 
 def test_ade20k_vit_config_follows_the_official_recipe_and_counts_params():
     assert (VIT_B16_VISUAL, ADAPTER, CONTEXT_DECODER, FPN, FPN_HEAD) == (
-        86192640, 7087872, 3553536, 3186176, 4170902)
-    assert VIT_B16_TRAINABLE == 104195222
+        87270912, 7087872, 3553536, 3186176, 4170902)
+    # the README's 105.3M (parameters without the text encoder)
+    assert VIT_B16_TRAINABLE == 105273494 and abs(VIT_B16_TRAINABLE - 105.3e6) < 0.05e6
     cfg = Config.fromfile(ADE_CFG)
     m = cfg.model
     assert m.backbone.type == 'CLIPVisionTransformer' and m.backbone.out_indices == (3, 5, 7, 11)
     assert m.backbone.drop_path_rate == 0.1 and m.backbone.output_dense
     assert not m.backbone.frozen and m.backbone.interpolate_mode == 'bilinear'
+    assert m.backbone.pos_grid == (40, 40)  # official: resized once, trained at 40x40
     assert m.backbone.clip_model.quick_gelu  # OpenAI ViT-B/16 weights
     assert m.adapter.type == 'FPNAdapter' and m.adapter.rescales == (4, 2, 1, 0.5)
     assert m.adapter.norm_cfg.type == 'SyncBN'
@@ -280,10 +282,7 @@ def test_ade20k_vit_config_follows_the_official_recipe_and_counts_params():
     assert parts == dict(backbone=VIT_B16_VISUAL, adapter=ADAPTER,
                          context_decoder=CONTEXT_DECODER, neck=FPN, decode_head=FPN_HEAD)
     assert [n for n in trainable if n.startswith('text_encoder.')] == ['text_encoder.contexts']
-    # the official model trains a 40x40 (+1) position grid: 1404 more rows of 768, which
-    # gives the README's 105.3M (parameters without the text encoder)
-    official = VIT_B16_TRAINABLE + (40 * 40 - 14 * 14) * 768
-    assert official == 105273494 and abs(official - 105.3e6) < 0.05e6
+    assert model.backbone.visual.positional_embedding.shape == (1601, 768)
     # optimizer groups: adapters at the backbone's lr x0.1 (they are the official backbone's)
     wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
     ids = {id(p): n for n, p in model.named_parameters()}

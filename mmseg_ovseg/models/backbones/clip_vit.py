@@ -117,6 +117,11 @@ class CLIPVisionTransformer(BaseModule):
         pad_to_patch (bool): zero-pad inputs at the bottom/right to a multiple of the patch
             size (so odd sizes and images smaller than one patch work).
         interpolate_mode (str): position-embedding resize mode.
+        pos_grid (tuple[int, int], optional): patch grid the position embedding is kept at.
+            CLIP's embedding (after ``pretrained`` is loaded) is resized to it once, with
+            ``interpolate_mode``, and trains at that size, as the official DenseCLIP and
+            ZegCLIP backbones do (40x40 for a 640 crop); other input sizes are still resized
+            from it in ``forward``. None keeps CLIP's grid (14x14 for ViT-B/16 at 224).
         onednn_linear (bool): in float32 CPU inference, run the block linears as oneDNN inner
             products on weights reordered once (see :meth:`_linear`). Faster (1.2x for a
             ViT-B/16 SAN) but keeps one float32 copy of every block weight (+4 bytes per
@@ -139,6 +144,7 @@ class CLIPVisionTransformer(BaseModule):
                  drop_path_rate: float = 0.0,
                  pad_to_patch: bool = True,
                  interpolate_mode: str = 'bicubic',
+                 pos_grid: Optional[Sequence[int]] = None,
                  onednn_linear: bool = True,
                  init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
@@ -159,6 +165,15 @@ class CLIPVisionTransformer(BaseModule):
         self.num_heads = self.visual.transformer.resblocks[0].attn.num_heads
         self.patch_size = tuple(self.visual.conv1.kernel_size)
         self.pos_grid = tuple(self.visual.grid_size)
+        if pos_grid is not None and tuple(pos_grid) != self.pos_grid:
+            if len(pos_grid) != 2 or min(pos_grid) < 1:
+                raise ValueError(f'pos_grid must be (h, w) patches, got {pos_grid}')
+            with torch.no_grad():
+                pos = resize_clip_pos_embed(self.visual.positional_embedding, self.pos_grid,
+                                            tuple(pos_grid), 1, interpolate_mode)
+            self.visual.positional_embedding = nn.Parameter(pos.contiguous())
+            self.pos_grid = tuple(pos_grid)
+            self.visual.grid_size = self.pos_grid
         self.out_indices = [i % self.num_layers for i in out_indices]
         self.out_origin = out_origin
         self.output_dense = output_dense
