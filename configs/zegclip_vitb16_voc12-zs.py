@@ -42,7 +42,8 @@ model = dict(
         prompt_depth=12,  # the shallow prompt + 11 deep ones (official total_d_layer=11)
         prompt_dropout=0.1,
         drop_path_rate=0.1,
-        interpolate_mode='bilinear'),  # official position-embedding resize
+        interpolate_mode='bilinear',  # official position-embedding resize
+        pos_grid=(32, 32)),  # resized once to the 512 crop's grid, as the official backbone
     text_encoder=dict(
         type='OVCLIPTextEncoder', clip_model=clip_model, pretrained=clip_pretrained,
         templates='single'),

@@ -358,6 +358,8 @@ def test_vitb16_configs_trainable_parameters(name, prompts):
     backbone = MODELS.build(cfg.model.backbone)
     head = MODELS.build(dict(cfg.model.decode_head, num_classes=20))
     assert backbone.prompt_embeddings.shape == (12, prompts, 768)
+    # the official checkpoints' 32x32 (+ CLS) position table, so converted ones load as they are
+    assert backbone.visual.positional_embedding.shape == (1 + 32 * 32, 768)
     trainable = _count(backbone) + _count(head)
     # official (README): 13.82M VOC / 14.65M COCO, which include 3 x (1,050,624 + 1,024)
     # parameters of decoder self-attention + norm1 that the official forward never uses.
