@@ -257,6 +257,10 @@ def test_refcoco_config_letterboxes_to_480(syn, tmp_path):
     cfg = _cfg('refcoco.py')
     assert cfg.crop_size == (480, 480)
     assert cfg.data_preprocessor['mean'] == [127.5] * 3 == cfg.data_preprocessor['std']
+    # training batches and test inputs are both padded to 480x480 (letterbox)
+    assert cfg.data_preprocessor['size'] == cfg.data_preprocessor['test_cfg']['size'] == (480, 480)
+    syn_cfg = _cfg('synthetic_referring.py').data_preprocessor
+    assert syn_cfg['size'] == syn_cfg['test_cfg']['size'] == (64, 64)
     assert cfg.val_dataloader.dataset.split == 'val'
     assert cfg.train_dataloader.dataset.split == 'train'
     ds_cfg = cfg.train_dataloader.dataset.copy()
