@@ -103,13 +103,12 @@ class ATMLoss(nn.Module):
             raise ValueError(f'labels {torch.unique(seg_label[bad]).tolist()[:10]} are outside '
                              f'[0, {num_classes}) and are not ignore_index={ignore_index}')
 
-        # Binary target masks (B, C, H*W): pixel p of class c -> 1; ignored pixels -> 0.
+        # Classes present per image (B, C); ignored pixels count for the extra column C.
         flat = seg_label.flatten(1)
         valid_flat = valid.flatten(1)
-        targets = mask_logits.new_zeros(b, num_classes, flat.shape[1])
-        targets.scatter_(1, torch.where(valid_flat, flat, 0).unsqueeze(1),
-                         valid_flat.unsqueeze(1).to(targets.dtype))
-        present = targets.amax(-1) > 0  # (B, C)
+        present = flat.new_zeros(b, num_classes + 1, dtype=torch.bool)
+        present.scatter_(1, torch.where(valid_flat, flat, num_classes), True)
+        present = present[:, :num_classes]
 
         # Classification: present class -> itself, absent -> no object.
         labels = torch.full((b, q), num_classes, dtype=torch.long, device=cls_logits.device)
@@ -134,7 +133,8 @@ class ATMLoss(nn.Module):
             pred = F.interpolate(pred[:, None], size=seg_label.shape[-2:], mode='bilinear',
                                  align_corners=False)[:, 0]
         pred = pred.flatten(1)  # (M, H*W)
-        gt = targets[bi, ci]
+        # Binary targets of the present masks only: pixel of class c -> 1, ignored -> 0.
+        gt = ((flat[bi] == ci[:, None]) & valid_flat[bi]).to(pred.dtype)
         focal = sigmoid_focal_loss(pred, gt, self.focal_alpha, self.focal_gamma)
         if self.exclude_ignored:
             keep = valid_flat[bi].to(pred.dtype)
