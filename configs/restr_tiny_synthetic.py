@@ -17,20 +17,11 @@ _base_ = [
 crop_size = (64, 64)
 patch_size = 8
 vocab_file = 'data/synthetic_referring/refsyn/vocab.txt'
-data_preprocessor = dict(
-    type='SegDataPreProcessor',
-    mean=[127.5, 127.5, 127.5],
-    std=[127.5, 127.5, 127.5],
-    bgr_to_rgb=True,
-    pad_val=0,
-    seg_pad_val=255,
-    size=crop_size,
-    # pad test inputs too (the letterbox of the official evaluation); predictions are cropped
-    # back and resized to the original image by ReSTR.predict
-    test_cfg=dict(size=crop_size))
 model = dict(
     type='ReSTR',
-    data_preprocessor=data_preprocessor,
+    # the base dataset config's: mean = std = 0.5 (x255), train and test inputs
+    # padded to crop_size (ReSTR.predict crops the padding off again)
+    data_preprocessor={{_base_.data_preprocessor}},
     backbone=dict(
         type='VisionTransformer',
         img_size=crop_size,
