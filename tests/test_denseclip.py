@@ -58,12 +58,12 @@ def _model(**kwargs):
     return model
 
 
-def _samples(b, h, w, seed=0):
+def _samples(b, h, w, seed=0, num_classes=K):
     g = torch.Generator().manual_seed(seed)
     out = []
     for _ in range(b):
         s = SegDataSample()
-        s.gt_sem_seg = PixelData(data=torch.randint(0, K, (1, h, w), generator=g))
+        s.gt_sem_seg = PixelData(data=torch.randint(0, num_classes, (1, h, w), generator=g))
         s.set_metainfo(dict(img_shape=(h, w), ori_shape=(h, w), pad_shape=(h, w)))
         out.append(s)
     return out
@@ -294,10 +294,13 @@ def _converter():
 
 def _official_name(key: str) -> str:
     """Our key -> the official DenseCLIP (mmseg 0.x) name, written from the official layout:
-    backbone without ``visual.``, top-level ``contexts``/``gamma``, decoder layers under
-    ``context_decoder.decoder`` with attention ``proj`` and ``mlp``."""
+    backbone without ``visual.``, the ViT's fpn1-fpn4 adapters under ``backbone.``, top-level
+    ``contexts``/``gamma``, decoder layers under ``context_decoder.decoder`` with attention
+    ``proj`` and ``mlp``. Shared by ``test_denseclip_vit``."""
     if key.startswith('backbone.visual.'):
         return 'backbone.' + key[len('backbone.visual.'):]
+    if key.startswith('adapter.fpn'):
+        return 'backbone.' + key[len('adapter.'):]
     if key == 'text_encoder.contexts':
         return 'contexts'
     if key == 'context_decoder.gamma':

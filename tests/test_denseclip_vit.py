@@ -1,22 +1,22 @@
 """DenseCLIP ViT-B/16 variant: FPNAdapter (official fpn1-fpn4), the segmentor with a ViT
 backbone + adapters (score map on the adapted 1/16 level), the 640 ADE20K config and its
 parameter count, the converter for official ViT checkpoints."""
+import functools
 import os.path as osp
 
 import pytest
 import torch
 import torch.nn.functional as F
 from mmengine.config import Config, ConfigDict
-from mmengine.logging import MMLogger
 from mmengine.optim import build_optim_wrapper
 from mmengine.registry import init_default_scope
-from mmengine.structures import PixelData
 
 from mmseg.registry import MODELS
-from mmseg.structures import SegDataSample
 
 import mmseg_ovseg  # noqa: F401  (registers everything)
 from mmseg_ovseg.models.necks import FPNAdapter
+from test_denseclip import _official_name, _quiet  # noqa: F401  (autouse fixture)
+from test_denseclip import _samples as _denseclip_samples
 from tool_loader import load_tool
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -26,24 +26,7 @@ K = 8  # 'synthetic' vocabulary of the tiny config
 W = 64  # tiny ViT width
 
 
-@pytest.fixture(autouse=True)
-def _quiet():
-    logger = MMLogger.get_current_instance()
-    level = logger.level
-    logger.setLevel('WARNING')  # init_weights' per-parameter report
-    yield
-    logger.setLevel(level)
-
-
-def _samples(b, h, w, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    out = []
-    for _ in range(b):
-        s = SegDataSample()
-        s.gt_sem_seg = PixelData(data=torch.randint(0, K, (1, h, w), generator=g))
-        s.set_metainfo(dict(img_shape=(h, w), ori_shape=(h, w), pad_shape=(h, w)))
-        out.append(s)
-    return out
+_samples = functools.partial(_denseclip_samples, num_classes=K)
 
 
 def _tiny_model(image_size=None):
@@ -294,24 +277,6 @@ def test_ade20k_vit_config_follows_the_official_recipe_and_counts_params():
 
 
 # ---------------------------------------------------------------- converter
-def _official_name(key: str) -> str:
-    """Our key -> the official DenseCLIP ViT name: ViT tower and fpn1-fpn4 under
-    ``backbone.``, top-level ``contexts``/``gamma``, ``context_decoder.decoder.<i>`` with
-    attention ``proj`` and ``mlp``."""
-    if key.startswith('backbone.visual.'):
-        return 'backbone.' + key[len('backbone.visual.'):]
-    if key.startswith('adapter.fpn'):
-        return 'backbone.' + key[len('adapter.'):]
-    if key == 'text_encoder.contexts':
-        return 'contexts'
-    if key == 'context_decoder.gamma':
-        return 'gamma'
-    if key.startswith('context_decoder.layers.'):
-        key = key.replace('context_decoder.layers.', 'context_decoder.decoder.')
-        key = key.replace('_attn.out_proj.', '_attn.proj.').replace('.ffn.', '.mlp.')
-    return key
-
-
 def _official_vit_state(model, text_rows=13):
     g = torch.Generator().manual_seed(5)
     out = {}
