@@ -111,8 +111,7 @@ class ATMLoss(nn.Module):
         present = present[:, :num_classes]
 
         # Classification: present class -> itself, absent -> no object.
-        labels = torch.full((b, q), num_classes, dtype=torch.long, device=cls_logits.device)
-        labels[present] = torch.arange(q, device=cls_logits.device).expand(b, q)[present]
+        labels = torch.where(present, torch.arange(q, device=cls_logits.device), num_classes)
         class_weight = cls_logits.new_ones(num_classes + 1)
         class_weight[-1] = self.no_object_weight
         loss_cls = self.loss_cls_weight * F.cross_entropy(
