@@ -31,6 +31,8 @@ def resize_attnpool_pos_embed(pos_embed: torch.Tensor,
     if g * g != grid_pos.shape[0]:
         raise ValueError(f'attnpool position embedding of {grid_pos.shape[0]} grid positions '
                          'is not a square grid')
+    if tuple(size) == (g, g):  # the stored grid (every forward at the training size)
+        return pos_embed
     channels = grid_pos.shape[1]
     grid_pos = grid_pos.reshape(1, g, g, channels).permute(0, 3, 1, 2)
     grid_pos = F.interpolate(grid_pos, size=size, mode=mode, align_corners=False)
