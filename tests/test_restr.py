@@ -380,7 +380,7 @@ def test_backbone_loads_a_smaller_grid_checkpoint_with_bilinear_positions(tmp_pa
 def test_masked_block_equals_torch_encoder_layer(pre_norm):
     """Pre-norm (fusion) and post-norm (language) blocks = torch's TransformerEncoderLayer
     (GELU, no dropout) with a key-padding mask; positions are the sinusoidal encodings."""
-    from mmseg_ovseg.models.masked_transformer import (MaskedTransformerBlock,
+    from mmseg_ovseg.models.masked_transformer import (MaskedTransformerBlock, padding_bias,
                                                        sinusoidal_positions)
     blk = MaskedTransformerBlock(8, 2, 16, pre_norm=pre_norm)
     ref = torch.nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, activation='gelu',
@@ -401,6 +401,11 @@ def test_masked_block_equals_torch_encoder_layer(pre_norm):
     with torch.no_grad():
         out, expected = blk(x, valid), ref(x, src_key_padding_mask=~valid)
     torch.testing.assert_close(out[valid], expected[valid], rtol=1e-5, atol=1e-5)
+    # a stack builds the additive bias once and passes it to every block
+    with torch.no_grad():
+        assert torch.equal(blk(x, bias=padding_bias(valid, x.dtype)), out)
+    with pytest.raises(ValueError, match='not both'):
+        blk(x, valid, bias=padding_bias(valid, x.dtype))
     pe = sinusoidal_positions(3, 4)
     assert pe[2].tolist() == pytest.approx([math.sin(2), math.cos(2), math.sin(2 / 100),
                                             math.cos(2 / 100)])

@@ -64,7 +64,8 @@ class MaskedTransformerBlock(nn.Module):
         pre_norm (bool): norm placement (see above).
 
     Shapes: ``x (B, L, C)``, ``valid (B, L)`` bool (True = real token; padded keys are never
-    attended to) -> ``(B, L, C)``.
+    attended to) -> ``(B, L, C)``. A stack of blocks sharing one mask should build
+    ``bias = padding_bias(valid, x.dtype)`` once and pass ``bias=`` to every block instead.
     """
 
     def __init__(self, dim: int, num_heads: int, ffn_dim: int, drop_path: float = 0.0,
@@ -82,8 +83,12 @@ class MaskedTransformerBlock(nn.Module):
     def ffn(self, x: Tensor) -> Tensor:
         return self.fc2(self.act(self.fc1(x)))
 
-    def forward(self, x: Tensor, valid: Optional[Tensor] = None) -> Tensor:
-        bias = padding_bias(valid, x.dtype)
+    def forward(self, x: Tensor, valid: Optional[Tensor] = None,
+                bias: Optional[Tensor] = None) -> Tensor:
+        if valid is not None:
+            if bias is not None:
+                raise ValueError('MaskedTransformerBlock: pass valid or bias, not both')
+            bias = padding_bias(valid, x.dtype)
         if self.pre_norm:
             x = x + self.drop_path(self.attn(self.norm1(x), bias))
             return x + self.drop_path(self.ffn(self.norm2(x)))

@@ -11,7 +11,7 @@ from mmengine.model import BaseModule
 from mmseg.registry import MODELS
 from torch import Tensor
 
-from ..masked_transformer import MaskedTransformerBlock, init_transformer_weights
+from ..masked_transformer import MaskedTransformerBlock, init_transformer_weights, padding_bias
 
 
 @MODELS.register_module()
@@ -106,16 +106,18 @@ class ReSTRFusionEncoder(BaseModule):
         valid = valid.bool()
         v = self.proj_v(F.normalize(x_v.flatten(2).transpose(1, 2), dim=-1))  # (B, N, d)
         lang = self.proj_l(F.normalize(x_l, dim=-1)) * valid[..., None].to(v.dtype)
-        keys = valid if self.mask_padding else None
-        vl_valid = None if keys is None else torch.cat([valid.new_ones(B, N), keys], dim=1)
+        # additive key-padding biases, built once per encoder (None: the official no mask)
+        vl_bias = seed_bias = None
+        if self.mask_padding:
+            vl_bias = padding_bias(torch.cat([valid.new_ones(B, N), valid], dim=1), v.dtype)
+            seed_bias = padding_bias(torch.cat([valid, valid.new_ones(B, 1)], dim=1), v.dtype)
         x = torch.cat([v, lang], dim=1)
         for blk in self.vl_blocks:
-            x = blk(x, vl_valid)
+            x = blk(x, bias=vl_bias)
         patches, words = x[:, :N], x[:, N:]
-        seed_valid = None if keys is None else torch.cat([keys, valid.new_ones(B, 1)], dim=1)
         x = torch.cat([words, self.seed_embed.expand(B, -1, -1).to(words.dtype)], dim=1)
         for blk in self.seed_blocks:
-            x = blk(x, seed_valid)
+            x = blk(x, bias=seed_bias)
         seed = self.norm(x[:, -1])  # (B, d)
         classifier = seed @ self.proj_cls
         patches = patches @ self.proj_patch  # (B, N, d)

@@ -11,7 +11,7 @@ from mmseg.registry import MODELS
 from torch import Tensor
 
 from ..masked_transformer import (MaskedTransformerBlock, init_transformer_weights,
-                                  sinusoidal_positions)
+                                  padding_bias, sinusoidal_positions)
 from .word_vocab import PAD_ID, WordVocabulary, load_glove_vectors
 
 
@@ -89,8 +89,9 @@ class ReSTRLanguageEncoder(BaseModule):
                              f'{self.max_len}), got {tuple(ids.shape)} and '
                              f'{tuple(valid.shape)}')
         x = self.embedding(ids) + self.pos_embed.to(self.embedding.weight.dtype)
+        bias = padding_bias(valid, x.dtype)  # once for all blocks
         for blk in self.blocks:
-            x = blk(x, valid)
+            x = blk(x, bias=bias)
         x = self.norm(self.proj(x))
         return x * valid[..., None].to(x.dtype)
 
