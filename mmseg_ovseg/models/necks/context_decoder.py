@@ -19,7 +19,6 @@ from mmengine.model import BaseModule
 from torch import Tensor
 
 from mmseg.registry import MODELS
-from ..utils import trunc_normal_linear_init
 
 
 class ContextAttention(nn.Module):
@@ -139,7 +138,17 @@ class ContextDecoder(BaseModule):
         self.out_proj = nn.Sequential(
             nn.LayerNorm(embed_dims), nn.Linear(embed_dims, visual_dim))
         self.gamma = nn.Parameter(torch.full((visual_dim, ), float(gamma_init)))
-        trunc_normal_linear_init(self)
+        self._reset_parameters()
+
+    def _reset_parameters(self) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.LayerNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
 
     def decode(self, text: Tensor, visual_context: Tensor) -> Tensor:
         """``v_post = TransDecoder(t, [z_bar; z])``: ``(B, K, C)`` before the gamma scale."""
