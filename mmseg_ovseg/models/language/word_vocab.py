@@ -82,7 +82,7 @@ class WordVocabulary:
             lines = f.read().splitlines()
         while lines and not lines[-1].strip():  # tolerate trailing blank lines only
             lines.pop()
-        return cls([ln.strip() if ln.strip() else '' for ln in lines], source=path)
+        return cls([ln.strip() for ln in lines], source=path)
 
     def save(self, path: str) -> None:
         with open(path, 'w', encoding='utf-8') as f:
