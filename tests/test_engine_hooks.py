@@ -1,0 +1,411 @@
+"""SafeCheckpointHook, FiniteLossHook and the resume helpers (mmseg_ovseg/engine), on a toy
+model trained with mmengine's real Runner (seconds on CPU), plus the shipped configs.
+
+The kill -9 tests with the tiny SAN / ZegCLIP configs are in tests/test_resume.py.
+"""
+import glob
+import logging
+import os
+import os.path as osp
+import uuid
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+from mmengine.config import Config
+from mmengine.evaluator import BaseMetric, Evaluator
+from mmengine.fileio.backends import LocalBackend
+from mmengine.hooks import CheckpointHook, Hook
+from mmengine.logging import MMLogger
+from mmengine.model import BaseModel
+from mmengine.runner import Runner
+from mmseg.registry import HOOKS
+from torch.utils.data import Dataset
+
+from mmseg_ovseg.engine import (FiniteLossHook, NonFiniteLossError, SafeCheckpointHook,
+                                check_checkpoint, find_resumable_checkpoint)
+from mmseg_ovseg.engine.resume import capture_rng_state, restore_rng_state
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+
+class NoisyToy(BaseModel):
+    """Uses the global torch RNG in training like the real models (dropout, point sampling)."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(4, 1)
+        self.drop = nn.Dropout(0.5)
+
+    def forward(self, inputs, labels=None, mode='tensor'):
+        out = self.linear(self.drop(inputs)).squeeze(-1)
+        if mode == 'loss':
+            noise = torch.rand_like(out)  # like the random points of the mask losses
+            return dict(loss=((out - labels)**2 * (0.5 + noise)).mean())
+        return out
+
+
+class NoisyData(Dataset):
+    """Random augmentation from numpy's and Python's global generators, as mmcv transforms
+    do in the main process (num_workers=0)."""
+
+    def __len__(self):
+        return 16
+
+    def __getitem__(self, i):
+        import random
+        g = torch.Generator().manual_seed(i)
+        x = torch.randn(4, generator=g) * float(np.random.uniform(0.5, 1.5))
+        if random.random() < 0.5:
+            x = x.flip(0)
+        return dict(inputs=x, labels=torch.tensor(float(i % 3)))
+
+
+class Record(Hook):
+    """Per-iteration losses; raises after iteration ``crash_after`` (an in-process kill)."""
+    priority = 'HIGHEST'
+
+    def __init__(self, crash_after=None):
+        self.losses = {}
+        self.crash_after = crash_after
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+        self.losses[runner.iter + 1] = outputs['loss'].item()
+        if runner.iter + 1 == self.crash_after:
+            raise KeyboardInterrupt('simulated kill')
+
+
+class CountMetric(BaseMetric):
+    """Stand-in evaluator: validation must run (it draws from torch's RNG when it creates its
+    data iterator)."""
+
+    def process(self, data_batch, data_samples):
+        self.results.append(0.0)
+
+    def compute_metrics(self, results):
+        return dict(score=float(len(results)))
+
+
+def make_runner(work_dir, max_iters=8, hook_cls=SafeCheckpointHook, interval=2, record=None,
+                resume=False, val_interval=1000, max_keep_ckpts=1, extra_hooks=(), lr=0.05,
+                optimizer='AdamW', finite=None):
+    hooks = dict(checkpoint=hook_cls(interval=interval, by_epoch=False,
+                                     max_keep_ckpts=max_keep_ckpts),
+                 logger=dict(type='LoggerHook', interval=1))
+    if finite is not None:
+        hooks['check_finite_loss'] = finite
+    val = dict(val_dataloader=dict(dataset=NoisyData(), sampler=dict(type='DefaultSampler',
+                                                                     shuffle=False),
+                                   batch_size=4, num_workers=0,
+                                   collate_fn=dict(type='default_collate')),
+               val_cfg=dict(), val_evaluator=Evaluator([CountMetric()]))
+    torch.manual_seed(0)  # the toy is built before the Runner seeds
+    return Runner(
+        model=NoisyToy(),
+        work_dir=str(work_dir),
+        experiment_name=f'toy_{uuid.uuid4().hex[:8]}',
+        train_dataloader=dict(dataset=NoisyData(), sampler=dict(type='InfiniteSampler',
+                                                                shuffle=True),
+                              batch_size=2, num_workers=0,
+                              collate_fn=dict(type='default_collate')),
+        optim_wrapper=dict(optimizer=dict(type=optimizer, lr=lr)),
+        param_scheduler=dict(type='MultiStepLR', milestones=[3], by_epoch=False),
+        train_cfg=dict(by_epoch=False, max_iters=max_iters, val_interval=val_interval),
+        default_hooks=hooks,
+        custom_hooks=[h for h in [record, *extra_hooks] if h is not None],
+        resume=resume,
+        randomness=dict(seed=0),
+        default_scope='mmseg',
+        **val)
+
+
+def final_state(work_dir, max_iters=8):
+    return torch.load(osp.join(work_dir, f'iter_{max_iters}.pth'), weights_only=True)
+
+
+# --- exact resume ------------------------------------------------------------------------
+
+
+def _interrupted_curve(tmp_path, crash_after, hook_cls=SafeCheckpointHook, **kwargs):
+    first = Record(crash_after=crash_after)
+    with pytest.raises(KeyboardInterrupt):
+        make_runner(tmp_path, hook_cls=hook_cls, record=first, **kwargs).train()
+    second = Record()
+    make_runner(tmp_path, hook_cls=hook_cls, record=second, resume=True, **kwargs).train()
+    return first.losses, second.losses
+
+
+@pytest.mark.parametrize('crash_after', [3, 5, 8])
+def test_resume_repeats_uninterrupted_run(tmp_path, crash_after):
+    ref = Record()
+    make_runner(tmp_path / 'ref', record=ref).train()
+    # two runs of the same seed agree (so a difference below comes from the resume)
+    again = Record()
+    make_runner(tmp_path / 'again', record=again).train()
+    assert again.losses == ref.losses
+
+    first, second = _interrupted_curve(tmp_path / 'run', crash_after)
+    # the kill comes before the checkpoint hook of its iteration
+    last_ckpt = (crash_after - 1) // 2 * 2
+    assert sorted(second) == list(range(last_ckpt + 1, 9))
+    for it, loss in {**first, **second}.items():
+        assert loss == ref.losses[it], f'iteration {it}: {loss} != {ref.losses[it]}'
+    a, b = final_state(tmp_path / 'ref'), final_state(tmp_path / 'run')
+    for k in a['state_dict']:
+        assert torch.equal(a['state_dict'][k], b['state_dict'][k]), k
+
+
+def test_resume_with_validation_at_the_checkpoint(tmp_path):
+    """The checkpoint of iteration 4 is written before that iteration's validation, which the
+    resumed run does not repeat: validation must not move the training random streams."""
+    ref = Record()
+    make_runner(tmp_path / 'ref', record=ref, interval=4, val_interval=4).train()
+    first, second = _interrupted_curve(tmp_path / 'run', 6, interval=4, val_interval=4)
+    assert {**first, **second} == ref.losses
+
+
+def test_mmengine_hook_does_not_resume_exactly(tmp_path):
+    """Guards the test above: with mmengine's CheckpointHook the curves differ after resume
+    (the random states are not restored)."""
+    ref = Record()
+    make_runner(tmp_path / 'ref', hook_cls=CheckpointHook, record=ref).train()
+    _, second = _interrupted_curve(tmp_path / 'run', 5, hook_cls=CheckpointHook)
+    assert any(second[it] != ref.losses[it] for it in second)
+
+
+def test_rng_state_round_trip(tmp_path):
+    import random
+    torch.manual_seed(3)
+    np.random.seed(3)
+    random.seed(3)
+    state = capture_rng_state()
+    torch.save(state, tmp_path / 's.pth')  # loads under weights_only
+    state = torch.load(tmp_path / 's.pth', weights_only=True)
+    a = (torch.rand(3), np.random.rand(3), np.random.randn(), random.random())
+    restore_rng_state(state)
+    b = (torch.rand(3), np.random.rand(3), np.random.randn(), random.random())
+    assert torch.equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and a[2:] == b[2:]
+
+
+# --- kill-proof saving -------------------------------------------------------------------
+
+
+def test_failed_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
+    """A save that dies midway (here: disk full after half the bytes) leaves the previous
+    checkpoint, a last_checkpoint naming it, and no partial file; resume then works."""
+    put = LocalBackend.put
+
+    def failing_put(self, obj, filepath):
+        if 'iter_4.pth' in str(filepath):
+            with open(filepath, 'wb') as f:
+                f.write(obj[:len(obj) // 2])
+            raise OSError(28, 'No space left on device')
+        return put(self, obj, filepath)
+
+    monkeypatch.setattr(LocalBackend, 'put', failing_put)
+    with pytest.raises(OSError, match='No space left'):
+        make_runner(tmp_path, max_keep_ckpts=1).train()
+    assert sorted(glob.glob(str(tmp_path / '*.pth'))) == [str(tmp_path / 'iter_2.pth')]
+    assert glob.glob(str(tmp_path / '.*')) == []  # the partial temporary file is gone
+    assert (tmp_path / 'last_checkpoint').read_text() == str(tmp_path / 'iter_2.pth')
+    assert check_checkpoint(str(tmp_path / 'iter_2.pth'))[0] is None
+
+    monkeypatch.setattr(LocalBackend, 'put', put)
+    record = Record()
+    make_runner(tmp_path, record=record, resume=True, max_keep_ckpts=1).train()
+    assert min(record.losses) == 3
+    assert sorted(glob.glob(str(tmp_path / '*.pth'))) == [str(tmp_path / 'iter_8.pth')]
+
+
+def test_save_order(tmp_path, monkeypatch):
+    """New file in place and named by last_checkpoint before the outdated one is removed."""
+    events = []
+    replace, remove = os.replace, os.remove
+    monkeypatch.setattr(os, 'replace', lambda a, b: (events.append(('replace', osp.basename(
+        b))), replace(a, b))[1])
+    monkeypatch.setattr(os, 'remove', lambda p: (events.append(('remove', osp.basename(p))),
+                                                 remove(p))[1])
+    make_runner(tmp_path, max_iters=4, max_keep_ckpts=1).train()
+    assert events == [('replace', 'iter_2.pth'), ('replace', 'last_checkpoint'),
+                      ('replace', 'iter_4.pth'), ('replace', 'last_checkpoint'),
+                      ('remove', 'iter_2.pth')]
+
+
+def test_stale_temporary_removed(tmp_path):
+    make_runner(tmp_path, max_iters=2).train()
+    stale = tmp_path / '.iter_4.pth.tmp-12345'
+    stale.write_bytes(b'half a checkpoint')
+    make_runner(tmp_path, max_iters=4, resume=True).train()
+    assert not stale.exists()
+
+
+# --- resume finds the newest loadable checkpoint -----------------------------------------
+
+
+@pytest.fixture
+def two_checkpoints(tmp_path):
+    make_runner(tmp_path, max_iters=4, max_keep_ckpts=2).train()
+    assert (tmp_path / 'last_checkpoint').read_text() == str(tmp_path / 'iter_4.pth')
+    return tmp_path
+
+
+class LogCapture(list):
+    """Messages of the current MMLogger from ``attach()`` on (each Runner makes its own)."""
+
+    def attach(self):
+        handler = logging.Handler()
+        handler.emit = lambda r: self.append(r.getMessage())
+        MMLogger.get_current_instance().addHandler(handler)
+        return self
+
+
+@pytest.fixture
+def warnings_log():
+    return LogCapture().attach()
+
+
+def _truncate(path):
+    data = open(path, 'rb').read()
+    open(path, 'wb').write(data[:len(data) // 3])
+
+
+@pytest.mark.parametrize('damage', ['zero-bytes', 'truncated', 'random-bytes', 'missing',
+                                    'directory', 'not-a-checkpoint'])
+def test_broken_newest_checkpoint_skipped(two_checkpoints, warnings_log, damage):
+    work = two_checkpoints
+    newest = work / 'iter_4.pth'
+    if damage == 'zero-bytes':
+        newest.write_bytes(b'')
+    elif damage == 'truncated':
+        _truncate(newest)
+    elif damage == 'random-bytes':
+        newest.write_bytes(np.random.default_rng(0).bytes(5000))
+    elif damage == 'missing':
+        newest.unlink()
+    elif damage == 'directory':
+        newest.unlink()
+        newest.mkdir()
+    else:
+        torch.save({'weights': torch.zeros(2)}, newest)
+    choice = find_resumable_checkpoint(str(work))
+    assert choice.path == str(work / 'iter_2.pth')
+    assert choice.meta['iter'] == 2
+    assert [p for p, _ in choice.skipped] == [str(newest)]
+    assert any(str(newest) in m and str(work / 'iter_2.pth') in m for m in warnings_log)
+    if damage == 'directory':  # (the new iter_4.pth could not replace a folder)
+        return
+    # a runner built with resume=True takes the same one
+    record = Record()
+    make_runner(work, max_iters=5, record=record, resume=True, max_keep_ckpts=2).train()
+    assert sorted(record.losses) == [3, 4, 5]
+
+
+def test_empty_last_checkpoint(two_checkpoints, warnings_log):
+    (two_checkpoints / 'last_checkpoint').write_text('')
+    choice = find_resumable_checkpoint(str(two_checkpoints))
+    assert choice.path == str(two_checkpoints / 'iter_4.pth')
+    assert any('last_checkpoint' in m and 'empty' in m for m in warnings_log)
+
+
+def test_nothing_to_resume(tmp_path):
+    assert find_resumable_checkpoint(str(tmp_path)) is None
+    (tmp_path / 'last_checkpoint').write_text('')
+    assert find_resumable_checkpoint(str(tmp_path)) is None
+    record = Record()
+    make_runner(tmp_path, max_iters=2, record=record, resume=True).train()
+    assert sorted(record.losses) == [1, 2]
+
+
+def test_no_loadable_checkpoint_is_an_error(two_checkpoints):
+    for name in ('iter_2.pth', 'iter_4.pth'):
+        _truncate(two_checkpoints / name)
+    with pytest.raises(RuntimeError, match='no checkpoint .* can be loaded') as err:
+        find_resumable_checkpoint(str(two_checkpoints))
+    assert 'iter_2.pth' in str(err.value) and 'iter_4.pth' in str(err.value)
+
+
+def test_train_py_resume_resolution(two_checkpoints, tmp_path):
+    from tool_loader import load_tool
+    train = load_tool('train')
+    (two_checkpoints / 'iter_4.pth').write_bytes(b'')
+    cfg = Config(dict(work_dir=str(two_checkpoints), randomness=dict(seed=None)))
+    train.resolve_resume(cfg, 'auto')
+    assert cfg.resume and cfg.load_from == str(two_checkpoints / 'iter_2.pth')
+    assert cfg.randomness.seed == 0  # the interrupted run's seed, for the data loaders
+    with pytest.raises(ValueError, match='iter_4.pth: empty file'):
+        train.resolve_resume(cfg, str(two_checkpoints / 'iter_4.pth'))
+    cfg = Config(dict(work_dir=str(tmp_path / 'empty')))
+    train.resolve_resume(cfg, 'auto')
+    assert cfg.resume is False and cfg.load_from is None
+
+
+# --- non-finite loss ---------------------------------------------------------------------
+
+
+class NaNAt(Hook):
+    """Makes the loss of one iteration NaN (a patched loss)."""
+
+    def __init__(self, iteration, value=float('nan')):
+        self.iteration, self.value = iteration, value
+
+    def before_train_iter(self, runner, batch_idx, data_batch=None):
+        if runner.iter + 1 == self.iteration:
+            data_batch['labels'][0] = self.value
+
+
+@pytest.mark.parametrize('value', [float('nan'), float('inf')])
+def test_non_finite_loss_stops_training(tmp_path, value):
+    finite = dict(type='FiniteLossHook')
+    runner = make_runner(tmp_path, interval=1, finite=finite, extra_hooks=[NaNAt(3, value)])
+    with pytest.raises(NonFiniteLossError, match=r'iteration 3: loss=(nan|inf)') as err:
+        runner.train()
+    assert 'last checkpoint: ' + str(tmp_path / 'iter_2.pth') in str(err.value)
+    # raised before the checkpoint hook: the weights after the bad step are not saved
+    assert not (tmp_path / 'iter_3.pth').exists()
+    assert (tmp_path / 'last_checkpoint').read_text().endswith('iter_2.pth')
+
+
+def test_non_finite_loss_huge_learning_rate(tmp_path):
+    runner = make_runner(tmp_path, max_iters=200, interval=1000, optimizer='SGD', lr=1e6,
+                         finite=dict(type='FiniteLossHook'))
+    with pytest.raises(NonFiniteLossError, match=r'non-finite loss at iteration \d+: loss='):
+        runner.train()
+    assert runner.iter < 199
+
+
+def test_non_finite_loss_warn(tmp_path, warnings_log):
+    runner = make_runner(tmp_path, max_iters=4, finite=dict(type='FiniteLossHook',
+                                                            action='warn'),
+                         extra_hooks=[NaNAt(2)])
+    warnings_log.attach()
+    runner.train()
+    assert runner.iter == 4
+    assert any('non-finite loss at iteration 2: loss=nan' in m for m in warnings_log)
+
+
+def test_finite_loss_hook_arguments():
+    with pytest.raises(ValueError, match="action must be 'raise' or 'warn'"):
+        FiniteLossHook(action='skip')
+    with pytest.raises(ValueError, match='interval'):
+        FiniteLossHook(interval=0)
+
+
+# --- every shipped config uses the hooks -------------------------------------------------
+
+CONFIGS = sorted(glob.glob(osp.join(REPO, 'configs', '*.py')))
+
+
+def test_configs_found():
+    assert len(CONFIGS) >= 20
+
+
+@pytest.mark.parametrize('config', CONFIGS, ids=[osp.basename(c) for c in CONFIGS])
+def test_config_uses_safe_checkpoint_and_finite_loss(config):
+    cfg = Config.fromfile(config)
+    hooks = cfg.default_hooks
+    assert hooks.checkpoint.type == 'SafeCheckpointHook', hooks.checkpoint
+    assert hooks.check_finite_loss.type == 'FiniteLossHook'
+    assert hooks.check_finite_loss.action == 'raise'
+    assert isinstance(HOOKS.build(dict(hooks.checkpoint)), SafeCheckpointHook)
+    assert isinstance(HOOKS.build(dict(hooks.check_finite_loss)), FiniteLossHook)
