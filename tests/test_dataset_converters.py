@@ -256,3 +256,23 @@ def test_layout_check_missing_and_partial(tmp_path):
     assert len(problems) == 2
     assert '1 of the 3 images' in problems[0] and 'ADE_val_00000002.png' in problems[0]
     assert '3 images in' in problems[1] and '2000' in problems[1]
+
+
+def test_check_datasets_tool(tmp_path, capsys):
+    """tools/misc/check_datasets.py on the PC-459 config: MISSING with the expected path
+    before the conversion, ok after it (paths relocated with --data-root)."""
+    check = load_tool('misc/check_datasets')
+    cfg = osp.join(REPO, 'configs', 'san_vitb16_pc-459.py')
+    data = tmp_path / 'data'
+    os.makedirs(data)
+    phases = [('2008_000003', 'val'), ('2008_000007', 'val')]
+    voc, mat_dir, json_path, _ = _make_pcontext(data, phases)
+    args = [cfg, '--split', 'val', '--data-root', str(data)]
+    assert check.main(args) == 1
+    out = capsys.readouterr().out
+    assert 'MISSING' in out and 'ImageSets/SegmentationContext/val.txt not found' in out
+    assert pc459.main([str(voc), str(mat_dir), '--json', str(json_path)]) == 0
+    capsys.readouterr()
+    assert check.main(args) == 0
+    out = capsys.readouterr().out
+    assert ': ok' in out and 'san_vitb16_pc-459:val' in out and '1 of 1 datasets ready' in out

@@ -69,8 +69,14 @@ def main(argv=None) -> int:
     configs = args.configs or sorted(
         p for p in glob.glob(osp.join(REPO_ROOT, 'configs', '*.py')) if 'synthetic' not in p)
     found = OrderedDict()  # description -> (dataset cfg, [config names])
+    unreadable = 0
     for path in configs:
-        cfg = Config.fromfile(path)
+        try:
+            cfg = Config.fromfile(path)
+        except Exception as e:  # noqa: BLE001  (a broken config must not hide the others)
+            unreadable += 1
+            print(f'{path}: cannot be read ({type(e).__name__}: {str(e)[:200]})')
+            continue
         loaders = {k: v for k, v in LOADERS.items() if k in args.split}
         sub = {v: cfg.get(v) for v in loaders.values() if cfg.get(v)}
         for key, ds in unique_datasets(sub):
@@ -86,7 +92,7 @@ def main(argv=None) -> int:
         print('    used by ' + ', '.join(users))
     print(f'{len(found) - missing} of {len(found)} datasets ready'
           + (' (docs/datasets.md says how to prepare the others)' if missing else ''))
-    return 1 if missing else 0
+    return 1 if missing or unreadable else 0
 
 
 if __name__ == '__main__':
