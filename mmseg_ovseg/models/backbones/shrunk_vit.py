@@ -10,25 +10,28 @@ residual identity is the down-sampled queries. All later layers then run on 1/4 
 pretrained weights; only its inputs change.
 
 This is mmseg's own :class:`~mmseg.models.backbones.VisionTransformer` (same modules and
-checkpoint keys) with a forward that applies QD; it does not redefine the ViT.
+checkpoint keys, through :class:`StrictVisionTransformer`, whose ``init_cfg`` pretrained load
+reports keys that do not fit) with a forward that applies QD; it does not redefine the ViT.
 """
 import torch
 from torch import Tensor
 
-from mmseg.models.backbones import VisionTransformer
 from mmseg.registry import MODELS
+
+from .strict_vit import StrictVisionTransformer
 
 
 @MODELS.register_module()
-class ShrunkVisionTransformer(VisionTransformer):
+class ShrunkVisionTransformer(StrictVisionTransformer):
     """mmseg ``VisionTransformer`` with query-based down-sampling at layer ``shrink_idx``.
 
     Args:
         shrink_idx (int): 0-based index of the layer that down-samples (official: 8 for ViT-L,
             i.e. the 9th layer). Must be in ``[0, num_layers)``.
-        **kwargs: :class:`VisionTransformer` arguments. As in the official code the class
-            token (if ``with_cls_token``) is dropped at the QD layer; ``output_cls_token`` is
-            not supported.
+        **kwargs: :class:`StrictVisionTransformer` (mmseg ``VisionTransformer``) arguments,
+            e.g. ``patch_bias=True`` for official SegViT / mmseg 0.x checkpoints. As in the
+            official code the class token (if ``with_cls_token``) is dropped at the QD layer;
+            ``output_cls_token`` is not supported.
 
     Forward: ``(B, 3, H, W)`` -> tuple of ``(B, C, h_i, w_i)`` maps at ``out_indices``; maps of
     layers before ``shrink_idx`` have the patch grid ``(h, w)``, later ones
