@@ -1,9 +1,10 @@
 # SegViT ViT-L/16 on ADE20K-150, the official recipe (zbwxp/SegVit
 # configs/segvit/segvit_vit-l_jax_640x640_160k_ade20k.py). README: 54.6 mIoU single-scale,
 # 55.2 multi-scale, 637.9 GFLOPs.
-# - backbone: mmseg VisionTransformer ViT-L/16 (24 layers, 1024 wide, 16 heads), Segmenter's
-#   IN-21k "jax" weights converted by mmseg, drop_path 0.3, no class token, no final norm;
-#   levels out_indices (7, 15, 23) (layers 8, 16, 24);
+# - backbone: mmseg VisionTransformer ViT-L/16 (24 layers, 1024 wide, 16 heads) with the patch
+#   embedding bias of mmseg 0.x (patch_bias=True), Segmenter's IN-21k "jax" weights converted
+#   by mmseg, drop_path 0.3, no class token, no final norm; levels out_indices (7, 15, 23)
+#   (layers 8, 16, 24);
 # - ATM head: embed 512 (= 1024 // 2), 16 heads, 3 ATM layers per level;
 # - ATM loss: CE 1 (no object 0.1), focal 20, dice 1, on every level (deep supervision);
 # - AdamW lr 2e-5, weight decay 0.01, head lr x10, no decay on norms ('norm'/'ln'), no layer
@@ -29,9 +30,11 @@ model = dict(
     type='EncoderDecoder',
     data_preprocessor=data_preprocessor,
     backbone=dict(
-        type='VisionTransformer',
+        # mmseg's VisionTransformer; its pretrained load fails on keys that do not fit
+        type='StrictVisionTransformer',
         img_size=crop_size,
         patch_size=16,
+        patch_bias=True,  # mmseg 0.x (official) patch embedding has a bias; 1.x default: none
         in_channels=3,
         embed_dims=1024,
         num_layers=24,
@@ -46,7 +49,10 @@ model = dict(
         final_norm=False,
         interpolate_mode='bicubic',
         init_cfg=dict(type='Pretrained',
-                      checkpoint='pretrain/vit_large_p16_384_20220308-d4efb41d.pth')),
+                      checkpoint='pretrain/vit_large_p16_384_20220308-d4efb41d.pth',
+                      # Segmenter's final norm (timm 'norm.' -> 'ln1.'): unused without
+                      # final_norm; any other key that does not fit is an error
+                      ignore_unexpected=['ln1.'])),
     decode_head=dict(
         type='ATMHead',
         in_channels=1024,

@@ -184,3 +184,54 @@ def test_load_from_round_trip(trained, tmp_path):
     for (name, a), (_, b) in zip(runner.model.state_dict().items(),
                                  first.model.state_dict().items()):
         assert torch.equal(a, b), name
+
+
+# ---------------------------------------------------------------- mmseg_ovseg.utils.strict_load
+def _bn_net():
+    return nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3), nn.Linear(3, 2))
+
+
+def test_compare_state_dict_lists_missing_unexpected_and_misshaped():
+    from mmseg_ovseg.utils.strict_load import compare_state_dict
+    net = _bn_net()
+    state = dict(net.state_dict())
+    assert not compare_state_dict(net, state)
+    del state['2.bias'], state['1.num_batches_tracked']  # the BN counter may be absent
+    state['0.weight'] = torch.zeros(5, 4)
+    state['3.weight'] = torch.zeros(1)
+    found = compare_state_dict(net, state)
+    assert found.missing == ['2.bias'] and found.unexpected == ['3.weight']
+    assert found.mismatched == [('0.weight', (5, 4), (3, 4))]
+    text = found.describe()
+    assert 'missing in the checkpoint (1): 2.bias' in text
+    assert 'unexpected (not in the model) (1): 3.weight' in text
+    assert 'wrong shape (1): 0.weight (checkpoint [5, 4] vs model [3, 4])' in text
+    # known non-fitting keys, by prefix; a module's state dict works as the target too
+    assert not compare_state_dict(net.state_dict(), {**net.state_dict(), '3.weight': 0},
+                                  ignore_unexpected='3.')
+    assert not compare_state_dict(net, {k: v for k, v in net.state_dict().items()
+                                        if not k.startswith('2.')}, ignore_missing=['2.'])
+    many = compare_state_dict(net, {f'extra{i}': torch.zeros(1) for i in range(25)})
+    assert many.describe().count('extra') == 20 and '... and 5 more' in many.describe()
+
+
+def test_load_state_dict_checked_error_leaves_module_untouched_warn_loads_the_rest():
+    from mmseg_ovseg.utils.strict_load import StateDictMismatchError, load_state_dict_checked
+    net, src = _bn_net(), _bn_net()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    state = dict(src.state_dict())
+    state['2.weight'] = torch.zeros(7, 3)
+    state['foo'] = torch.zeros(1)
+    with pytest.raises(StateDictMismatchError, match=r'my.pth does not fit Sequential') as e:
+        load_state_dict_checked(net, state, 'my.pth')
+    assert "2.weight (checkpoint [7, 3] vs model [2, 3])" in str(e.value) and 'foo' in str(e.value)
+    for key, value in net.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    with pytest.warns(UserWarning, match=r'foo') as record:
+        found = load_state_dict_checked(net, state, 'my.pth', on_mismatch='warn')
+    assert '2.weight' in str(record[0].message) and found.unexpected == ['foo']
+    for key, value in net.state_dict().items():
+        expected = before[key] if key == '2.weight' else src.state_dict()[key]
+        assert torch.equal(value, expected), key
+    with pytest.raises(ValueError, match='on_mismatch'):
+        load_state_dict_checked(net, state, 'my.pth', on_mismatch='quiet')

@@ -17,7 +17,12 @@ Key mapping (official -> ours):
   above;
 - dropped: the loss buffers ``*.loss_decode.*`` (``criterion.empty_weight``).
 
-Any other key is an error. Usage::
+Any other key is an error, and so is an incomplete official layout: the ViT's class token,
+position embedding, patch projection weight **and bias** (mmseg 0.x always builds it; build
+our model with ``patch_bias=True``, as the SegViT configs do), every key of every encoder
+layer ``0..L-1`` and of every ATM / QU decoder layer, the class queries and class head.
+``--config`` (shared converter option) checks that the result loads strictly into a config's
+model. Usage::
 
     python tools/model_converters/segvit2ovseg.py official.pth converted.pth
 """
@@ -82,9 +87,75 @@ def _qu_key(name: str) -> str:
     return f'{"decoders" if kind == "decoder" else kind}.{n}.{rest}'
 
 
+# Per-layer keys of the official modules (mmseg 0.x ViT layer, TPN_DecoderLayer of the ATM
+# decoders, torch TransformerDecoderLayer of the QU decoders).
+_VIT_LAYER_KEYS = tuple(
+    f'{m}.{p}' for m in ('ln1', 'ln2', 'attn.attn.out_proj', 'ffn.layers.0.0', 'ffn.layers.1')
+    for p in ('weight', 'bias')) + ('attn.attn.in_proj_weight', 'attn.attn.in_proj_bias')
+_TORCH_DEC_COMMON = tuple(
+    f'{m}.{p}' for m in ('self_attn.out_proj', 'linear1', 'linear2', 'norm1', 'norm2', 'norm3')
+    for p in ('weight', 'bias')) + ('self_attn.in_proj_weight', 'self_attn.in_proj_bias')
+_ATM_DEC_KEYS = _TORCH_DEC_COMMON + tuple(
+    f'multihead_attn.{m}.{p}' for m in ('q', 'k', 'v', 'proj') for p in ('weight', 'bias'))
+_QU_DEC_KEYS = _TORCH_DEC_COMMON + (
+    'multihead_attn.in_proj_weight', 'multihead_attn.in_proj_bias',
+    'multihead_attn.out_proj.weight', 'multihead_attn.out_proj.bias')
+_VIT_KEYS = ('cls_token', 'pos_embed', 'patch_embed.projection.weight',
+             'patch_embed.projection.bias')
+
+
+def _indices(state, prefix: str, pattern: str):
+    """Sorted indices ``i`` of keys ``prefix + pattern.format(i) + ...``."""
+    found = set()
+    rx = re.compile(re.escape(prefix) + pattern.replace('{}', r'(\d+)') + r'(\.|$)')
+    for key in state:
+        m = rx.match(key)
+        if m:
+            found.add(int(m.group(1)))
+    return sorted(found)
+
+
+def _stack_keys(state, prefix: str, layer_keys):
+    """Expected keys of a layer stack ``prefix<i>.<layer key>``, i = 0..max found."""
+    idx = _indices(state, prefix, '{}')
+    if not idx:
+        return [f'{prefix}0.{k}' for k in layer_keys]  # the whole stack is missing
+    return [f'{prefix}{i}.{k}' for i in range(idx[-1] + 1) for k in layer_keys]
+
+
+def missing_official_keys(state: Dict[str, torch.Tensor], shrunk: bool):
+    """Keys an official SegViT (``shrunk``: SegViT-Shrunk) state dict must have but lacks."""
+    need = ['backbone.' + k for k in _VIT_KEYS]
+    need += _stack_keys(state, 'backbone.layers.', _VIT_LAYER_KEYS)
+    heads = [('decode_head.atm.' if shrunk else 'decode_head.', _ATM_DEC_KEYS, not shrunk)]
+    if shrunk:  # TPNATMHead's own (QU) part
+        heads.append(('decode_head.', _QU_DEC_KEYS, True))
+    for head, layer_keys, proj in heads:
+        need += [head + 'q.weight']
+        if layer_keys is _ATM_DEC_KEYS:
+            need += [head + 'class_embed.weight', head + 'class_embed.bias']
+        stages = _indices(state, head, 'decoder_{}') or [1]
+        for n in range(1, stages[-1] + 1):
+            if proj:
+                need += [f'{head}{m}_{n}.{p}' for m in ('input_proj', 'proj_norm')
+                         for p in ('weight', 'bias')]
+            need += _stack_keys(state, f'{head}decoder_{n}.layers.', layer_keys)
+    return [k for k in need if k not in state]
+
+
 def convert_segvit(state: Dict[str, torch.Tensor]) -> 'OrderedDict[str, torch.Tensor]':
-    """Map an official SegViT / SegViT-Shrunk state dict to mmseg-ovseg keys (module doc)."""
+    """Map an official SegViT / SegViT-Shrunk state dict to mmseg-ovseg keys (module doc).
+
+    Raises:
+        KeyError: naming keys that are not in the official layouts, or official keys that are
+            missing (e.g. ``backbone.patch_embed.projection.bias``).
+    """
     shrunk = any(k.startswith('decode_head.atm.') for k in state)
+    missing = missing_official_keys(state, shrunk)
+    if missing:
+        raise KeyError(f'{len(missing)} keys of the official SegViT{"-Shrunk" if shrunk else ""} '
+                       f'layout are missing: {missing[:10]}'
+                       + (f' ... and {len(missing) - 10} more' if len(missing) > 10 else ''))
     out, unknown = OrderedDict(), []
     for key, value in state.items():
         if key.startswith('backbone.'):
