@@ -15,9 +15,6 @@ _base_ = ['mmseg::_base_/datasets/ade20k.py', '_base_/default_runtime.py']
 crop_size = (512, 512)
 num_classes = 150
 clip_pretrained = 'pretrained/RN50.pt'
-# OpenAI's RN50 (and the official text encoder) use QuickGELU in the text transformer; open_clip's
-# plain 'RN50' would build nn.GELU (the builder refuses OpenAI weights for it).
-clip_model = 'RN50-quickgelu'
 norm_cfg = dict(type='SyncBN', requires_grad=True)
 
 data_preprocessor = dict(
@@ -35,7 +32,9 @@ model = dict(
     vocabulary='ade150',  # raw class names (no template), each <= 3 BPE tokens
     backbone=dict(
         type='CLIPResNetWithAttention',
-        clip_model=clip_model,
+        # OpenAI's RN50 and the official text encoder use QuickGELU; open_clip's plain 'RN50'
+        # builds nn.GELU in the text tower (the CLIP loader refuses OpenAI weights for it)
+        clip_model='RN50-quickgelu',
         pretrained=clip_pretrained,
         input_resolution=512,  # attnpool position grid 7x7 -> 16x16 at load, as official
         out_indices=(0, 1, 2, 3),
@@ -43,7 +42,7 @@ model = dict(
         frozen=False),
     text_encoder=dict(
         type='ContextCLIPTextEncoder',
-        clip_model=clip_model,
+        clip_model='RN50-quickgelu',
         pretrained=clip_pretrained,
         num_contexts=8,
         context_length=13,  # [SOT, 8 contexts, <= 3 name tokens, EOT]
