@@ -16,6 +16,7 @@ from mmseg.structures import SegDataSample
 
 import mmseg_ovseg  # noqa: F401  (registers everything)
 from mmseg_ovseg.models.necks.context_decoder import ContextDecoder
+from official_fixtures import official_keys, random_official_state
 from tool_loader import load_tool
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -288,6 +289,12 @@ def test_vit_backbone_is_accepted():
 
 
 # ---------------------------------------------------------------- converter
+# The official checkpoints as recorded facts: tests/fixtures/official/denseclip_{r50,r101,
+# vit-b}.json hold the official segmentors' state-dict keys and shapes (dumped by running the
+# official code, see their "source"), filled here with random values.
+R50_CFG = osp.join(REPO, 'configs', 'denseclip_fpn_r50_ade20k-512x512.py')
+
+
 def _converter():
     return load_tool('model_converters/denseclip2ovseg')
 
@@ -311,59 +318,123 @@ def _official_name(key: str) -> str:
     return key
 
 
-def _official_state(model, text_rows=9):
-    g = torch.Generator().manual_seed(3)
-    out = {}
-    for key, value in model.state_dict().items():
-        if key.endswith('num_batches_tracked'):
-            out[_official_name(key)] = value.clone()
-            continue
-        value = torch.randn(value.shape, generator=g)
-        if key == 'text_encoder.contexts':
-            value = value[None]  # official (1, N, W)
-        if key == 'text_encoder.positional_embedding':
-            value = value[:text_rows]  # official tower keeps only context_length rows
-        out[_official_name(key)] = value
-    return out
+def shipped_model(config, **model_overrides):
+    """The segmentor of a shipped config, no CLIP files (``pretrained=None``), built on the
+    meta device (shapes only: a converted checkpoint is then loaded with ``assign=True``)."""
+    cfg = Config.fromfile(config)
+    cfg.model.backbone.pretrained = cfg.model.text_encoder.pretrained = None
+    for path, value in model_overrides.items():
+        node = cfg.model
+        *parents, leaf = path.split('.')
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
+    init_default_scope('mmseg')
+    with torch.device('meta'):
+        return MODELS.build(cfg.model)
 
 
-def test_converter_roundtrip_without_missing_or_unexpected(tmp_path):
-    conv = _converter()
-    # 512 input: the attnpool position embedding has 1 + 16*16 = 257 rows, as official.
-    model = _model(backbone=dict(type='CLIPResNetWithAttention', clip_model=TINY,
-                                 input_resolution=512))
-    official = _official_state(model)
-    assert official['backbone.attnpool.positional_embedding'].shape[0] == 257
-    assert 'contexts' in official and 'gamma' in official
-    assert any(k.startswith('context_decoder.decoder.0.mlp.') for k in official)
-    assert not any('.visual.' in k for k in official)
-    src = tmp_path / 'official.pth'
-    torch.save(dict(state_dict=official, meta=dict(iter=80000)), src)
-    dst = tmp_path / 'out' / 'converted.pth'
-    conv.main([str(src), str(dst)])
-    state = torch.load(dst, weights_only=True)['state_dict']
-    result = model.load_state_dict(state, strict=True)
+def convert_official_into(name, model, seed=0):
+    """Official ``name`` layout with random values -> converter -> strict load into ``model``.
+    Returns the official state."""
+    official = random_official_state(name, seed=seed)
+    converted = _converter().convert_denseclip(official)
+    result = model.load_state_dict(converted, strict=True, assign=True)
     assert not result.missing_keys and not result.unexpected_keys
-    assert torch.equal(model.text_encoder.contexts, official['contexts'][0])
-    assert torch.equal(model.context_decoder.gamma, official['gamma'])
-    lay = model.context_decoder.layers[1]
-    assert torch.equal(lay.cross_attn.out_proj.weight,
-                       official['context_decoder.decoder.1.cross_attn.proj.weight'])
-    assert torch.equal(lay.ffn[3].bias, official['context_decoder.decoder.1.mlp.3.bias'])
-    assert torch.equal(model.backbone.visual.attnpool.positional_embedding,
-                       official['backbone.attnpool.positional_embedding'])
-    pos = model.text_encoder.positional_embedding
-    assert pos.shape[0] == 77 and torch.equal(
-        pos[:9], official['text_encoder.positional_embedding'])
-    assert not pos[9:].any()
-    # the converted model runs
+    return official
+
+
+def check_values_landed(model, official, text_rows=13):
+    """Every tensor of ``model`` is the official one under its official name; the documented
+    transforms only where the converter makes them."""
+    state = model.state_dict()
+    assert len(state) == len(official)  # one to one: nothing dropped, nothing invented
+    for key, value in state.items():
+        src = official[_official_name(key)]
+        if key == 'text_encoder.contexts':
+            src = src[0]  # official (1, N, W)
+        elif key == 'text_encoder.positional_embedding':
+            assert value.shape[0] == 77 and not value[text_rows:].any()  # zero padding
+            value = value[:text_rows]
+        elif key == 'backbone.visual.positional_embedding':
+            # ViT: the official CLS token's second class embedding, folded into its row
+            src = torch.cat([src[:1] + official['backbone.class_embedding'], src[1:]])
+        assert torch.equal(value, src), key
+
+
+def test_converter_official_r50_into_the_shipped_config():
+    keys = official_keys('denseclip_r50')
+    assert keys['backbone.attnpool.positional_embedding'] == [1 + 16 * 16, 2048]
+    assert keys['text_encoder.positional_embedding'] == [13, 512]
+    assert keys['contexts'] == [1, 8, 512] and keys['gamma'] == [1024]
+    model = shipped_model(R50_CFG)
+    official = convert_official_into('denseclip_r50', model)
+    check_values_landed(model, official)
+
+
+def test_converter_official_r101_into_the_r50_config_with_rn101_towers():
+    """No RN101 config ships yet: the RN50 config with RN101 towers (official
+    denseclip_fpn_res101_512x512_80k.py: layers [3, 4, 23, 3], 512-d embeddings)."""
+    keys = official_keys('denseclip_r101')
+    assert keys['gamma'] == [512] and keys['text_encoder.text_projection'] == [512, 512]
+    assert 'backbone.layer3.22.conv1.weight' in keys
+    model = shipped_model(R50_CFG, **{'backbone.clip_model': 'RN101-quickgelu',
+                                      'text_encoder.clip_model': 'RN101-quickgelu',
+                                      'context_decoder.visual_dim': 512})
+    official = convert_official_into('denseclip_r101', model, seed=1)
+    check_values_landed(model, official)
+
+
+def _small_official(**extra):
+    """The smallest official-layout state the converter accepts, with hand values."""
+    state = {
+        'contexts': torch.arange(6.).view(1, 3, 2),
+        'gamma': torch.full((4, ), 1e-4),
+        'text_encoder.positional_embedding': torch.tensor([[1., 2.], [3., 4.]]),
+    }
+    state.update(extra)
+    return state
+
+
+def test_converter_hand_values_text_positions_contexts_gamma():
+    out = _converter().convert_denseclip(_small_official(), text_positions=4)
+    assert torch.equal(out['text_encoder.contexts'], torch.tensor([[0., 1.], [2., 3.],
+                                                                   [4., 5.]]))
+    assert torch.equal(out['text_encoder.positional_embedding'],
+                       torch.tensor([[1., 2.], [3., 4.], [0., 0.], [0., 0.]]))
+    assert torch.equal(out['context_decoder.gamma'], torch.full((4, ), 1e-4))
+    with pytest.raises(ValueError, match='more than --text-positions'):
+        _converter().convert_denseclip(_small_official(), text_positions=1)
+
+
+def test_load_time_attnpool_grid_resize_hand_values(tmp_path):
+    """Official CLIPResNetWithAttention.init_weights: CLIP's attnpool grid resized bilinearly
+    (align_corners=False) to input_resolution // 32 once at load, the mean-token row kept.
+    A 2x2 grid [[0, 4], [8, 12]] at 4x4 samples rows/columns at 0, 1/4, 3/4, 1 of the way:
+    value = 8 * row + 4 * column."""
+    from mmseg_ovseg.clip.builder import create_clip
+    clip = create_clip(TINY)  # image_size 64: a 2x2 grid
     with torch.no_grad():
-        assert model.eval()._forward(torch.randn(1, 3, 64, 64)).shape[1] == K
+        pos = clip.visual.attnpool.positional_embedding  # (1 + 4, 256)
+        pos.zero_()
+        pos[0] = 7.
+        pos[1:, 0] = torch.tensor([0., 4., 8., 12.])
+    torch.save(clip.state_dict(), tmp_path / 'clip.pt')
+    backbone = MODELS.build(dict(type='CLIPResNetWithAttention', clip_model=TINY,
+                                 pretrained=str(tmp_path / 'clip.pt'), input_resolution=128))
+    got = backbone.visual.attnpool.positional_embedding
+    expected = torch.tensor([[0., 1., 3., 4.], [2., 3., 5., 6.], [6., 7., 9., 10.],
+                             [8., 9., 11., 12.]]).flatten()
+    assert got.shape == (1 + 16, 256)
+    assert torch.equal(got[0], torch.full((256, ), 7.))
+    torch.testing.assert_close(got[1:, 0], expected)
+    assert not got[1:, 1:].any()
 
 
 def test_converter_rejects_foreign_keys_and_writes_nothing(tmp_path, capsys):
     conv = _converter()
-    official = _official_state(_model())
+    official = {k: torch.empty(v, device='meta')
+                for k, v in official_keys('denseclip_r50').items()}
     with pytest.raises(KeyError, match='backbone.fpn1.0.weight'):
         conv.convert_denseclip({**official, 'backbone.fpn1.0.weight': torch.zeros(1)})
     with pytest.raises(KeyError, match='context_decoder.decoder.0.foo'):
@@ -371,12 +442,22 @@ def test_converter_rejects_foreign_keys_and_writes_nothing(tmp_path, capsys):
     with pytest.raises(KeyError, match='gamma'):
         conv.convert_denseclip({k: v for k, v in official.items() if k != 'gamma'})
     src = tmp_path / 'bad.pth'
-    torch.save({**official, 'extra.weight': torch.zeros(1)}, src)
+    torch.save({**_small_official(), 'extra.weight': torch.zeros(1)}, src)
     dst = tmp_path / 'never.pth'
     assert conv.main([str(src), str(dst)]) == 1  # the CLI: exit 1 and the key named
     err = capsys.readouterr().err
     assert err.startswith('error:') and 'extra.weight' in err and 'Traceback' not in err
     assert not dst.exists() and [p.name for p in tmp_path.iterdir()] == ['bad.pth']
+
+
+def test_converter_cli_writes_a_loadable_checkpoint(tmp_path):
+    src, dst = tmp_path / 'official.pth', tmp_path / 'out' / 'converted.pth'
+    torch.save(dict(state_dict=_small_official(), meta=dict(iter=80000)), src)
+    assert _converter().main([str(src), str(dst)]) == 0
+    state = torch.load(dst, weights_only=True)['state_dict']
+    assert set(state) == {'text_encoder.contexts', 'context_decoder.gamma',
+                          'text_encoder.positional_embedding'}
+    assert state['text_encoder.positional_embedding'].shape == (77, 2)
 
 
 # ---------------------------------------------------------------- configs

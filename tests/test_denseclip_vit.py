@@ -15,7 +15,9 @@ from mmseg.registry import MODELS
 
 import mmseg_ovseg  # noqa: F401  (registers everything)
 from mmseg_ovseg.models.necks import FPNAdapter
-from test_denseclip import _official_name, _quiet  # noqa: F401  (autouse fixture)
+from official_fixtures import official_keys
+from test_denseclip import (_official_name, _quiet, _small_official,  # noqa: F401
+                            check_values_landed, convert_official_into, shipped_model)
 from test_denseclip import _samples as _denseclip_samples
 from tool_loader import load_tool
 
@@ -277,28 +279,40 @@ def test_ade20k_vit_config_follows_the_official_recipe_and_counts_params():
 
 
 # ---------------------------------------------------------------- converter
-def _official_vit_state(model, text_rows=13):
-    g = torch.Generator().manual_seed(5)
-    out = {}
-    for key, value in model.state_dict().items():
-        if key.endswith('num_batches_tracked'):
-            out[_official_name(key)] = torch.tensor(7)
-            continue
-        value = torch.randn(value.shape, generator=g)
-        if key.endswith('running_var'):
-            value = value.abs() + 0.5
-        if key == 'text_encoder.contexts':
-            value = value[None]  # official (1, N, W)
-        if key == 'text_encoder.positional_embedding':
-            value = value[:text_rows]
-        out[_official_name(key)] = value
-    out['decode_head.loss_decode.class_weight'] = torch.ones(1)  # dropped by the converter
-    return out
+def test_converter_official_vit_b_into_the_shipped_config():
+    """Official denseclip_fpn_vit-b_640x640_80k.py checkpoint layout (recorded fixture) ->
+    converter -> strict load into configs/denseclip_fpn_vit-b16_ade20k-640x640.py."""
+    keys = official_keys('denseclip_vit-b')
+    assert keys['backbone.positional_embedding'] == [1 + 40 * 40, 768]
+    assert keys['backbone.fpn1.2.running_var'] == [768] and keys['backbone.fpn3.weight'] == [768]
+    assert keys['text_encoder.positional_embedding'] == [13, 512] and keys['gamma'] == [512]
+    model = shipped_model(ADE_CFG)
+    official = convert_official_into('denseclip_vit-b', model, seed=2)
+    check_values_landed(model, official)
+
+
+def test_converter_folds_the_official_second_class_embedding_hand_values():
+    """Official forward: CLS token = class_embedding + (pos[0] + class_embedding); open_clip's
+    = class_embedding + pos[0]. The converter adds class_embedding to pos[0] once."""
+    state = _small_official(**{
+        'backbone.class_embedding': torch.tensor([1., 2.]),
+        'backbone.positional_embedding': torch.tensor([[10., 20.], [3., 4.], [5., 6.]]),
+        'backbone.ln_pre.weight': torch.ones(2),
+    })
+    out = load_tool('model_converters/denseclip2ovseg').convert_denseclip(state)
+    assert torch.equal(out['backbone.visual.positional_embedding'],
+                       torch.tensor([[11., 22.], [3., 4.], [5., 6.]]))
+    assert torch.equal(out['backbone.visual.class_embedding'], torch.tensor([1., 2.]))
+    assert torch.equal(state['backbone.positional_embedding'][0], torch.tensor([10., 20.]))
+    # the CLS token open_clip then builds equals the official one: 2 * c + p0
+    cls_token = out['backbone.visual.class_embedding'] + out['backbone.visual.positional_embedding'][0]
+    assert torch.equal(cls_token, torch.tensor([12., 24.]))
 
 
 def _official_embed(state, x, patch=16):
-    """The official ViT input tokens, written out: the CLS token gets ``class_embedding`` a
-    second time through its position row; the grid is resized bilinearly (identity here)."""
+    """The official ViT input tokens, written out from its forward: the CLS token gets
+    ``class_embedding`` a second time through its position row; the grid is resized
+    bilinearly (identity here)."""
     w = state['backbone.conv1.weight']
     x = F.conv2d(x, w, stride=patch)
     B, C, H, W_ = x.shape
@@ -310,47 +324,55 @@ def _official_embed(state, x, patch=16):
     return F.layer_norm(x, (C, ), state['backbone.ln_pre.weight'], state['backbone.ln_pre.bias'])
 
 
-def test_converter_official_vit_checkpoint(tmp_path):
-    conv = load_tool('model_converters/denseclip2ovseg')
-    model = _tiny_model(image_size=64)  # official grid at a 64 input: 4x4 + CLS
-    official = _official_vit_state(model)
-    assert official['backbone.positional_embedding'].shape == (17, W)
-    assert 'backbone.fpn1.2.running_var' in official and 'backbone.fpn3.weight' in official
-    assert not any(k.startswith(('adapter.', 'backbone.visual.')) for k in official)
-    src, dst = tmp_path / 'official.pth', tmp_path / 'converted.pth'
-    torch.save(dict(state_dict=official, meta=dict(iter=80000)), src)
-    assert conv.main([str(src), str(dst)]) == 0
-    state = torch.load(dst, weights_only=True)['state_dict']
-    result = model.load_state_dict(state, strict=True)
-    assert not result.missing_keys and not result.unexpected_keys
-    sd = model.state_dict()
-    for ours in ('adapter.fpn1.1.weight', 'adapter.fpn1.2.running_var', 'adapter.fpn1.4.bias',
-                 'adapter.fpn2.1.weight', 'adapter.fpn3.weight', 'adapter.fpn4.0.bias',
-                 'backbone.visual.conv1.weight', 'backbone.visual.class_embedding',
-                 'backbone.visual.proj', 'backbone.visual.ln_post.weight',
-                 'backbone.visual.transformer.resblocks.2.attn.in_proj_weight',
-                 'backbone.visual.transformer.resblocks.3.mlp.c_proj.bias',
-                 'context_decoder.layers.1.cross_attn.out_proj.weight', 'neck.fpn_convs.2.conv.bias',
-                 'decode_head.scale_heads.3.2.bn.running_mean'):
-        assert torch.equal(sd[ours], official[_official_name(ours)]), ours
-    assert torch.equal(sd['adapter.fpn1.2.num_batches_tracked'], torch.tensor(7))
-    assert torch.equal(model.text_encoder.contexts, official['contexts'][0])
-    assert torch.equal(model.context_decoder.gamma, official['gamma'])
-    # CLS position row carries the official second class embedding; the grid rows unchanged
-    pos, opos = sd['backbone.visual.positional_embedding'], official['backbone.positional_embedding']
-    assert torch.equal(pos[1:], opos[1:])
-    torch.testing.assert_close(pos[0], opos[0] + official['backbone.class_embedding'])
+def test_converted_vit_tokens_equal_the_official_embedding():
+    """Numbers, at tiny width: random values under the official backbone names (layout as in
+    the fixture test above), converted, give our backbone the official input tokens."""
+    model = _tiny_model(image_size=64)  # a 4x4 grid + CLS
+    g = torch.Generator().manual_seed(5)
+    official = {_official_name(k): torch.randn(v.shape, generator=g)
+                for k, v in model.state_dict().items() if k.startswith('backbone.visual.')}
+    official.update(_small_official())
+    out = load_tool('model_converters/denseclip2ovseg').convert_denseclip(official)
+    backbone = {k[len('backbone.'):]: v for k, v in out.items() if k.startswith('backbone.')}
+    model.backbone.load_state_dict(backbone, strict=True)
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         tokens, hw = model.backbone.embed(x)
-        torch.testing.assert_close(tokens, _official_embed(official, x), rtol=1e-5, atol=1e-5)
-        assert hw == (4, 4)
-        assert model.eval()._forward(x).shape == (2, K, 16, 16)
+    assert hw == (4, 4)
+    torch.testing.assert_close(tokens, _official_embed(official, x), rtol=1e-5, atol=1e-5)
+
+
+def test_load_time_position_grid_resize_hand_values(tmp_path):
+    """Official CLIPVisionTransformer.init_weights: CLIP's 14x14 grid resized bilinearly
+    (align_corners=False) to 40x40 at load, the CLS row kept; ours: pos_grid. Tiny: a 2x2 grid
+    [[0, 4], [8, 12]] at 4x4 is 8 * row + 4 * column at rows/columns 0, 1/4, 3/4, 1."""
+    from mmseg_ovseg.clip.builder import create_clip
+    tiny = dict(embed_dim=8, quick_gelu=True,
+                vision_cfg=dict(image_size=32, layers=1, width=16, head_width=8, patch_size=16),
+                text_cfg=dict(context_length=77, vocab_size=49408, width=8, heads=1, layers=1))
+    clip = create_clip(tiny)
+    with torch.no_grad():
+        pos = clip.visual.positional_embedding  # (1 + 4, 16)
+        pos.zero_()
+        pos[0] = 7.
+        pos[1:, 0] = torch.tensor([0., 4., 8., 12.])
+    torch.save(clip.state_dict(), tmp_path / 'clip.pt')
+    backbone = MODELS.build(dict(type='CLIPVisionTransformer', clip_model=tiny,
+                                 pretrained=str(tmp_path / 'clip.pt'), out_indices=(0, ),
+                                 interpolate_mode='bilinear', pos_grid=(4, 4)))
+    got = backbone.visual.positional_embedding
+    expected = torch.tensor([[0., 1., 3., 4.], [2., 3., 5., 6.], [6., 7., 9., 10.],
+                             [8., 9., 11., 12.]]).flatten()
+    assert got.shape == (1 + 16, 16)
+    assert torch.equal(got[0], torch.full((16, ), 7.))
+    torch.testing.assert_close(got[1:, 0], expected)
+    assert not got[1:, 1:].any()
 
 
 def test_converter_rejects_unknown_vit_keys():
     conv = load_tool('model_converters/denseclip2ovseg')
-    official = _official_vit_state(_tiny_model(image_size=64))
+    official = {k: torch.empty(v, device='meta')
+                for k, v in official_keys('denseclip_vit-b').items()}
     for extra in ('backbone.fpn5.0.weight', 'backbone.fpn1x.weight', 'backbone.proj_extra',
                   'backbone.transformer.foo'):
         with pytest.raises(KeyError, match=extra.replace('.', r'\.')):
