@@ -43,7 +43,9 @@ model = dict(
         normalize_dense=True,
         num_prompt_tokens=4,
         prompt_depth=4,
-        prompt_dropout=0.1),
+        prompt_dropout=0.1,
+        # as the ViT-B configs; acts only on weights loaded through `pretrained` (none here)
+        fold_class_embedding=True),
     text_encoder=dict(
         type='OVCLIPTextEncoder', clip_model=clip_model, pretrained=None, templates='single'),
     decode_head=dict(

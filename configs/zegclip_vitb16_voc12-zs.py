@@ -26,7 +26,9 @@ model = dict(
     type='ZegCLIP',
     data_preprocessor=data_preprocessor,
     vocabulary=vocabulary,
-    templates='single',  # 'a photo of a {}.'
+    # 'a photo of a {}' without a final period: the official VOC text embeddings
+    # (get_embedding.ipynb -> voc12_single.npy) and the official segmentor's default
+    templates='zegclip_voc',
     zero_shot_split=zero_shot_split,
     self_training=False,
     seen_calibration=0.1,
@@ -41,12 +43,17 @@ model = dict(
         num_prompt_tokens=num_prompt_tokens,
         prompt_depth=12,  # the shallow prompt + 11 deep ones (official total_d_layer=11)
         prompt_dropout=0.1,
-        drop_path_rate=0.1,
+        # The official config says drop_path_rate=0.1, but its residual blocks never call
+        # their DropPath: no stochastic depth was applied.
+        drop_path_rate=0.0,
         interpolate_mode='bilinear',  # official position-embedding resize
-        pos_grid=(32, 32)),  # resized once to the 512 crop's grid, as the official backbone
+        pos_grid=(32, 32),  # resized once to the 512 crop's grid, as the official backbone
+        # The official forward adds class_embedding twice to the CLS token (as the token and
+        # to its position row); folded once into the position row of the loaded CLIP weights.
+        fold_class_embedding=True),
     text_encoder=dict(
         type='OVCLIPTextEncoder', clip_model=clip_model, pretrained=clip_pretrained,
-        templates='single'),
+        templates='zegclip_voc'),
     decode_head=dict(
         type='ZegCLIPHead',
         in_channels=512,

@@ -1,7 +1,9 @@
 """ZegCLIP: relationship-descriptor head, non-exclusive loss, zero-shot protocol (label
 mapping, seen-only training text, calibration, pseudo-labels), metric, converter, configs."""
+import json
 import math
 import os.path as osp
+import re
 
 import numpy as np
 import pytest
@@ -17,6 +19,7 @@ from mmseg.structures import SegDataSample
 import mmseg_ovseg  # noqa: F401  (registers everything)
 from mmseg_ovseg.datasets.zero_shot import PSEUDO_LABEL
 from mmseg_ovseg.evaluation.zero_shot_metric import harmonic_iou
+from official_fixtures import FIXTURE_DIR, random_official_state
 from tool_loader import load_tool
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -285,62 +288,183 @@ def _converter():
     return load_tool('model_converters/zegclip2ovseg')
 
 
-def _official_state(model):
-    """A state dict in the official (mmseg 0.x) layout, built from the official module names:
-    VPT backbone with shallow + deep prompt tensors, torch TransformerDecoderLayer-based decoder
-    (with its unused self-attention), the loss criterion's buffer."""
-    out = {}
-    visual = model.backbone.visual.state_dict()
-    for k, v in visual.items():
-        out['backbone.' + k] = torch.randn_like(v)
-    n, d = model.backbone.num_prompt_tokens, model.backbone.width
-    out['backbone.prompt_embeddings'] = torch.randn(1, n, d)
-    out['backbone.deep_prompt_embeddings'] = torch.randn(1, n, d)  # prompt_depth 2 = 1 + 1
-    for k in ('prompt_proj.weight', 'prompt_proj.bias', 'prompt_norm.weight',
-              'prompt_norm.bias'):
-        out['backbone.' + k] = torch.randn_like(model.backbone.state_dict()[k])
-    for k, v in model.text_encoder.state_dict().items():
-        out['text_encoder.' + k] = torch.randn_like(v)
-    dim = model.decode_head.in_channels
-    out['decode_head.q_proj.weight'] = torch.randn(dim, 2 * dim)
-    out['decode_head.q_proj.bias'] = torch.randn(dim)
-    for i in range(len(model.decode_head.layers)):
-        layer = nn.TransformerDecoderLayer(d_model=dim, nhead=2, dim_feedforward=32)
-        del layer.multihead_attn
-        layer.multihead_attn = nn.Module()
-        for name in ('q', 'k', 'v', 'proj'):
-            setattr(layer.multihead_attn, name, nn.Linear(dim, dim))
-        for k, v in layer.state_dict().items():
-            out[f'decode_head.decoder_1.layers.{i}.{k}'] = torch.randn_like(v)
-    out['decode_head.loss_decode.criterion.empty_weight'] = torch.ones(4)
-    return out
+def _official_dropped(key: str) -> bool:
+    """Official keys with no counterpart here: the decoder layers' never-called torch
+    self-attention and its norm1, and the loss criterion's buffer."""
+    return key.startswith('decode_head.loss_decode.') or bool(
+        re.match(r'decode_head\.decoder_1\.layers\.\d+\.(self_attn|norm1)\.', key))
 
 
-def test_converter_maps_official_layout_without_missing_or_unexpected(tmp_path):
+@pytest.mark.parametrize('config,fixture,prompts', [
+    ('zegclip_vitb16_voc12-zs.py', 'zegclip_voc12', 10),
+    ('zegclip_vitb16_coco-stuff-zs.py', 'zegclip_coco', 100),
+])
+def test_converted_official_checkpoint_loads_strictly_into_config(config, fixture, prompts):
+    """The official segmentor's key/shape list (tests/fixtures/official, recorded from the
+    official code), filled with random values, converts and loads strictly into the model the
+    shipped config builds; every official value arrives where the official forward uses it."""
+    official = random_official_state(fixture)
+    assert official['backbone.deep_prompt_embeddings'].shape == (11, prompts, 768)
+    converted = _converter().convert_zegclip(official)
+    cfg = Config.fromfile(osp.join(REPO, 'configs', config))
+    cfg.model.backbone.pretrained = None
+    cfg.model.text_encoder.pretrained = None
+    init_default_scope('mmseg')
+    model = MODELS.build(cfg.model)
+    model.load_state_dict(converted, strict=True)  # raises on missing/unexpected/shape
+
+    # nothing dropped but the official modules that have no use (numbers of values)
+    own = model.state_dict()
+    dropped = sum(v.numel() for k, v in official.items() if _official_dropped(k))
+    assert sum(v.numel() for v in own.values()) == \
+        sum(v.numel() for v in official.values()) - dropped
+    torch.testing.assert_close(
+        own['backbone.prompt_embeddings'],
+        torch.cat([official['backbone.prompt_embeddings'],
+                   official['backbone.deep_prompt_embeddings']]), rtol=0, atol=0)
+    same = {
+        'backbone.visual.conv1.weight': 'backbone.conv1.weight',
+        'backbone.visual.proj': 'backbone.proj',
+        'backbone.visual.transformer.resblocks.11.mlp.c_proj.weight':
+        'backbone.transformer.resblocks.11.mlp.c_proj.weight',
+        'backbone.prompt_proj.weight': 'backbone.prompt_proj.weight',
+        'backbone.prompt_norm.bias': 'backbone.prompt_norm.bias',
+        'text_encoder.token_embedding.weight': 'text_encoder.token_embedding.weight',
+        'text_encoder.text_projection': 'text_encoder.text_projection',
+        'decode_head.query_proj.weight': 'decode_head.q_proj.weight',
+        'decode_head.layers.2.cross_attn.k_proj.bias':
+        'decode_head.decoder_1.layers.2.multihead_attn.k.bias',
+        'decode_head.layers.2.cross_attn.out_proj.weight':
+        'decode_head.decoder_1.layers.2.multihead_attn.proj.weight',
+        'decode_head.layers.0.norm1.weight': 'decode_head.decoder_1.layers.0.norm2.weight',
+        'decode_head.layers.0.norm2.bias': 'decode_head.decoder_1.layers.0.norm3.bias',
+        'decode_head.layers.1.ffn.0.weight': 'decode_head.decoder_1.layers.1.linear1.weight',
+        'decode_head.layers.1.ffn.3.bias': 'decode_head.decoder_1.layers.1.linear2.bias',
+    }
+    for ours, theirs in same.items():
+        assert torch.equal(own[ours], official[theirs]), ours
+
+    # The CLS token entering ln_pre, written as the official VPTCLIPVisionTransformer.forward
+    # builds it: class_embedding + (positional_embedding[0] + class_embedding).
+    cls, pos = official['backbone.class_embedding'], official['backbone.positional_embedding']
+    expected_cls = cls + (pos[0] + cls)
+    backbone = model.backbone.eval()
+    backbone.visual.ln_pre = nn.Identity()
+    with torch.no_grad():
+        tokens, hw = backbone.embed(torch.randn(1, 3, 64, 64))
+    assert hw == (4, 4)
+    torch.testing.assert_close(tokens[0, 0], expected_cls, rtol=0, atol=1e-6)
+    # the patch rows of the position table are the official ones (32 x 32 grid, unchanged)
+    assert torch.equal(own['backbone.visual.positional_embedding'][1:], pos[1:])
+
+
+def test_converter_cls_fold_by_hand_and_errors(tmp_path):
+    """CLS = 2 * class_embedding + positional_embedding[0] after conversion (the official
+    forward's token), pinned with values written out by hand; the CLI path writes the same."""
     conv = _converter()
-    model = _model()
-    official = _official_state(model)
-    assert any('self_attn' in k for k in official)
+    official = {
+        'backbone.class_embedding': torch.tensor([1.0, -2.0, 0.5]),
+        'backbone.positional_embedding': torch.tensor([[10.0, 20.0, 30.0],
+                                                       [1.0, 2.0, 3.0]]),
+    }
     path = tmp_path / 'official.pth'
     torch.save(dict(state_dict=official, meta=dict()), path)
     dst = tmp_path / 'out' / 'converted.pth'
     conv.main([str(path), str(dst)])
     state = torch.load(dst, weights_only=True)['state_dict']
-    result = model.load_state_dict(state, strict=True)
-    assert not result.missing_keys and not result.unexpected_keys
-    torch.testing.assert_close(
-        model.backbone.prompt_embeddings,
-        torch.cat([official['backbone.prompt_embeddings'],
-                   official['backbone.deep_prompt_embeddings']]))
-    lay = model.decode_head.layers[1]
-    pre = 'decode_head.decoder_1.layers.1.'
-    assert torch.equal(lay.cross_attn.q_proj.weight, official[pre + 'multihead_attn.q.weight'])
-    assert torch.equal(lay.cross_attn.out_proj.bias, official[pre + 'multihead_attn.proj.bias'])
-    assert torch.equal(lay.norm1.weight, official[pre + 'norm2.weight'])
-    assert torch.equal(lay.ffn[3].weight, official[pre + 'linear2.weight'])
-    assert torch.equal(model.backbone.visual.proj, official['backbone.proj'])
+    cls = state['backbone.visual.class_embedding']
+    pos = state['backbone.visual.positional_embedding']
+    assert cls.tolist() == [1.0, -2.0, 0.5]
+    assert pos.tolist() == [[11.0, 18.0, 30.5], [1.0, 2.0, 3.0]]
+    # the token open_clip builds (class_embedding + positional row 0) is the official one
+    assert (cls + pos[0]).tolist() == [12.0, 16.0, 31.0]
+    # the input is not modified
+    assert official['backbone.positional_embedding'][0].tolist() == [10.0, 20.0, 30.0]
     with pytest.raises(KeyError, match='not in the official'):
         conv.convert_zegclip({**official, 'backbone.foo': torch.zeros(1)})
+    with pytest.raises(KeyError, match='only one of'):
+        conv.convert_zegclip({'backbone.class_embedding': torch.zeros(3)})
+    with pytest.raises(ValueError, match='does not fit'):
+        conv.convert_zegclip({'backbone.class_embedding': torch.zeros(4),
+                              'backbone.positional_embedding': torch.zeros(2, 3)})
+
+
+def test_fold_class_embedding_on_pretrained_clip_by_hand(tmp_path):
+    """``fold_class_embedding`` gives CLIP weights loaded through ``pretrained`` the official
+    ZegCLIP CLS token (2 * class_embedding + positional_embedding[0]), and nothing else."""
+    from mmseg_ovseg.clip.builder import create_clip
+    from mmseg_ovseg.models.backbones.clip_vit import CLIPVisionTransformer
+    clip_cfg = dict(TINY_CLIP, quick_gelu=True)
+    torch.manual_seed(0)
+    state = create_clip(clip_cfg).state_dict()
+    width = state['visual.class_embedding'].shape[0]
+    c = [i / 10 for i in range(width)]
+    p0 = [1 - i / 100 for i in range(width)]
+    state['visual.class_embedding'] = torch.tensor(c)
+    state['visual.positional_embedding'][0] = torch.tensor(p0)
+    ckpt = tmp_path / 'clip.pth'
+    torch.save(state, ckpt)
+
+    def cls_token(**kwargs):
+        bb = CLIPVisionTransformer(clip_cfg, pretrained=str(ckpt), **kwargs).eval()
+        bb.visual.ln_pre = nn.Identity()
+        with torch.no_grad():
+            return bb, bb.embed(torch.randn(1, 3, 32, 32))[0][0, 0]
+
+    folded, token = cls_token(fold_class_embedding=True)
+    torch.testing.assert_close(token, torch.tensor([2 * a + b for a, b in zip(c, p0)]),
+                               rtol=0, atol=1e-6)
+    # only row 0 of the position table changes; the class embedding stays CLIP's
+    assert torch.equal(folded.visual.class_embedding, torch.tensor(c))
+    assert torch.equal(folded.visual.positional_embedding[1:],
+                       state['visual.positional_embedding'][1:])
+    plain, token = cls_token()
+    torch.testing.assert_close(token, torch.tensor([a + b for a, b in zip(c, p0)]),
+                               rtol=0, atol=1e-6)
+    # folded before the pos_grid resize, which keeps the CLS row
+    resized, token = cls_token(fold_class_embedding=True, pos_grid=(8, 8))
+    torch.testing.assert_close(token, torch.tensor([2 * a + b for a, b in zip(c, p0)]),
+                               rtol=0, atol=1e-6)
+    # without pretrained weights there is nothing to fold (converted checkpoints are folded)
+    torch.manual_seed(1)
+    a = CLIPVisionTransformer(clip_cfg, fold_class_embedding=True)
+    torch.manual_seed(1)
+    b = CLIPVisionTransformer(clip_cfg)
+    assert torch.equal(a.visual.positional_embedding, b.visual.positional_embedding)
+
+
+# ---------------------------------------------------------------- text (official facts)
+def _official_text():
+    with open(osp.join(FIXTURE_DIR, 'zegclip_text.json')) as f:
+        return json.load(f)
+
+
+@pytest.mark.parametrize('name,kind', [
+    ('zegclip_vitb16_voc12-zs.py', 'voc'), ('zegclip_vitb16_voc12-zs-st.py', 'voc'),
+    ('zegclip_vitb16_voc12-fully.py', 'voc'), ('zegclip_vitb16_coco-stuff-zs.py', 'coco'),
+    ('zegclip_vitb16_coco-stuff-zs-st.py', 'coco')])
+def test_config_text_matches_official_embeddings(name, kind):
+    """Templates and class names of each config are those of the notebook that made the
+    official text embeddings (recorded in tests/fixtures/official/zegclip_text.json):
+    VOC 'a photo of a {}' without a period, COCO the 15-template ensemble, word by word."""
+    from mmseg_ovseg.clip import get_templates, get_vocabulary
+    official = _official_text()
+    cfg = Config.fromfile(osp.join(REPO, 'configs', name))
+    expected = official['single_template'] if kind == 'voc' else official['coco_templates']
+    assert get_templates(cfg.model.templates) == expected
+    assert get_templates(cfg.model.text_encoder.templates) == expected
+    classes = official['voc12_classes' if kind == 'voc' else 'coco_classes']
+    assert get_vocabulary(cfg.model.vocabulary) == classes
+    if kind == 'voc':
+        # the notebook formats f"a photo of a {c}"
+        assert get_templates(cfg.model.templates)[0].format('sheep') == 'a photo of a sheep'
+
+
+def test_named_zegclip_templates_are_the_official_lists():
+    from mmseg_ovseg.clip import get_templates
+    official = _official_text()
+    assert get_templates('zegclip') == official['coco_templates']
+    assert get_templates('zegclip_voc') == official['single_template']
 
 
 # ---------------------------------------------------------------- configs
@@ -358,7 +482,8 @@ def test_vitb16_configs_trainable_parameters(name, prompts):
     backbone = MODELS.build(cfg.model.backbone)
     head = MODELS.build(dict(cfg.model.decode_head, num_classes=20))
     assert backbone.prompt_embeddings.shape == (12, prompts, 768)
-    # the official checkpoints' 32x32 (+ CLS) position table, so converted ones load as they are
+    # the official checkpoints' 32x32 (+ CLS) position table (their CLS row is folded by the
+    # converter, see test_converted_official_checkpoint_loads_strictly_into_config)
     assert backbone.visual.positional_embedding.shape == (1 + 32 * 32, 768)
     trainable = _count(backbone) + _count(head)
     # official (README): 13.82M VOC / 14.65M COCO, which include 3 x (1,050,624 + 1,024)
@@ -386,6 +511,19 @@ def test_variant_configs(name):
         for d in cfg.train_dataloader.dataset.datasets:
             assert all(t['type'] != 'ZeroShotLabelMapping' for t in d.pipeline)
     assert cfg.val_evaluator.type == 'ZeroShotIoUMetric'
+
+
+def test_every_zegclip_config_builds_the_official_cls_token_and_no_drop_path():
+    """Each ZegCLIP config folds class_embedding into CLIP's position row at load (the
+    official CLS token); the ViT-B ones train without stochastic depth, as the official
+    blocks never call their DropPath."""
+    import glob
+    names = sorted(glob.glob(osp.join(REPO, 'configs', 'zegclip_*.py')))
+    assert len(names) == 6
+    for name in names:
+        backbone = Config.fromfile(name).model.backbone
+        assert backbone.fold_class_embedding is True, name
+        assert backbone.get('drop_path_rate', 0.0) == 0.0, name
 
 
 # ---------------------------------------------------------------- end to end

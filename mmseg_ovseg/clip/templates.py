@@ -6,10 +6,14 @@ Named sets:
   Sec. 4.1 "Implementation details") ensembles for every vocabulary.
 - ``'imagenet'``: CLIP's 80 ImageNet zero-shot templates (Radford et al., 2021, Sec. 3.1.4),
   taken from the installed open_clip (``OPENAI_IMAGENET_TEMPLATES``).
-- ``'single'``: ``['a photo of a {}.']``, e.g. ZegCLIP's VOC setting.
+- ``'single'``: ``['a photo of a {}.']``.
 - ``'zegclip'``: the 15 templates ZegCLIP (Zhou et al., CVPR 2023) ensembles for its COCO-Stuff
   text embeddings; they are the template list of the official repository's
-  ``configs/_base_/datasets/text_embedding/get_embedding.ipynb`` (verified there).
+  ``configs/_base_/datasets/text_embedding/get_embedding.ipynb`` (checked word by word in
+  ``tests/test_zegclip.py``).
+- ``'zegclip_voc'``: ``['a photo of a {}']`` -- no final period: the single template the same
+  notebook used for the official VOC text embeddings (``voc12_single.npy``), and the default
+  of the official segmentor (``models/segmentor/zegclip.py``).
 """
 from typing import List, Sequence, Union
 
@@ -50,6 +54,8 @@ ZEGCLIP_TEMPLATES = (
 
 SINGLE_TEMPLATES = ('a photo of a {}.', )
 
+ZEGCLIP_VOC_TEMPLATES = ('a photo of a {}', )
+
 
 def _imagenet_templates() -> tuple:
     # open_clip stores them as callables c -> sentence; render them with a '{}' slot.
@@ -62,6 +68,7 @@ _NAMED = {
     'imagenet': _imagenet_templates,
     'single': lambda: SINGLE_TEMPLATES,
     'zegclip': lambda: ZEGCLIP_TEMPLATES,
+    'zegclip_voc': lambda: ZEGCLIP_VOC_TEMPLATES,
 }
 
 
@@ -74,7 +81,8 @@ def get_templates(spec: Union[str, Sequence[str]]) -> List[str]:
     """Resolve a template spec to a list of format strings with exactly one ``'{}'`` slot.
 
     Args:
-        spec: a named set (``'vild'``, ``'imagenet'``, ``'single'``, ``'zegclip'``) or a
+        spec: a named set (``'vild'``, ``'imagenet'``, ``'single'``, ``'zegclip'``,
+            ``'zegclip_voc'``) or a
             list/tuple of strings, each containing ``'{}'`` once.
 
     Returns:

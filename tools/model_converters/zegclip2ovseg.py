@@ -14,9 +14,17 @@ Key mapping (official -> ours):
 - dropped: the never-used decoder ``self_attn.*`` and ``norm1.*`` (3.15M parameters in
   ViT-B/16) and the loss buffer ``decode_head.loss_decode.*``.
 
+The official ``VPTCLIPVisionTransformer.forward`` adds ``class_embedding`` to the CLS token
+twice: once as the token and once more to its position row (``cls_pos = positional_embedding[0]
++ class_embedding``), so every released checkpoint was trained on CLS = ``2 * class_embedding +
+positional_embedding[0]``. open_clip (our backbone) adds it once, so the converter folds the
+second one into the position embedding: ``positional_embedding[0] += class_embedding`` (exact).
+The ZegCLIP configs' ``fold_class_embedding=True`` does the same to plain CLIP weights loaded
+through ``pretrained`` only, so a converted checkpoint is never folded twice.
+
 Any other key is an error. The official position embedding is already resized to the 512
-crop (``(1 + 32*32, 768)``); it is kept, so the backbone must be built for that grid
-(``clip_model`` with ``vision_cfg.image_size=512``, ``pretrained=None``) -- or pass
+crop (``(1 + 32*32, 768)``); it is kept, so the backbone must be built for that grid (the
+ZegCLIP configs do: ``pos_grid=(32, 32)``; build them with ``pretrained=None``) -- or pass
 ``--pos-grid 14 14`` to resize it back to CLIP's 224 grid (bilinear, approximate).
 
 Usage::
@@ -29,9 +37,9 @@ from collections import OrderedDict
 from typing import Dict, Optional, Sequence
 
 import torch
+import torch.nn.functional as F
 
 from mmseg_ovseg.utils.converter_cli import run_converter
-import torch.nn.functional as F
 
 _VISUAL = ('conv1.', 'class_embedding', 'positional_embedding', 'ln_pre.', 'transformer.',
            'ln_post.', 'proj')
@@ -98,6 +106,18 @@ def convert_zegclip(state: Dict[str, torch.Tensor],
             unknown.append(key)
     if unknown:
         raise KeyError(f'{len(unknown)} keys not in the official ZegCLIP layout: {unknown[:10]}')
+    cls_key, pos_key = 'backbone.visual.class_embedding', 'backbone.visual.positional_embedding'
+    if (cls_key in out) != (pos_key in out):
+        raise KeyError('official ZegCLIP checkpoint with only one of backbone.class_embedding '
+                       'and backbone.positional_embedding: the CLS fold needs both')
+    if cls_key in out:
+        cls, pos = out[cls_key], out[pos_key]
+        if pos.ndim != 2 or cls.shape != pos.shape[1:]:
+            raise ValueError(f'backbone.class_embedding {tuple(cls.shape)} does not fit '
+                             f'backbone.positional_embedding {tuple(pos.shape)}')
+        pos = pos.clone()
+        pos[0] += cls.to(pos.dtype)  # the official CLS token's second class_embedding
+        out[pos_key] = pos
     if shallow is not None:
         prompts = shallow if deep is None else torch.cat([shallow, deep], dim=0)
         out['backbone.prompt_embeddings'] = prompts

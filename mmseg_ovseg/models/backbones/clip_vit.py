@@ -122,6 +122,13 @@ class CLIPVisionTransformer(BaseModule):
             ``interpolate_mode``, and trains at that size, as the official DenseCLIP and
             ZegCLIP backbones do (40x40 for a 640 crop); other input sizes are still resized
             from it in ``forward``. None keeps CLIP's grid (14x14 for ViT-B/16 at 224).
+        fold_class_embedding (bool): right after ``pretrained`` is loaded, add
+            ``class_embedding`` to row 0 of the position embedding once, so the CLS token
+            becomes ``2 * class_embedding + positional_embedding[0]``: the official ZegCLIP
+            backbone adds ``class_embedding`` twice (as the token and to its position row).
+            Exact while both stay frozen (as in ZegCLIP). No effect without ``pretrained``:
+            checkpoints converted from official ZegCLIP/DenseCLIP are folded by their
+            converters, and trained checkpoints already hold the folded row.
         onednn_linear (bool): in float32 CPU inference, run the block linears as oneDNN inner
             products on weights reordered once (see :meth:`_linear`). Faster (1.2x for a
             ViT-B/16 SAN) but keeps one float32 copy of every block weight (+4 bytes per
@@ -145,6 +152,7 @@ class CLIPVisionTransformer(BaseModule):
                  pad_to_patch: bool = True,
                  interpolate_mode: str = 'bicubic',
                  pos_grid: Optional[Sequence[int]] = None,
+                 fold_class_embedding: bool = False,
                  onednn_linear: bool = True,
                  init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
@@ -159,6 +167,9 @@ class CLIPVisionTransformer(BaseModule):
                                 'without a standard attention; not supported')
         if pretrained is not None:
             load_tower_weights(self.visual, pretrained, 'visual')
+            if fold_class_embedding:
+                with torch.no_grad():
+                    self.visual.positional_embedding[0] += self.visual.class_embedding
 
         self.num_layers = len(self.visual.transformer.resblocks)
         self.width = self.visual.conv1.out_channels
