@@ -191,7 +191,8 @@ class DenseCLIP(TextEncoderDecoder):
             stages = list(self.adapter(stages))
         # Visual context [z_bar; z]: (B, 1 + h*w, C), the global token first.
         context = torch.cat([global_feat.unsqueeze(1), dense.flatten(2).transpose(1, 2)], 1)
-        text = self.text_features().to(dense.dtype)
+        # once per inference call (slide windows share it), every call in training
+        text = self.memo_text('text_features', self.text_features).to(dense.dtype)
         text = self.context_decoder(text, context)  # (B, K, C)
         score_map = torch.einsum('bchw,bkc->bkhw', F.normalize(dense, dim=1),
                                  F.normalize(text, dim=-1))

@@ -87,4 +87,4 @@ class SAN(TextEncoderDecoder):
         return dict(
             inputs=inputs,
             feats=dict(clip_feats=clip_feats, clip_hw=hw, recognize=recognize),
-            class_embeds=self.class_embeddings.to(inputs.device))
+            class_embeds=self.inference_class_embeds(inputs))

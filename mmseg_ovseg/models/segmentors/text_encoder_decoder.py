@@ -1,6 +1,7 @@
 import copy
 import warnings
-from typing import List, Sequence, Union
+from contextlib import contextmanager
+from typing import Callable, List, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -9,7 +10,9 @@ from mmengine.structures import PixelData
 from torch import Tensor
 
 from mmseg.models.segmentors import EncoderDecoder
+from mmseg.models.utils import resize
 from mmseg.registry import MODELS
+from mmseg.structures import SegDataSample
 from mmseg.utils import ConfigType, OptSampleList, SampleList
 
 from ...clip.vocabularies import get_vocabulary
@@ -18,6 +21,38 @@ from ...clip.vocabularies import get_vocabulary
 # Integer types of the same width as the float types the scores may have.
 _SAME_SIZE_INT = {torch.float32: torch.int32, torch.bfloat16: torch.int16, torch.float16: torch.int16}
 
+#: Slide windows per forward when ``test_cfg`` has no ``batch_windows``.
+DEFAULT_BATCH_WINDOWS = 4
+#: Bytes of one class chunk resized to the original size when ``keep_logits=False``.
+_RESIZE_CHUNK_BYTES = 64 << 20
+#: Rows per in-place division of the slide sums by the window counts.
+_DIVIDE_BAND_ROWS = 256
+
+
+def window_spans(size: int, crop: int, stride: int) -> List[Tuple[int, int]]:
+    """``[(start, end), ...]`` of mmseg's slide windows along one axis of length ``size``.
+
+    Starts every ``stride``, the last window is shifted back to end at ``size``, and a crop
+    larger than the image is cut to the image (mmseg's ``slide_inference`` rule).
+    """
+    if crop <= 0 or stride <= 0:
+        raise ValueError(f'slide inference needs positive crop_size and stride, got crop '
+                         f'{crop}, stride {stride}')
+    grids = max(size - crop + stride - 1, 0) // stride + 1
+    spans = []
+    for i in range(grids):
+        end = min(i * stride + crop, size)
+        spans.append((max(end - crop, 0), end))
+    return spans
+
+
+def _coverage(spans: List[Tuple[int, int]], size: int, like: Tensor) -> Tensor:
+    """``(size,)`` number of windows covering each position (float, of ``like``'s dtype)."""
+    count = like.new_zeros(size)
+    for start, end in spans:
+        count[start:end] += 1
+    return count
+
 
 @MODELS.register_module()
 class TextEncoderDecoder(EncoderDecoder):
@@ -25,9 +60,9 @@ class TextEncoderDecoder(EncoderDecoder):
 
     The shared base of the CLIP papers in this package (SAN, ZegCLIP, DenseCLIP, ...): the
     classes are text, embedded once by a CLIP text encoder, and the decode head classifies
-    pixels against those embeddings instead of a fixed ``conv_seg``. Everything else (loss,
-    whole/slide inference, auxiliary heads, ``_forward``) is mmseg's, unchanged: only
-    :meth:`extract_feat` differs, returning a dict that every decode head here takes::
+    pixels against those embeddings instead of a fixed ``conv_seg``. Loss, auxiliary heads
+    and ``_forward`` are mmseg's, unchanged; :meth:`extract_feat` returns a dict that every
+    decode head here takes::
 
         dict(inputs=(B, 3, H, W) image, feats=<backbone (+neck) outputs>,
              class_embeds=(C, D) L2-normalised text embeddings)
@@ -35,7 +70,22 @@ class TextEncoderDecoder(EncoderDecoder):
     Embeddings of a frozen text encoder (``OVCLIPTextEncoder.encode``) are cached by the
     encoder per (vocabulary, templates): the text tower runs once per vocabulary, not per
     image. A trainable text encoder (any parameter with ``requires_grad``, e.g. CoOp-style
-    ``ContextCLIPTextEncoder``) is called as ``text_encoder(vocabulary)`` at every step.
+    ``ContextCLIPTextEncoder``) is called as ``text_encoder(vocabulary)`` at every training
+    step and once per :meth:`inference` call (all slide windows of all images share it).
+
+    Inference follows mmseg's ``test_cfg`` (``mode='whole'`` or ``'slide'`` with
+    ``crop_size`` and ``stride``) with two additions:
+
+    - ``batch_windows`` (int, default :data:`DEFAULT_BATCH_WINDOWS` = 4): slide windows run
+      this many at a time through the network (windows of all images in the batch, in
+      mmseg's order). The scores equal mmseg's one-window-at-a-time ``slide_inference`` up to
+      float rounding of batched kernels; memory grows with it by one window's activations
+      and ``(C, h_crop, w_crop)`` scores per extra window. The window sums are added in place
+      (mmseg pads every window's scores to the whole image first).
+    - ``keep_logits`` (bool, default True): False keeps only ``pred_sem_seg`` in the results
+      (no ``seg_logits``); the scores are then resized to the original image a chunk of
+      classes at a time with a running argmax, so the ``(C, H_ori, W_ori)`` score map never
+      exists: for large images (e.g. 171 classes at 4000x3000 are 8.2 GB in float32).
 
     Args:
         backbone (dict): backbone config.
@@ -82,6 +132,8 @@ class TextEncoderDecoder(EncoderDecoder):
         self.text_encoder = MODELS.build(text_encoder)
         self.vocabulary = classes
         self.templates = templates
+        # Text features computed once per inference call (see _text_once); None outside.
+        self._text_memo = None
 
     @staticmethod
     def _resolve_vocabulary(vocabulary) -> List[str]:
@@ -140,8 +192,84 @@ class TextEncoderDecoder(EncoderDecoder):
         feats = self.backbone(inputs)
         if self.with_neck:
             feats = self.neck(feats)
-        return dict(inputs=inputs, feats=feats,
-                    class_embeds=self.class_embeddings.to(inputs.device))
+        return dict(inputs=inputs, feats=feats, class_embeds=self.inference_class_embeds(inputs))
+
+    # -------------------------------------------------------------- inference
+    @contextmanager
+    def _text_once(self):
+        """Within the block, :meth:`memo_text` computes each text feature once (the slide
+        windows of one :meth:`inference` call share the class embeddings)."""
+        if getattr(self, '_text_memo', None) is not None:  # nested: the outer block owns it
+            yield
+            return
+        self._text_memo = {}
+        try:
+            yield
+        finally:
+            self._text_memo = None
+
+    def memo_text(self, key: str, compute: Callable[[], Tensor]) -> Tensor:
+        """``compute()``, once per :meth:`inference` call for each ``key``; outside inference
+        every call computes."""
+        memo = getattr(self, '_text_memo', None)
+        if memo is None:
+            return compute()
+        if key not in memo:
+            memo[key] = compute()
+        return memo[key]
+
+    def inference_class_embeds(self, inputs: Tensor) -> Tensor:
+        """:attr:`class_embeddings` on ``inputs``' device, once per :meth:`inference` call."""
+        return self.memo_text('class_embeds', lambda: self.class_embeddings).to(inputs.device)
+
+    def inference(self, inputs: Tensor, batch_img_metas: List[dict]) -> Tensor:
+        """mmseg's whole/slide inference with the text features computed once per call."""
+        with self._text_once():
+            return super().inference(inputs, batch_img_metas)
+
+    def slide_inference(self, inputs: Tensor, batch_img_metas: List[dict]) -> Tensor:
+        """Sliding-window scores, ``test_cfg.batch_windows`` windows per forward.
+
+        The windows, their order and the averaging are mmseg's ``slide_inference`` (each
+        pixel's sum is accumulated in window order and divided by its window count), so the
+        result is the same up to float rounding of batched kernels.
+
+        Args:
+            inputs (Tensor): ``(B, 3, H, W)`` images.
+            batch_img_metas (list[dict]): one meta dict per image; each window's copy gets
+                ``img_shape`` = the window size (a ``torch.Size``, mmseg's mark of a crop).
+
+        Returns:
+            Tensor: ``(B, C, H, W)`` scores, in ``inputs``' dtype.
+        """
+        h_stride, w_stride = self.test_cfg.stride
+        h_crop, w_crop = self.test_cfg.crop_size
+        batch_windows = self.test_cfg.get('batch_windows', DEFAULT_BATCH_WINDOWS)
+        if not isinstance(batch_windows, int) or batch_windows < 1:
+            raise ValueError(f'test_cfg.batch_windows must be a positive int, got '
+                             f'{batch_windows!r}')
+        batch_size, _, h_img, w_img = inputs.shape
+        rows = window_spans(h_img, h_crop, h_stride)
+        cols = window_spans(w_img, w_crop, w_stride)
+        windows = [(i, y1, y2, x1, x2) for i in range(batch_size) for y1, y2 in rows
+                   for x1, x2 in cols]
+        preds = inputs.new_zeros((batch_size, self.out_channels, h_img, w_img))
+        for start in range(0, len(windows), batch_windows):
+            chunk = windows[start:start + batch_windows]
+            crops = torch.stack([inputs[i, :, y1:y2, x1:x2] for i, y1, y2, x1, x2 in chunk])
+            metas = [dict(batch_img_metas[i], img_shape=crops.shape[2:]) for i, *_ in chunk]
+            crop_logits = self.encode_decode(crops, metas)
+            for logits, (i, y1, y2, x1, x2) in zip(crop_logits, chunk):
+                preds[i, :, y1:y2, x1:x2] += logits
+            del crops, crop_logits
+        # Every window spans a row range x a column range of the grid, so a pixel's count is
+        # (windows over its row) x (windows over its column); exact small integers.
+        count_y = _coverage(rows, h_img, preds)
+        count_x = _coverage(cols, w_img, preds)
+        for y0 in range(0, h_img, _DIVIDE_BAND_ROWS):
+            y1 = min(h_img, y0 + _DIVIDE_BAND_ROWS)
+            preds[:, :, y0:y1] /= count_y[y0:y1, None] * count_x[None, :]
+        return preds
 
     def _argmax_classes(self, logits: Tensor) -> Tensor:
         """``(C, H, W)`` scores -> ``(1, H, W)`` class indices.
@@ -157,24 +285,92 @@ class TextEncoderDecoder(EncoderDecoder):
 
     def postprocess_result(self, seg_logits: Tensor,
                            data_samples: OptSampleList = None) -> SampleList:
-        """mmseg's postprocessing, skipping its resize when nothing is to be resized.
+        """mmseg's postprocessing, skipping its resize when nothing is to be resized, and
+        with ``test_cfg.keep_logits=False`` without the full-size score map.
 
         mmseg always resizes the unpadded scores to ``ori_shape`` (bilinear,
         ``align_corners=False``); at equal size that is an exact identity that still reads
         and writes the whole (C, H, W) map (~0.3 s for 171 classes at 640x640 on 2 CPU
-        threads). Flipped, padded or resized samples go through mmseg's code.
+        threads). Flipped, padded or resized samples go through mmseg's code, unless
+        ``keep_logits`` is False: then each sample gets only ``pred_sem_seg``, computed from
+        the same resized scores a chunk of classes at a time (:meth:`_resized_argmax`).
         """
-        size = tuple(seg_logits.shape[-2:])
+        keep_logits = self.test_cfg.get('keep_logits', True)
+        if not isinstance(keep_logits, bool):
+            raise ValueError(f'test_cfg.keep_logits must be True or False, got '
+                             f'{keep_logits!r}')
+        batch_size, channels, height, width = seg_logits.shape
+        size = (height, width)
+
+        def padding(meta: dict) -> List[int]:
+            return list(meta.get('img_padding_size', meta.get('padding_size', [0] * 4)))
 
         def unchanged(meta: dict) -> bool:
-            padding = meta.get('img_padding_size', meta.get('padding_size', [0] * 4))
-            return (not meta.get('flip', False) and not any(padding)
+            return (not meta.get('flip', False) and not any(padding(meta))
                     and tuple(meta.get('ori_shape', ())) == size)
 
-        if data_samples is None or seg_logits.shape[1] == 1 or not all(
-                unchanged(s.metainfo) for s in data_samples):
-            return super().postprocess_result(seg_logits, data_samples)
-        for logits, sample in zip(seg_logits, data_samples):
-            sample.set_data(dict(seg_logits=PixelData(data=logits),
-                                 pred_sem_seg=PixelData(data=self._argmax_classes(logits))))
+        if channels == 1 or (keep_logits and (data_samples is None or not all(
+                unchanged(s.metainfo) for s in data_samples))):
+            data_samples = super().postprocess_result(seg_logits, data_samples)
+            if not keep_logits:  # binary heads: the threshold is mmseg's
+                for sample in data_samples:
+                    del sample.seg_logits
+            return data_samples
+        if data_samples is None:  # mmseg: no resizing without metas
+            data_samples = [SegDataSample() for _ in range(batch_size)]
+            metas = [dict(ori_shape=size)] * batch_size
+        else:
+            metas = [s.metainfo for s in data_samples]
+        for logits, sample, meta in zip(seg_logits, data_samples, metas):
+            if keep_logits:  # unchanged: the scores as they are
+                sample.set_data(dict(
+                    seg_logits=PixelData(data=logits),
+                    pred_sem_seg=PixelData(data=self._argmax_classes(logits))))
+                continue
+            left, right, top, bottom = padding(meta)
+            logits = logits[:, top:height - bottom, left:width - right]
+            flip_dims = ()
+            if meta.get('flip', False):
+                direction = meta.get('flip_direction', None)
+                if direction not in ('horizontal', 'vertical'):
+                    raise ValueError(f'flip_direction must be horizontal or vertical, got '
+                                     f'{direction!r}')
+                flip_dims = (2, ) if direction == 'horizontal' else (1, )
+            ori_shape = tuple(int(x) for x in meta['ori_shape'][:2])
+            if ori_shape == tuple(logits.shape[-2:]):
+                # a per-pixel argmax commutes with the flip: flip the (1, H, W) labels only
+                pred = self._argmax_classes(logits)
+                pred = pred.flip(flip_dims) if flip_dims else pred
+            else:
+                pred = self._resized_argmax(logits, ori_shape, flip_dims)
+            sample.set_data(dict(pred_sem_seg=PixelData(data=pred)))
         return data_samples
+
+    def _resized_argmax(self, logits: Tensor, size: Tuple[int, int],
+                        flip_dims: Tuple[int, ...] = ()) -> Tensor:
+        """``(1, H, W)`` argmax over classes of ``logits (C, h, w)`` flipped and resized to
+        ``size`` as mmseg's ``postprocess_result`` does, one chunk of classes at a time.
+
+        Bilinear resizing treats channels independently, so each chunk's scores are those of
+        the whole map; a running maximum with strict ``>`` keeps the first maximal class, as
+        ``argmax`` does. Memory: one ``(c, H, W)`` chunk (~64 MB) plus the running maximum
+        and labels, instead of the ``(C, H, W)`` map.
+        """
+        num_classes = logits.shape[0]
+        step = max(1, _RESIZE_CHUNK_BYTES // (size[0] * size[1] * logits.element_size()))
+        best = pred = None
+        for c0 in range(0, num_classes, step):
+            chunk = logits[c0:c0 + step]
+            if flip_dims:
+                chunk = chunk.flip(flip_dims)
+            chunk = resize(chunk[None], size=size, mode='bilinear',
+                           align_corners=self.align_corners, warning=False)[0]
+            values, labels = chunk.max(dim=0, keepdim=True)
+            del chunk
+            if best is None:
+                best, pred = values, labels
+                continue
+            better = values > best
+            torch.where(better, values, best, out=best)
+            torch.where(better, labels.add_(c0), pred, out=pred)
+        return pred
