@@ -19,6 +19,7 @@ from mmseg_ovseg.models.decode_heads.san_decoders import AttentionBiasDecoder, M
 from mmseg_ovseg.models.decode_heads.side_adapter import SideAdapterViT
 from mmseg_ovseg.models.losses.mask_classification_loss import MaskClassificationLoss
 from mmseg_ovseg.models.losses.point_sampling import point_sample, sample_uncertain_points
+from official_fixtures import official_keys, random_official_state
 from tool_loader import load_tool
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -324,65 +325,106 @@ def test_vitb16_trainable_parameter_count():
 
 
 # ---------------------------------------------------------------------- official converter
-def _to_official(state):
-    """Our SAN state dict -> the official MendelXu/SAN (detectron2) key layout."""
-    out, split = {}, 2
-    for k, v in state.items():
-        if k.startswith('backbone.visual.transformer.resblocks.'):
-            rest = k[len('backbone.visual.transformer.resblocks.'):]
-            i, tail = rest.split('.', 1)
-            if int(i) < split:
-                out[f'clip_visual_extractor.resblocks.{i}.{tail}'] = v
-            else:
-                out[f'clip_rec_head.resblocks.{int(i) - split}.{tail}'] = v
-        elif k.startswith('backbone.visual.'):
-            rest = k[len('backbone.visual.'):]
-            head = rest.startswith(('ln_post', 'proj'))
-            out[('clip_rec_head.' if head else 'clip_visual_extractor.') + rest] = v
-        elif k.startswith('text_encoder.'):
-            out['ov_classifier.' + k[len('text_encoder.'):]] = v
-        elif k in ('decode_head.bg_embed', 'decode_head.logit_scale'):
-            out['ov_classifier.' + k.split('.')[-1]] = v
-        elif k.startswith('decode_head.side_adapter.'):
-            rest = k[len('decode_head.side_adapter.'):]
-            if rest.startswith('fusion_layers.'):
-                _, idx, tail = rest.split('.', 2)
-                tgt = (0, 1, 2)[int(idx)]
-                out[f'side_adapter_network.fusion_layers.layer_{tgt}.input_proj.{tail}'] = v
-            elif rest.startswith('patch_embed.'):
-                out['side_adapter_network.vit_model.patch_embed.proj.' +
-                    rest.split('.')[-1]] = v
-            elif rest.startswith(('blocks.', 'pos_embed')):
-                out['side_adapter_network.vit_model.' + rest] = v
-            else:
-                out['side_adapter_network.' + rest] = v
-        elif k.startswith('decode_head.mask_decoder.'):
-            out['side_adapter_network.' + k[len('decode_head.'):]] = v
-        elif k.startswith('decode_head.bias_decoder.'):
-            out['side_adapter_network.mask_decoder.' + k[len('decode_head.bias_decoder.'):]] = v
-        else:
-            raise AssertionError(k)
-    out['criterion.empty_weight'] = torch.ones(5)
-    out['ov_classifier.attn_mask'] = torch.zeros(77, 77)
-    return out
+# The official layouts are recorded facts (tests/fixtures/official/san_*.json: the official
+# MendelXu/SAN model and mmseg 1.2's SAN built from their own configs), never derived from
+# our modules, so these tests fail when the converter or our module names drift from them.
 
 
-def test_official_converter_roundtrip(san, tmp_path):
-    tool = _load_tool('san2ovseg')
-    san.eval()
-    official = _to_official(san.state_dict())
-    assert len(official) == len(san.state_dict()) + 2
-    converted, fusion = tool.convert(official)
-    assert fusion == [0, 1, 2]
+def _build_config(name):
+    """Our model of ``configs/<name>`` without CLIP files (the checkpoint brings them)."""
     init_default_scope('mmseg')
-    torch.manual_seed(1)
-    other = MODELS.build(tiny_san_cfg()).eval()
-    other.load_state_dict(converted, strict=True)
-    x = torch.randn(1, 3, 64, 64)
-    with torch.no_grad():
-        a = san.predict(x)[0].seg_logits.data
-        b = other.predict(x)[0].seg_logits.data
-    assert torch.equal(a, b)
+    cfg = Config.fromfile(osp.join(ROOT, 'configs', name))
+    cfg.model.backbone.pretrained = cfg.model.text_encoder.pretrained = None
+    return MODELS.build(cfg.model), cfg
+
+
+@pytest.fixture(scope='module')
+def vitb16_model():
+    return _build_config('san_vitb16_coco-stuff.py')
+
+
+@pytest.fixture(scope='module')
+def official_vitb16():
+    return random_official_state('san_vit-b16_official')
+
+
+def test_official_vitb16_checkpoint_converts_and_loads_strictly(vitb16_model, official_vitb16):
+    """Official SAN ViT-B/16 release layout (random values) -> san2ovseg -> strict load into
+    configs/san_vitb16_coco-stuff.py; every tensor lands where the mapping says."""
+    model, cfg = vitb16_model
+    tool = _load_tool('san2ovseg')
+    official = official_vitb16
+    converted, fusion = tool.convert(official)
+    # official fusion map "0->0, 3->1, 6->2, 9->3": side blocks 0-3 receive fusion
+    assert tuple(fusion) == tuple(cfg.model.decode_head.side_adapter.fusion_index)
+    assert len(converted) == len(official) - 2  # criterion.empty_weight, attn_mask dropped
+    model.load_state_dict(converted, strict=True)
+    sd = model.state_dict()
+    pairs = {
+        'clip_visual_extractor.resblocks.8.attn.in_proj_weight':
+            'backbone.visual.transformer.resblocks.8.attn.in_proj_weight',
+        'clip_rec_head.resblocks.0.mlp.c_fc.weight':  # the split: rec block 0 = CLIP block 9
+            'backbone.visual.transformer.resblocks.9.mlp.c_fc.weight',
+        'clip_rec_head.proj': 'backbone.visual.proj',
+        'ov_classifier.bg_embed': 'decode_head.bg_embed',
+        'ov_classifier.token_embedding.weight': 'text_encoder.token_embedding.weight',
+        'side_adapter_network.fusion_layers.layer_3.input_proj.1.weight':
+            'decode_head.side_adapter.fusion_layers.3.1.weight',
+        'side_adapter_network.vit_model.patch_embed.proj.bias':
+            'decode_head.side_adapter.patch_embed.bias',
+        'side_adapter_network.mask_decoder.attn_mlp.layers.2.weight':
+            'decode_head.bias_decoder.attn_mlp.layers.2.weight',
+        'side_adapter_network.mask_decoder.bias_scaling.weight':
+            'decode_head.bias_decoder.bias_scaling.weight',
+    }
+    for src, dst in pairs.items():
+        assert torch.equal(sd[dst], official[src]), (src, dst)
+
+
+def test_vitl14_checkpoints_convert_and_fit_the_config():
+    """Official SAN ViT-L/14@336 and mmseg's SAN ViT-L/14 release layouts -> san2ovseg /
+    mmseg_san2ovseg -> exactly the key names and shapes of configs/san_vitl14_coco-stuff.py,
+    loaded strictly (zero tensors: a ViT-L full of random values is slow to make)."""
+    from mmseg_ovseg.utils.converter_cli import state_dict_mismatch
+    model, cfg = _build_config('san_vitl14_coco-stuff.py')
+    # official "0->0, 6->1, 12->2, 18->3", recognition from layer 18
+    assert cfg.model.split_layer == 18 and cfg.model.fusion_layers == (0, 6, 12, 18)
+    for layout, tool_name in (('san_vit-l14_official', 'san2ovseg'),
+                              ('san_vit-l14_mmseg', 'mmseg_san2ovseg')):
+        src = {k: torch.zeros(shape) for k, shape in official_keys(layout).items()}
+        converted = _load_tool(tool_name).convert(src)
+        if tool_name == 'san2ovseg':
+            converted, fusion = converted
+            assert tuple(fusion) == tuple(cfg.model.decode_head.side_adapter.fusion_index)
+        assert state_dict_mismatch(model, converted) is None, layout
+        model.load_state_dict(converted, strict=True)
+
+
+def test_mmseg_vitb16_checkpoint_converts_and_loads_strictly(vitb16_model):
+    """mmseg 1.2's SAN ViT-B/16 layout (its own config) -> mmseg_san2ovseg -> strict load."""
+    model, _ = vitb16_model
+    tool = _load_tool('mmseg_san2ovseg')
+    src = random_official_state('san_vit-b16_mmseg')
+    converted = tool.convert(src)
+    model.load_state_dict(converted, strict=True)
+    sd = model.state_dict()
+    # layout changes the converter makes (mmseg: nn.Linear / (1, N, C) / split CLIP)
+    assert torch.equal(sd['backbone.visual.proj'],
+                       src['decode_head.rec_with_attnbias.proj.weight'].t())
+    assert torch.equal(sd['backbone.visual.positional_embedding'],
+                       src['image_encoder.pos_embed'][0])
+    assert torch.equal(sd['backbone.visual.class_embedding'],
+                       src['image_encoder.cls_token'].reshape(-1))
+    assert torch.equal(sd['backbone.visual.transformer.resblocks.9.ln_1.weight'],
+                       src['decode_head.rec_with_attnbias.layers.0.norms.0.weight'])
+    assert torch.equal(sd['decode_head.side_adapter.fusion_layers.2.1.weight'],
+                       src['decode_head.side_adapter_network.conv_clips.2.1.conv.weight'])
+
+
+def test_official_converter_errors_and_cli(tmp_path):
+    tool = _load_tool('san2ovseg')
+    # the official key names with one-element tensors: the converter only renames
+    official = {k: torch.zeros(1) for k in official_keys('san_vit-b16_official')}
     # a missing parameter and an unknown key are errors
     broken = dict(official)
     broken.pop('side_adapter_network.vit_model.blocks.1.mlp.fc2.weight')
@@ -390,12 +432,13 @@ def test_official_converter_roundtrip(san, tmp_path):
         tool.convert(broken)
     with pytest.raises(KeyError, match='not recognised'):
         tool.convert({**official, 'foo.bar': torch.zeros(1)})
-    # the CLI: DST written, and a clear error (exit 1, nothing written) on a broken SRC
+    # the CLI: DST written (detectron2 "model" wrapper), and a clear error (exit 1, nothing
+    # written) on a broken SRC
     src, dst = tmp_path / 'official.pth', tmp_path / 'out' / 'san.pth'
-    torch.save(dict(model=official), src)
+    torch.save(dict(model=official, iteration=59999), src)
     assert tool.main([str(src), str(dst)]) == 0
     loaded = torch.load(dst, map_location='cpu', weights_only=True)['state_dict']
-    assert set(loaded) == set(converted)
+    assert set(loaded) == set(tool.convert(official)[0])
     torch.save(dict(model=broken), tmp_path / 'broken.pth')
     res = subprocess.run([sys.executable, osp.join(ROOT, 'tools', 'model_converters',
                                                    'san2ovseg.py'),

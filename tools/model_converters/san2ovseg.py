@@ -2,7 +2,11 @@
 
 Usage::
 
-    python tools/model_converters/san2ovseg.py SRC DST
+    python tools/model_converters/san2ovseg.py SRC DST \
+        [--config configs/san_vitb16_coco-stuff.py]
+
+``--config`` builds the config's model (no weight files read) and loads the result into it
+strictly first; keys that do not fit are listed in one error and DST is not written.
 
 Key mapping (official -> ours); open_clip names are kept on both sides:
 
