@@ -36,8 +36,8 @@ model = dict(
         with_cls_token=True,
         output_cls_token=False,
         final_norm=True,
-        norm_cfg=dict(type='LN', eps=1e-6),
-        interpolate_mode='bilinear'),
+        norm_cfg=dict(type='LN', eps=1e-5),  # as the official ViT (nn.LayerNorm default)
+        interpolate_mode='bicubic'),  # as the 480 config (inputs are padded: no resize)
     language_encoder=dict(
         type='ReSTRLanguageEncoder',
         vocab_file=vocab_file,

@@ -1,8 +1,10 @@
 # ReSTR (Kim et al., CVPR 2022) on RefCOCO (UNC), the official recipe (SouthFlame/restr
 # train_restr.py, config.yml; docs/restr.md). Paper oIoU: val 67.22, testA 69.30, testB 64.45.
 # - vision: ViT-B/16 (timm vit_base_patch16_384, IN-21k + IN-1k) at 480x480, position
-#   embedding interpolated bilinearly from 24x24 to 30x30 (mmseg's VisionTransformer does it
+#   embedding interpolated bicubically from 24x24 to 30x30 once at load (timm 0.6.11's
+#   _load_weights, the version official restr.yaml pins; mmseg's VisionTransformer does it
 #   when loading the 384 checkpoint), drop_path 0.1, mean = std = 0.5; class token dropped;
+#   LayerNorm eps 1e-5 (the official ViT's nn.LayerNorm default, not timm's 1e-6);
 # - language: word embedding 300-d (GloVe in the official code, fine-tuned; padding id 0),
 #   T = 20, 6 post-norm blocks (12 heads, FFN 1200) with 1-D sinusoidal positions,
 #   Linear(300 -> 768) + LayerNorm;
@@ -51,9 +53,13 @@ model = dict(
         with_cls_token=True,
         output_cls_token=False,
         final_norm=True,
-        norm_cfg=dict(type='LN', eps=1e-6, requires_grad=True),
+        # official: nn.LayerNorm() everywhere (eps 1e-5), though the ViT weights were trained
+        # with 1e-6 (timm's / JAX's); the published numbers come from fine-tuning with 1e-5
+        norm_cfg=dict(type='LN', eps=1e-5, requires_grad=True),
         act_cfg=dict(type='GELU'),
-        interpolate_mode='bilinear',  # the official 24x24 -> 30x30 position resize
+        # the official 24x24 -> 30x30 position resize at load (timm 0.6.11: bicubic,
+        # align_corners=False); inputs are padded to 480, so no resize happens in forward
+        interpolate_mode='bicubic',
         init_cfg=dict(type='Pretrained',
                       checkpoint='pretrain/vit_base_p16_384_20220308-96dfe169.pth')),
     language_encoder=dict(

@@ -327,6 +327,27 @@ def test_480_config_builds_with_derived_parameter_count(tmp_path):
     assert cfg.optim_wrapper.paramwise_cfg.custom_keys['backbone'].lr_mult == 0.1
     assert cfg.optim_wrapper.optimizer.lr == 1e-5 and cfg.train_dataloader.batch_size == 8
     assert cfg.param_scheduler[0].end == cfg.max_iters // 10
+    _assert_official_layer_norms(model, num_vit=2 * 12 + 1, num_lang=2 * 6 + 1,
+                                 num_fusion=2 * 4 + 1)
+
+
+def _assert_official_layer_norms(model, num_vit, num_lang, num_fusion):
+    """Every LayerNorm of official ReSTR is ``nn.LayerNorm(dim)``: eps 1e-5 (its ViT blocks and
+    final norm, LangBlock, lang_norm, the fusion blocks and norm; model/vit.py,
+    model/transformers/blocks.py, model/glove_transformer.py, model/fusion_module.py)."""
+    for part, num in (('backbone', num_vit), ('language_encoder', num_lang),
+                      ('fusion', num_fusion)):
+        norms = [(n, m) for n, m in getattr(model, part).named_modules()
+                 if isinstance(m, torch.nn.LayerNorm)]
+        assert len(norms) == num, (part, len(norms))
+        bad = [(n, m.eps) for n, m in norms if m.eps != 1e-5]
+        assert not bad, (part, bad)
+
+
+def test_tiny_config_layer_norms_are_official(vocab_file):
+    model = MODELS.build(_tiny_cfg(vocab_file).model)
+    _assert_official_layer_norms(model, num_vit=2 * 4 + 1, num_lang=2 * 2 + 1,
+                                 num_fusion=2 * 4 + 1)
 
 
 def test_tiny_config_trains_two_iterations_with_runner(tmp_path):
@@ -354,8 +375,10 @@ def test_tiny_config_trains_two_iterations_with_runner(tmp_path):
     assert osp.isfile(osp.join(cfg.work_dir, 'iter_2.pth'))
 
 
-def test_backbone_loads_a_smaller_grid_checkpoint_with_bilinear_positions(tmp_path, vocab_file):
-    """The 480 recipe loads 384 weights (24x24 grid) into a 30x30 ViT; same path, tiny."""
+def test_backbone_loads_a_smaller_grid_checkpoint_with_bicubic_positions(tmp_path, vocab_file):
+    """The 480 recipe loads 384 weights (24x24 grid) into a 30x30 ViT; same path, tiny. The
+    official code resizes once at load with timm 0.6.11's ``resize_pos_embed`` (bicubic,
+    align_corners=False; restr.yaml pins timm 0.6.11)."""
     cfg = _tiny_cfg(vocab_file)
     small = dict(cfg.model.backbone, img_size=(48, 48))  # 6x6 grid, the tiny model has 8x8
     src = MODELS.build(small)
@@ -369,7 +392,7 @@ def test_backbone_loads_a_smaller_grid_checkpoint_with_bilinear_positions(tmp_pa
     model.init_weights()
     pos = src.pos_embed.detach()
     grid = pos[:, 1:].reshape(1, 6, 6, -1).permute(0, 3, 1, 2)
-    grid = F.interpolate(grid, size=(8, 8), mode='bilinear', align_corners=False)
+    grid = F.interpolate(grid, size=(8, 8), mode='bicubic', align_corners=False)
     expected = torch.cat([pos[:, :1], grid.flatten(2).transpose(1, 2)], dim=1)
     torch.testing.assert_close(model.backbone.pos_embed.detach(), expected)
     torch.testing.assert_close(model.backbone.patch_embed.projection.bias,
