@@ -233,3 +233,64 @@ def test_dist_test_ov_two_processes(tmp_path, tiny_ckpt):
         res = json.load(f)['results']
     assert res['PC-459']['mIoU'] == pytest.approx(expected['pc459'][0], abs=0.011)
     assert res['PC-459']['images'] == 2
+
+
+def test_zegclip_cross_dataset_switch(tmp_path):
+    """ZegCLIP (the COCO-Stuff zero-shot config): the target vocabulary replaces COCO's, the
+    seen/unseen split is dropped (official configs/cross_dataset/coco-to-*.py: novel_class =
+    []), the config's own test resolution (shortest side 512) and 512x512 sliding window stay,
+    the benchmark's 16-bit loader and IoUMetric(ignore_index=65535) come in; then a tiny
+    ZegCLIP runs the PC-459 benchmark end to end."""
+    base = Config.fromfile(osp.join(REPO, 'configs', 'zegclip_vitb16_coco-stuff-zs.py'))
+    assert base.model.zero_shot_split == 'coco_stuff171'
+    spec = test_ov.benchmark_spec('pc459', osp.join(REPO, 'configs'), str(tmp_path))
+    cfg, info = test_ov.benchmark_cfg(base, spec, 'ckpt.pth', str(tmp_path / 'w'))
+    assert cfg.model.vocabulary == 'pc459' and info['num_classes'] == 459
+    assert cfg.model.zero_shot_split is None and cfg.model.self_training is False
+    assert cfg.model.test_cfg.mode == 'slide' and tuple(cfg.model.test_cfg.crop_size) == (
+        512, 512)
+    steps = [s['type'] for s in cfg.test_dataloader.dataset.pipeline]
+    assert steps == ['LoadImageFromFile', 'ResizeShortestEdge', 'LoadWideAnnotations',
+                     'PackSegInputs']
+    assert cfg.test_dataloader.dataset.pipeline[1]['scale'] == 512
+    assert cfg.test_evaluator == dict(type='IoUMetric', iou_metrics=['mIoU'],
+                                      ignore_index=65535)
+    assert cfg.test_dataloader.dataset.data_root == osp.join(str(tmp_path), 'VOCdevkit',
+                                                              'VOC2010')
+
+    # a tiny ZegCLIP checkpoint through the whole tool
+    from mmengine.registry import init_default_scope
+    from mmseg.registry import MODELS
+    tiny = osp.join(REPO, 'configs', 'zegclip_tiny_synthetic-zs.py')
+    init_default_scope('mmseg')
+    model = MODELS.build(Config.fromfile(tiny).model)
+    ckpt = str(tmp_path / 'zegclip_tiny.pth')
+    torch.save(dict(state_dict=model.state_dict(), meta=dict()), ckpt)
+    root = str(tmp_path / 'data')
+    expected = _fabricate_with(root, ckpt, 'pc459', tiny)
+    results = test_ov.main([tiny, ckpt, '--data-root', root, '--work-dir',
+                            str(tmp_path / 'work'), '--benchmarks', 'pc459', '--cfg-options',
+                            f'model.text_encoder.cache_dir={_text_cache(root)}'])
+    assert results['pc459']['mIoU'] == pytest.approx(expected, abs=0.011)
+
+
+def _fabricate_with(root, ckpt, key, config):
+    """Like _fabricate for one benchmark, with the reference prediction of ``config``'s model
+    under the same switch (vocabulary, no zero-shot split)."""
+    inferencer = OpenVocabInferencer(
+        config, ckpt, cfg_options={'model.text_encoder.cache_dir': _text_cache(root),
+                                   'model.zero_shot_split': None})
+    inferencer.set_vocabulary(key)
+    k = VOCABS[key]
+    paths = _write_images(root, key, 0)
+    _, seg_dir, suffix, _ = _layout(root, key)
+    os.makedirs(seg_dir, exist_ok=True)
+    rng = np.random.default_rng(0)
+    preds, gts = [], []
+    for path, sample in zip(paths, inferencer(paths)):
+        pred = sample.pred_sem_seg.data[0].numpy().astype(np.int64)
+        gt = _ground_truth(pred, k, rng)
+        _write_label(osp.join(seg_dir, osp.basename(path)[:-4] + suffix), gt, key)
+        preds.append(pred)
+        gts.append(gt)
+    return _miou(preds, gts, k)
