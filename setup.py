@@ -20,6 +20,19 @@ def parse_requirements(path='requirements.txt'):
     return reqs
 
 
+# Optional ecosystem tools: `pip install -e .[vis,export]`.
+EXTRAS = {
+    # TensorBoard logging (mmengine's TensorboardVisBackend) and mmseg's
+    # tools/analysis_tools/analyze_logs.py (seaborn)
+    'vis': ['tensorboard', 'seaborn'],
+    # a web page for open-vocabulary inference
+    'web': ['gradio'],
+    # ONNX export and runtime checks
+    'export': ['onnx', 'onnxruntime'],
+}
+EXTRAS['all'] = sorted({pkg for pkgs in EXTRAS.values() for pkg in pkgs})
+
+
 setup(
     name='mmseg-ovseg',
     version=get_version(),
@@ -32,6 +45,7 @@ setup(
     include_package_data=True,
     python_requires='>=3.8',
     install_requires=parse_requirements(),
+    extras_require=EXTRAS,
     license='Apache License 2.0',
     zip_safe=False,
 )
