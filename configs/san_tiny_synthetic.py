@@ -63,7 +63,7 @@ param_scheduler = [
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=max_iters)
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=50, log_metric_by_epoch=False),
-    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=max_iters, max_keep_ckpts=1))
+    checkpoint=dict(by_epoch=False, interval=max_iters, max_keep_ckpts=1))
 # 2-core CPU: load in the main process. With loader workers the SAN step slowed from ~0.2 s
 # to 1.4-3.4 s per iteration here (workers and the model's threads fight for the 2 cores);
 # the synthetic images are small, so loading costs ~0.02 s per batch.

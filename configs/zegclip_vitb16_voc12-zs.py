@@ -153,7 +153,7 @@ default_hooks = dict(
     logger=dict(type='LoggerHook', interval=50, log_metric_by_epoch=False),
     param_scheduler=dict(type='ParamSchedulerHook'),
     # at half and full schedule: the -st configs start from the half-schedule checkpoint
-    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=max_iters // 2,
+    checkpoint=dict(by_epoch=False, interval=max_iters // 2,
                     save_best='hIoU', rule='greater'),
     sampler_seed=dict(type='DistSamplerSeedHook'),
     visualization=dict(type='SegVisualizationHook'))

@@ -23,6 +23,7 @@ from mmengine.config import Config, DictAction  # noqa: E402
 from mmengine.logging import print_log  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
+from mmseg_ovseg.engine import check_checkpoint, find_resumable_checkpoint  # noqa: E402
 from mmseg_ovseg.utils import has_accelerator, setup_cpu_distributed  # noqa: E402
 
 
@@ -78,15 +79,43 @@ def setup_cfg(args):
     if args.amp:
         enable_amp(cfg)
     adapt_amp_to_device(cfg)
-    if args.resume == 'auto':
-        cfg.resume = True
-        cfg.load_from = None  # mmengine then finds the latest checkpoint of work_dir
-    elif args.resume is not None:
-        if not osp.isfile(args.resume):
-            raise FileNotFoundError(f'--resume checkpoint not found: {args.resume}')
-        cfg.resume = True
-        cfg.load_from = args.resume
+    if args.resume is not None:
+        resolve_resume(cfg, args.resume)
     return cfg
+
+
+def resolve_resume(cfg, resume):
+    """``--resume`` (``'auto'``: the newest checkpoint of the work dir that loads, skipping
+    broken ones with a warning; else a path, which must load) -> ``cfg.resume``/``load_from``.
+
+    The run's seed is taken from the checkpoint (as mmengine's ``resume`` does, but before the
+    data loaders are built, whose sampler and worker seeds derive from it): a config without a
+    fixed seed then continues with the data order of the interrupted run.
+    """
+    if resume == 'auto':
+        choice = find_resumable_checkpoint(cfg.work_dir)
+        if choice is None:
+            print_log(f'--resume: no checkpoint in {cfg.work_dir}; training from scratch',
+                      logger='current', level=logging.WARNING)
+            cfg.resume = False
+            cfg.load_from = None
+            return
+        path, meta = choice.path, choice.meta
+    else:
+        reason, meta = check_checkpoint(resume)
+        if reason is not None:
+            raise ValueError(f'--resume checkpoint {resume}: {reason}')
+        path = resume
+    cfg.resume = True
+    cfg.load_from = path
+    seed = meta.get('seed')
+    randomness = dict(cfg.get('randomness') or {})
+    if seed is not None and randomness.get('seed') != seed:
+        if randomness.get('seed') is not None:
+            print_log(f'--resume: seed {seed} of {path} replaces the config seed '
+                      f'{randomness["seed"]}', logger='current', level=logging.WARNING)
+        randomness['seed'] = seed
+        cfg.randomness = randomness
 
 
 def enable_amp(cfg):

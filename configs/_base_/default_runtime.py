@@ -15,3 +15,18 @@ load_from = None
 resume = False
 
 tta_model = dict(type='SegTTAModel')
+
+# Hooks of every config (a config overrides single entries, e.g. the checkpoint interval;
+# max_keep_ckpts unset: all checkpoints are kept unless the config limits them).
+# SafeCheckpointHook (mmseg_ovseg/engine/checkpoint_hook.py) is mmengine's CheckpointHook with
+# kill-proof saving (temporary file, fsync, atomic rename, then last_checkpoint, then old files
+# removed) and exact resume (random states saved and restored). FiniteLossHook stops training
+# on a NaN/inf loss, naming the iteration and the loss terms ('warn' to train on, None: off).
+default_hooks = dict(
+    timer=dict(type='IterTimerHook'),
+    logger=dict(type='LoggerHook', interval=50, log_metric_by_epoch=False),
+    param_scheduler=dict(type='ParamSchedulerHook'),
+    checkpoint=dict(type='SafeCheckpointHook', by_epoch=False, interval=2000),
+    sampler_seed=dict(type='DistSamplerSeedHook'),
+    visualization=dict(type='SegVisualizationHook'),
+    check_finite_loss=dict(type='FiniteLossHook', action='raise', interval=1))
