@@ -44,7 +44,10 @@ model = dict(
         frozen=False,
         drop_path_rate=0.1,
         interpolate_mode='bilinear',  # official position-embedding resize
-        pos_grid=(40, 40)),  # trained at the 640 crop's grid, as the official backbone
+        pos_grid=(40, 40),  # trained at the 640 crop's grid, as the official backbone
+        # the official forward adds class_embedding to the CLS token twice (as the token and
+        # to its position row): start from that CLS token (no effect with pretrained=None)
+        fold_class_embedding=True),
     adapter=dict(type='FPNAdapter', in_channels=768, rescales=(4, 2, 1, 0.5),
                  norm_cfg=norm_cfg),
     text_encoder=dict(

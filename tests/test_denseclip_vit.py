@@ -241,6 +241,7 @@ def test_ade20k_vit_config_follows_the_official_recipe_and_counts_params():
     assert m.backbone.drop_path_rate == 0.1 and m.backbone.output_dense
     assert not m.backbone.frozen and m.backbone.interpolate_mode == 'bilinear'
     assert m.backbone.pos_grid == (40, 40)  # official: resized once, trained at 40x40
+    assert m.backbone.fold_class_embedding  # official CLS token: class_embedding added twice
     assert m.backbone.clip_model.quick_gelu  # OpenAI ViT-B/16 weights
     assert m.adapter.type == 'FPNAdapter' and m.adapter.rescales == (4, 2, 1, 0.5)
     assert m.adapter.norm_cfg.type == 'SyncBN'
@@ -342,10 +343,12 @@ def test_converted_vit_tokens_equal_the_official_embedding():
     torch.testing.assert_close(tokens, _official_embed(official, x), rtol=1e-5, atol=1e-5)
 
 
-def test_load_time_position_grid_resize_hand_values(tmp_path):
+def test_load_time_position_grid_resize_and_cls_fold_hand_values(tmp_path):
     """Official CLIPVisionTransformer.init_weights: CLIP's 14x14 grid resized bilinearly
     (align_corners=False) to 40x40 at load, the CLS row kept; ours: pos_grid. Tiny: a 2x2 grid
-    [[0, 4], [8, 12]] at 4x4 is 8 * row + 4 * column at rows/columns 0, 1/4, 3/4, 1."""
+    [[0, 4], [8, 12]] at 4x4 is 8 * row + 4 * column at rows/columns 0, 1/4, 3/4, 1. The
+    official forward then adds class_embedding c to the CLS row: with fold_class_embedding
+    (as the 640 config) the row holds 7 + c, so open_clip's CLS token is the official 2c + 7."""
     from mmseg_ovseg.clip.builder import create_clip
     tiny = dict(embed_dim=8, quick_gelu=True,
                 vision_cfg=dict(image_size=32, layers=1, width=16, head_width=8, patch_size=16),
@@ -356,15 +359,18 @@ def test_load_time_position_grid_resize_hand_values(tmp_path):
         pos.zero_()
         pos[0] = 7.
         pos[1:, 0] = torch.tensor([0., 4., 8., 12.])
+        clip.visual.class_embedding.copy_(torch.arange(16.))
     torch.save(clip.state_dict(), tmp_path / 'clip.pt')
     backbone = MODELS.build(dict(type='CLIPVisionTransformer', clip_model=tiny,
                                  pretrained=str(tmp_path / 'clip.pt'), out_indices=(0, ),
-                                 interpolate_mode='bilinear', pos_grid=(4, 4)))
+                                 interpolate_mode='bilinear', pos_grid=(4, 4),
+                                 fold_class_embedding=True))
     got = backbone.visual.positional_embedding
     expected = torch.tensor([[0., 1., 3., 4.], [2., 3., 5., 6.], [6., 7., 9., 10.],
                              [8., 9., 11., 12.]]).flatten()
     assert got.shape == (1 + 16, 16)
-    assert torch.equal(got[0], torch.full((16, ), 7.))
+    assert torch.equal(got[0], 7. + torch.arange(16.))
+    assert torch.equal(backbone.visual.class_embedding + got[0], 7. + 2 * torch.arange(16.))
     torch.testing.assert_close(got[1:, 0], expected)
     assert not got[1:, 1:].any()
 
