@@ -1,12 +1,18 @@
 """Two-process distributed training on CPU: tools/dist_train.sh (torchrun --nproc_per_node 2)
--> tools/train.py --launcher pytorch, gloo backend, tiny synthetic config, 2 iterations."""
+-> tools/train.py --launcher pytorch, gloo backend, tiny synthetic config, 2 iterations; and
+killing the launcher (kill -9 of the torchrun agent, SIGTERM/SIGINT to dist_train.sh) ends the
+workers."""
 import json
 import os
 import os.path as osp
+import signal
 import socket
 import subprocess
 import sys
 import textwrap
+import time
+
+import pytest
 
 from mmseg_ovseg.datasets.synthetic import generate_synthetic_dataset
 
@@ -86,3 +92,121 @@ def test_two_process_cpu_training(tmp_path):
     # rank 0 alone writes the checkpoint
     ckpts = sorted(p.name for p in work_dir.glob('*.pth'))
     assert ckpts == ['iter_2.pth'], ckpts
+
+
+# --------------------------------------------------------------------------- launcher kills
+# Each worker records its pid when its config is read (custom_imports) and marks the first
+# training iteration, so the test kills a job that is training.
+PID_MARKER = '''
+import os, os.path as osp
+from mmengine.hooks import Hook
+from mmengine.registry import HOOKS
+
+OUT = os.environ['OVSEG_TEST_PID_DIR']
+with open(osp.join(OUT, 'pid%s' % os.environ['RANK']), 'w') as f:
+    f.write(str(os.getpid()))
+
+
+@HOOKS.register_module()
+class TrainingMarkerHook(Hook):
+
+    def before_train_iter(self, runner, batch_idx, data_batch=None):
+        path = osp.join(OUT, 'training%s' % os.environ['RANK'])
+        if not osp.exists(path):
+            open(path, 'w').close()
+'''
+
+
+def _alive(pid):
+    """pid exists and is not a zombie."""
+    try:
+        with open(f'/proc/{pid}/stat') as f:
+            return f.read().rsplit(')', 1)[1].split()[0] != 'Z'
+    except OSError:
+        return False
+
+
+def _parent(pid):
+    with open(f'/proc/{pid}/stat') as f:
+        return int(f.read().rsplit(')', 1)[1].split()[1])
+
+
+def _group(pgids):
+    """Live pids whose process group is one of ``pgids`` (the workers and their children:
+    torchrun starts each worker in a session of its own)."""
+    found = []
+    for name in os.listdir('/proc'):
+        if name.isdigit():
+            try:
+                with open(f'/proc/{name}/stat') as f:
+                    fields = f.read().rsplit(')', 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) in pgids and fields[0] != 'Z':
+                found.append(int(name))
+    return found
+
+
+def _wait_for(predicate, timeout, step=0.2):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(step)
+    return predicate()
+
+
+@pytest.mark.parametrize('target,sig', [('agent', signal.SIGKILL),
+                                        ('script', signal.SIGTERM),
+                                        ('script', signal.SIGINT)])
+def test_launcher_kill_ends_workers(tmp_path, target, sig):
+    """`kill -9` of the torchrun agent, or SIGTERM/SIGINT to dist_train.sh, while two gloo
+    workers train: every worker (and anything in its process group) is gone within seconds."""
+    data_root = str(tmp_path / 'data')
+    generate_synthetic_dataset(data_root, num_train=4, num_val=2, seed=0, size=32)
+    (tmp_path / 'pid_marker.py').write_text(PID_MARKER)
+    pid_dir = tmp_path / 'pids'
+    pid_dir.mkdir()
+    config = tmp_path / 'kill_cfg.py'
+    config.write_text(textwrap.dedent(f'''
+        _base_ = [{CONFIG!r}]
+        custom_imports = dict(imports=['mmseg_ovseg', 'pid_marker'], allow_failed_imports=False)
+        custom_hooks = [dict(type='TrainingMarkerHook')]
+    '''))
+    opts = ['env_cfg.dist_cfg.backend=gloo', 'train_cfg.max_iters=100000',
+            'train_cfg.val_interval=100000', 'default_hooks.checkpoint.interval=100000',
+            'train_dataloader.batch_size=1', 'train_dataloader.num_workers=0',
+            'train_dataloader.persistent_workers=False',
+            f'train_dataloader.dataset.data_root={data_root}', 'val_dataloader.num_workers=0',
+            'val_dataloader.persistent_workers=False',
+            f'val_dataloader.dataset.data_root={data_root}']
+    env = dict(os.environ, PYTHONPATH=f'{REPO}:{tmp_path}', PYTHON=sys.executable,
+               PORT=str(free_port()), OMP_NUM_THREADS='1', OVSEG_TEST_PID_DIR=str(pid_dir))
+    log = open(tmp_path / 'launcher.log', 'w')
+    script = subprocess.Popen(
+        ['bash', osp.join(REPO, 'tools', 'dist_train.sh'), str(config), '2', '--work-dir',
+         str(tmp_path / 'work'), '--cfg-options'] + opts,
+        stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(tmp_path))
+    workers = []
+    try:
+        started = _wait_for(lambda: all((pid_dir / f'training{r}').exists() for r in (0, 1))
+                            or script.poll() is not None, timeout=150)
+        assert started and script.poll() is None, (tmp_path / 'launcher.log').read_text()[-3000:]
+        workers = [int((pid_dir / f'pid{r}').read_text()) for r in (0, 1)]
+        agent = _parent(workers[0])
+        assert _parent(workers[1]) == agent
+        victim = agent if target == 'agent' else script.pid
+        os.kill(victim, sig)
+        gone = _wait_for(lambda: not _group(workers), timeout=10)
+        assert gone, f'still running 10 s after {sig!r} to the {target}: {_group(workers)}'
+        # the launcher ends too (it is the agent after exec), with a failure status
+        script.wait(timeout=30)
+        assert script.returncode != 0
+    finally:
+        for pid in _group(workers) + ([script.pid] if script.poll() is None else []):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        script.wait(timeout=10)
+        log.close()

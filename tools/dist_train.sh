@@ -16,8 +16,11 @@ MASTER_ADDR=${MASTER_ADDR:-"127.0.0.1"}
 PYTHON=${PYTHON:-python}
 DIR="$(cd "$(dirname "$0")" && pwd)"
 
-PYTHONPATH="$DIR/..":$PYTHONPATH \
-"$PYTHON" -m torch.distributed.run \
+# exec: this script's process becomes the torchrun agent, so SIGTERM/SIGINT sent to it reach
+# the agent, which stops its workers; the workers themselves exit when the agent dies (even by
+# kill -9: tools/*.py watch their parent, mmseg_ovseg.utils.exit_with_parent).
+export PYTHONPATH="$DIR/..${PYTHONPATH:+:$PYTHONPATH}"
+exec "$PYTHON" -m torch.distributed.run \
     --nnodes="$NNODES" \
     --node_rank="$NODE_RANK" \
     --master_addr="$MASTER_ADDR" \

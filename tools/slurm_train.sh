@@ -14,8 +14,10 @@ SRUN_ARGS=${SRUN_ARGS:-""}
 PYTHON=${PYTHON:-python}
 DIR="$(cd "$(dirname "$0")" && pwd)"
 
-PYTHONPATH="$DIR/..":$PYTHONPATH \
-srun -p "$PARTITION" \
+# exec: signals sent to this script reach srun, which forwards SIGINT/SIGTERM to every task
+# (and --kill-on-bad-exit ends the step when one task fails).
+export PYTHONPATH="$DIR/..${PYTHONPATH:+:$PYTHONPATH}"
+exec srun -p "$PARTITION" \
     --job-name="$JOB_NAME" \
     --gres=gpu:"$GPUS_PER_NODE" \
     --ntasks="$GPUS" \

@@ -50,6 +50,8 @@ def parse_args(argv=None):
     # `mim train` may append `--gpus N` (mim#157); the device count comes from the launcher,
     # so it is accepted and ignored. Hidden from -h: mim only appends it if -h shows it.
     parser.add_argument('--gpus', type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument('--debug', action='store_true',
+                        help='on an error, print the full traceback (default: one line)')
     args = parser.parse_args(argv)
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
@@ -153,4 +155,6 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    # one-line errors (--debug: traceback); under torchrun, exit when the agent dies
+    from mmseg_ovseg.utils.cli import run_cli
+    sys.exit(run_cli(main, 'train.py'))

@@ -6,10 +6,19 @@ mmengine 0.10.7 assumes a GPU when ``launcher='pytorch'``: ``init_dist`` calls
 :func:`setup_cpu_distributed` initialises the process group itself (``Runner`` then skips
 ``init_dist``) and selects :class:`CPUDistributedDataParallel`, which drops ``device_ids``
 for a module on CPU. Nothing changes when an accelerator is present.
+
+:func:`exit_with_parent` ends a worker whose launcher (the torchrun agent) has died: torchrun
+starts every worker in a session of its own, so nothing else would stop the workers after a
+``kill -9`` of the agent.
 """
 import logging
 import os
+import signal
+import sys
+import threading
+import time
 from datetime import timedelta
+from typing import Optional
 
 import torch
 import torch.distributed as dist
@@ -17,7 +26,10 @@ from mmengine.logging import print_log
 from mmengine.model import MMDistributedDataParallel
 from mmengine.registry import MODEL_WRAPPERS
 
-__all__ = ['CPUDistributedDataParallel', 'setup_cpu_distributed', 'has_accelerator']
+__all__ = [
+    'CPUDistributedDataParallel', 'setup_cpu_distributed', 'has_accelerator', 'check_device',
+    'exit_with_parent', 'launched_by_torchrun'
+]
 
 
 @MODEL_WRAPPERS.register_module()
@@ -74,4 +86,84 @@ def setup_cpu_distributed(cfg) -> bool:
         cfg.model_wrapper_cfg = dict(
             type='CPUDistributedDataParallel', broadcast_buffers=False,
             find_unused_parameters=cfg.get('find_unused_parameters', False))
+    return True
+
+
+def check_device(device) -> torch.device:
+    """``torch.device(device)``, refusing a device this machine does not have.
+
+    Raises:
+        ValueError: an unparsable device string, or a CUDA device without CUDA (or with an
+            index beyond ``torch.cuda.device_count()``), each named in the message.
+    """
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"invalid device {device!r} (expected e.g. 'cpu' or 'cuda:0'): "
+                         f'{e}') from None
+    if dev.type == 'cuda':
+        if not torch.cuda.is_available():
+            built = 'a torch build without CUDA' if torch.version.cuda is None else \
+                'no CUDA GPU visible'
+            raise ValueError(f'device {device!r} requested, but CUDA is not available '
+                             f'({built}); use --device cpu')
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise ValueError(f'device {device!r} requested, but only {count} CUDA '
+                             f'device(s) are visible (cuda:0..cuda:{count - 1})')
+    elif dev.type != 'cpu':
+        module = getattr(torch, dev.type, None)
+        available = getattr(module, 'is_available', None)
+        if available is not None and not available():
+            raise ValueError(f'device {device!r} requested, but {dev.type} is not available')
+    return dev
+
+
+def launched_by_torchrun() -> bool:
+    """True in a worker started by torchrun (``torch.distributed.run``)."""
+    return 'TORCHELASTIC_RUN_ID' in os.environ
+
+
+_watchdog: Optional[threading.Thread] = None
+
+
+def exit_with_parent(interval: float = 0.5, grace: float = 5.0) -> bool:
+    """End this process (and its process group) when its parent process dies.
+
+    A daemon thread polls ``os.getppid()``; once the parent is gone (the process was
+    re-parented to init or a subreaper) it prints one line to stderr and sends SIGTERM to the
+    process group if this process leads one (torchrun starts each worker in a new session, so
+    data loader workers go too), else to itself; after ``grace`` seconds it calls
+    ``os._exit(1)``. Polling rather than ``prctl(PR_SET_PDEATHSIG)``: the kernel sends that
+    signal when the parent *thread* that forked us exits, which need not be the parent
+    process's end. Idempotent; returns True if the watchdog runs.
+    """
+    global _watchdog
+    if _watchdog is not None:
+        return True
+    parent = os.getppid()
+    if parent <= 1:  # already orphaned (or started by init): nothing to watch
+        return False
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(interval)
+        try:
+            print(f'[pid {os.getpid()}] parent process {parent} (the launcher) is gone; '
+                  'exiting', file=sys.stderr, flush=True)
+        except Exception:  # noqa: BLE001  (stderr may be closed)
+            pass
+        pid = os.getpid()
+        try:
+            if os.getpgid(0) == pid:
+                os.killpg(pid, signal.SIGTERM)
+            else:
+                os.kill(pid, signal.SIGTERM)
+        except OSError:
+            pass
+        time.sleep(grace)  # a SIGTERM handler may be cleaning up
+        os._exit(1)
+
+    _watchdog = threading.Thread(target=watch, name='exit_with_parent', daemon=True)
+    _watchdog.start()
     return True
