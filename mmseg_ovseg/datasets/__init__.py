@@ -4,3 +4,4 @@ from .transforms import LoadWideAnnotations  # noqa: F401
 from .refcoco import RefCOCODataset  # noqa: F401
 from .referring_transforms import LoadReferringAnnotation, PackReferringInputs  # noqa: F401
 from .synthetic_referring import generate_referring_dataset  # noqa: F401
+from .captions import CaptionDataset, CaptionGenerator  # noqa: F401
