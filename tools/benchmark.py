@@ -233,19 +233,23 @@ def build_segmentor(config, checkpoint: Optional[str] = None, device: str = 'cpu
     import mmseg_ovseg  # noqa: F401  (registries, safe checkpoint globals)
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
-    from mmengine.runner import load_checkpoint
 
     from mmseg.registry import MODELS
+    from mmseg_ovseg.utils.dist import check_device
+    from mmseg_ovseg.utils.load_guard import load_checkpoint_checked, resolve_checkpoint_path
+    check_device(device)
+    if isinstance(config, str) and not osp.isfile(config):
+        raise FileNotFoundError(f'config file not found: {config}')
     cfg = Config.fromfile(config) if isinstance(config, str) else config
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
-    if checkpoint is not None and not osp.isfile(checkpoint):
-        raise FileNotFoundError(f'checkpoint file not found: {checkpoint}')
+    if checkpoint is not None:
+        checkpoint = resolve_checkpoint_path(checkpoint)
     cfg.model.train_cfg = None
     init_default_scope(cfg.get('default_scope', 'mmseg'))
     model = MODELS.build(cfg.model)
-    if checkpoint is not None:
-        load_checkpoint(model, checkpoint, map_location='cpu')
+    if checkpoint is not None:  # must fit the model, finite weights (load_guard)
+        load_checkpoint_checked(model, checkpoint, map_location='cpu')
     return model.to(device).eval()
 
 
@@ -453,6 +457,8 @@ def parse_args(argv=None):
     parser.add_argument('--device', default='cpu')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--out', default=None, help='write the results as JSON')
+    parser.add_argument('--debug', action='store_true',
+                        help='on an error, print the full traceback (default: one line)')
     args = parser.parse_args(argv)
     if args.config is None and not (args.against_mmseg_san or args.kernels):
         parser.error('a CONFIG is required (or --against-mmseg-san or --kernels)')
@@ -510,4 +516,5 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    from mmseg_ovseg.utils.cli import run_cli
+    sys.exit(run_cli(main, 'benchmark.py'))

@@ -93,6 +93,8 @@ def parse_args(argv=None):
     parser.add_argument('--shape', type=int, nargs=2, default=[512, 512], metavar=('H', 'W'))
     parser.add_argument('--mode', choices=['tensor', 'predict'], default='tensor')
     parser.add_argument('--table', action='store_true', help='print the per-module table')
+    parser.add_argument('--debug', action='store_true',
+                        help='on an error, print the full traceback (default: one line)')
     return parser.parse_args(argv)
 
 
@@ -112,4 +114,5 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    from mmseg_ovseg.utils.cli import run_cli
+    sys.exit(run_cli(main, 'get_flops.py'))

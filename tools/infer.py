@@ -5,7 +5,13 @@
 
 For every image writes ``<name>_label.png`` (uint8 class indices into ``--classes``; use a
 16-bit PNG when there are more than 256 classes) and ``<name>_overlay.png`` (the prediction
-over the image with the class names and a legend), and prints their paths.
+over the image with the class names and a legend), and prints their paths. Images from several
+folders keep their folders below their common parent (``a/x.png`` and ``b/x.png`` write
+``out/a/x_*.png`` and ``out/b/x_*.png``), so no output overwrites another.
+
+Errors (a missing, empty or undecodable image, a directory as image, a checkpoint that does
+not fit the model, an unavailable ``--device``) are one line on stderr with exit status 1;
+``--debug`` adds the traceback.
 """
 import argparse
 import os
@@ -35,6 +41,8 @@ def parse_args(argv=None):
     parser.add_argument('--out-dir', default='infer_out', help='output directory')
     parser.add_argument('--device', default='cpu', help="'cpu' or 'cuda:0'")
     parser.add_argument('--opacity', type=float, default=0.5, help='overlay opacity')
+    parser.add_argument('--debug', action='store_true',
+                        help='on an error, print the full traceback (default: one line)')
     return parser.parse_args(argv)
 
 
@@ -43,27 +51,55 @@ def save_label(label: np.ndarray, path: str) -> None:
     Image.fromarray(label.astype(dtype)).save(path)
 
 
+def output_stems(images, out_dir):
+    """``out_dir/<relative folder>/<name>`` for every image, without extension and unique.
+
+    Images in one folder map to ``out_dir/<name>``; images from several folders keep their
+    path below the folders' common parent, so equal names in different folders do not
+    overwrite each other. Two images that would still share a stem (``x.png`` and ``x.jpg``
+    in one folder) are refused with a ValueError naming both.
+    """
+    folders = [osp.dirname(osp.abspath(p)) for p in images]
+    root = osp.commonpath(folders) if folders else ''
+    stems, seen = [], {}
+    for path in images:
+        rel = osp.relpath(osp.abspath(path), root)
+        stem = osp.join(out_dir, osp.splitext(rel)[0])
+        other = seen.setdefault(stem, path)
+        if osp.abspath(other) != osp.abspath(path):
+            raise ValueError(f'images {other} and {path} would both write {stem}_label.png; '
+                             'rename one or run them separately')
+        stems.append(stem)
+    return stems
+
+
 def main(argv=None):
     args = parse_args(argv)
     # Fail on a bad path before the (slow) imports and the model build.
-    for path in args.images:
+    images = list(dict.fromkeys(args.images))  # each image once, in order
+    for path in images:
+        if osp.isdir(path):
+            raise IsADirectoryError(f'image path is a directory, not an image file: {path}')
         if not osp.isfile(path):
             raise FileNotFoundError(f'image file not found: {path}')
-    if args.checkpoint is not None and not osp.isfile(args.checkpoint):
-        raise FileNotFoundError(f'checkpoint file not found: {args.checkpoint}')
+        if osp.getsize(path) == 0:
+            raise ValueError(f'image file is empty (0 bytes): {path}')
+    stems = output_stems(images, args.out_dir)
     from mmseg_ovseg.apis import OpenVocabInferencer
+    from mmseg_ovseg.utils.dist import check_device
+    from mmseg_ovseg.utils.load_guard import resolve_checkpoint_path
 
+    check_device(args.device)
+    checkpoint = None if args.checkpoint is None else resolve_checkpoint_path(args.checkpoint)
     inferencer = OpenVocabInferencer(
-        args.config, args.checkpoint, classes=args.classes, templates=args.templates,
+        args.config, checkpoint, classes=args.classes, templates=args.templates,
         device=args.device)
-    os.makedirs(args.out_dir, exist_ok=True)
     print(f'classes ({len(inferencer.classes)}): {", ".join(inferencer.classes)}')
     written = []
-    for path in args.images:
+    for path, stem in zip(images, stems):
         sample = inferencer(path)[0]
-        name = osp.splitext(osp.basename(path))[0]
-        label_file = osp.join(args.out_dir, f'{name}_label.png')
-        overlay_file = osp.join(args.out_dir, f'{name}_overlay.png')
+        os.makedirs(osp.dirname(stem) or '.', exist_ok=True)
+        label_file, overlay_file = f'{stem}_label.png', f'{stem}_overlay.png'
         save_label(sample.pred_sem_seg.data[0].cpu().numpy(), label_file)
         inferencer.visualize(path, sample, overlay_file, opacity=args.opacity)
         print(label_file)
@@ -73,7 +109,5 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    try:
-        main()
-    except FileNotFoundError as e:  # a wrong path is a usage error, not a crash
-        sys.exit(f'infer.py: error: {e}')
+    from mmseg_ovseg.utils.cli import run_cli
+    sys.exit(run_cli(main, 'infer.py'))

@@ -5,6 +5,11 @@
 
 ``--out`` writes the predicted label maps as PNGs (the metric's ``output_dir``); ``--show-dir``
 turns on the visualization hook for every test image and saves the drawings there.
+
+CHECKPOINT may be a work dir (its ``last_checkpoint`` names the file). The checkpoint is checked
+against the built model before testing (``mmseg_ovseg.utils.load_guard``): a file of another
+architecture, without weights or with NaN/inf weights is refused. Errors are one line on stderr
+with exit status 1; ``--debug`` adds the traceback.
 """
 import argparse
 import logging
@@ -22,12 +27,14 @@ from mmengine.logging import print_log  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 from mmseg_ovseg.utils import setup_cpu_distributed  # noqa: E402
+from mmseg_ovseg.utils.cli import DEBUG_HELP, run_cli  # noqa: E402
+from mmseg_ovseg.utils.load_guard import check_checkpoint_file, resolve_checkpoint_path  # noqa
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Test (and evaluate) a segmentor')
     parser.add_argument('config', help='test config file path')
-    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('checkpoint', help='checkpoint file (or a work dir: its last_checkpoint)')
     parser.add_argument('--work-dir', help='directory for logs and the metrics json')
     parser.add_argument('--out', help='directory to save predicted label maps (PNG)')
     parser.add_argument('--show-dir', help='directory to save drawn predictions')
@@ -41,6 +48,7 @@ def parse_args(argv=None):
         help='job launcher')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     parser.add_argument('--gpus', type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument('--debug', action='store_true', help=DEBUG_HELP)
     args = parser.parse_args(argv)
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
@@ -60,8 +68,7 @@ def _metric_cfgs(evaluator):
 def setup_cfg(args):
     if not osp.isfile(args.config):
         raise FileNotFoundError(f'config file not found: {args.config}')
-    if not osp.isfile(args.checkpoint):
-        raise FileNotFoundError(f'checkpoint file not found: {args.checkpoint}')
+    args.checkpoint = resolve_checkpoint_path(args.checkpoint)
     cfg = Config.fromfile(args.config)
     cfg.launcher = args.launcher
     if args.cfg_options is not None:
@@ -107,9 +114,11 @@ def main(argv=None):
     cfg = setup_cfg(args)
     setup_cpu_distributed(cfg)  # torchrun on a CPU-only machine (gloo)
     runner = Runner.from_cfg(cfg)
+    # The runner loads `load_from` non-strictly; refuse a checkpoint that does not fit first.
+    check_checkpoint_file(runner.model, args.checkpoint)
     metrics = runner.test()
     return metrics
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(run_cli(main, 'test.py'))

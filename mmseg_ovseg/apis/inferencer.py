@@ -11,7 +11,7 @@ import torch
 from mmengine.config import Config
 from mmengine.dataset import Compose
 from mmengine.registry import init_default_scope
-from mmengine.runner import load_checkpoint
+from mmengine.structures import PixelData
 
 from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
@@ -40,14 +40,16 @@ class OpenVocabInferencer:
     Args:
         config (str | Config): model config (an mmseg-ovseg config such as
             ``configs/baseline_tiny_synthetic.py``).
-        checkpoint (str, optional): weights saved by ``tools/train.py``. When given, the
-            ``pretrained``/``init_cfg`` of the sub-modules are ignored (the checkpoint holds all
-            weights); when None, the model keeps its config initialisation (e.g. CLIP weights).
+        checkpoint (str, optional): weights saved by ``tools/train.py`` (or a work dir: the
+            file its ``last_checkpoint`` names). When given, the ``pretrained``/``init_cfg`` of
+            the sub-modules are ignored (the checkpoint holds all weights) and the file must fit
+            the model exactly, with finite weights (:mod:`mmseg_ovseg.utils.load_guard`);
+            when None, the model keeps its config initialisation (e.g. CLIP weights).
         classes (str | list[str], optional): the vocabulary: a list, a comma-separated string,
             a ``.txt`` file (one name per line) or a registered name (``get_vocabulary``).
             None keeps the model's vocabulary (the training classes).
         templates (str | list[str], optional): prompt templates for the text encoder.
-        device (str): ``'cpu'`` or ``'cuda:0'`` etc.
+        device (str): ``'cpu'`` or ``'cuda:0'`` etc.; a device this machine lacks is refused.
         cfg_options (dict, optional): config overrides.
 
     ``model`` is the segmentor. Calling the inferencer with a path, an ``(H, W, 3)`` uint8
@@ -73,8 +75,11 @@ class OpenVocabInferencer:
         cfg = copy.deepcopy(config)
         if cfg_options:
             cfg.merge_from_dict(cfg_options)
-        if checkpoint is not None and not osp.isfile(checkpoint):
-            raise FileNotFoundError(f'checkpoint file not found: {checkpoint}')
+        from mmseg_ovseg.utils.dist import check_device
+        from mmseg_ovseg.utils.load_guard import resolve_checkpoint_path
+        check_device(device)
+        if checkpoint is not None:
+            checkpoint = resolve_checkpoint_path(checkpoint)
         self.cfg = cfg
         self.device = device
         self.model = self._build_model(cfg, checkpoint, device)
@@ -102,8 +107,9 @@ class OpenVocabInferencer:
         model = MODELS.build(model_cfg)
         meta = {}
         if checkpoint is not None:
-            ckpt = load_checkpoint(model, checkpoint, map_location='cpu', strict=True)
-            meta = ckpt.get('meta', {}) if isinstance(ckpt, dict) else {}
+            from mmseg_ovseg.utils.load_guard import load_checkpoint_checked
+            ckpt = load_checkpoint_checked(model, checkpoint, map_location='cpu')
+            meta = ckpt.get('meta') or {}
         classes = getattr(model, 'vocabulary', None)
         if classes is None:
             classes = (meta.get('dataset_meta') or {}).get('classes')
@@ -151,16 +157,27 @@ class OpenVocabInferencer:
     def read_image(image: ImageType) -> np.ndarray:
         """An ``(H, W, 3)`` uint8 BGR array from a path or an array; clear errors otherwise."""
         if isinstance(image, str):
+            if osp.isdir(image):
+                raise IsADirectoryError(f'image path is a directory, not an image file: '
+                                        f'{image}')
             if not osp.isfile(image):
                 raise FileNotFoundError(f'image file not found: {image}')
-            img = mmcv.imread(image, flag='color', channel_order='bgr')
-            if img is None:
-                raise ValueError(f'cannot decode image file: {image}')
+            if osp.getsize(image) == 0:
+                raise ValueError(f'image file is empty (0 bytes): {image}')
+            try:
+                img = mmcv.imread(image, flag='color', channel_order='bgr')
+            except Exception as e:  # noqa: BLE001  (decoders raise many types)
+                raise ValueError(f'cannot decode image file {image}: {e}') from e
+            if img is None or img.size == 0:
+                raise ValueError(f'cannot decode image file: {image} (not an image format '
+                                 'OpenCV/Pillow reads, or damaged)')
             return img
         if isinstance(image, np.ndarray):
             if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
                 raise ValueError('image arrays must be (H, W, 3) uint8 (BGR), got shape '
                                  f'{image.shape} dtype {image.dtype}')
+            if image.shape[0] == 0 or image.shape[1] == 0:
+                raise ValueError(f'image array is empty: shape {image.shape}')
             return image
         raise TypeError(f'image must be a path or an (H, W, 3) uint8 array, got '
                         f'{type(image).__name__}')
@@ -196,11 +213,16 @@ class OpenVocabInferencer:
         meta = self.model.dataset_meta
         vis = SegLocalVisualizer(name=f'ovseg_inferencer_{id(self)}', alpha=opacity)
         vis.dataset_meta = dict(classes=meta['classes'], palette=meta['palette'])
-        vis.add_datasample('prediction', rgb, data_sample, draw_gt=False, draw_pred=True,
+        # mmseg's _draw_sem_seg indexes the numpy picture with a torch mask, which numpy
+        # takes for an integer index when it has one element (a 1x1 image: IndexError); a
+        # numpy label map takes its numpy branch.
+        label_map = data_sample.pred_sem_seg.data.cpu().numpy()
+        drawn_sample = SegDataSample(pred_sem_seg=PixelData(data=label_map))
+        vis.add_datasample('prediction', rgb, drawn_sample, draw_gt=False, draw_pred=True,
                            show=False, with_labels=True)
         drawn = vis.get_image()
         if legend:
-            labels = np.unique(data_sample.pred_sem_seg.data.cpu().numpy())
+            labels = np.unique(label_map)
             drawn = draw_legend(drawn, [int(i) for i in labels if i < len(meta['classes'])],
                                 meta['classes'], meta['palette'])
         if out_file is not None:

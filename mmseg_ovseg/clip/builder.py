@@ -109,7 +109,12 @@ def _read_clip_checkpoint(path: str) -> Tuple[Dict[str, torch.Tensor], Optional[
         from safetensors.torch import load_file
         state = load_file(path, device='cpu')
     elif _is_torchscript_archive(path):
-        state = torch.jit.load(path, map_location='cpu').state_dict()
+        try:
+            state = torch.jit.load(path, map_location='cpu').state_dict()
+        except RuntimeError as e:  # torch's message does not name the file
+            reason = ' '.join(str(e).split())[:200]
+            raise ValueError(f'{path}: not a loadable TorchScript CLIP archive ({reason})') \
+                from e
         openai = 'a TorchScript archive, the format OpenAI releases CLIP in'
     else:
         state = torch.load(path, map_location='cpu', weights_only=True)
