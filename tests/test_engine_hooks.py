@@ -89,7 +89,7 @@ class CountMetric(BaseMetric):
 
 def make_runner(work_dir, max_iters=8, hook_cls=SafeCheckpointHook, interval=2, record=None,
                 resume=False, val_interval=1000, max_keep_ckpts=1, extra_hooks=(), lr=0.05,
-                optimizer='AdamW', finite=None):
+                optimizer='AdamW', finite=None, clip_grad=None):
     hooks = dict(checkpoint=hook_cls(interval=interval, by_epoch=False,
                                      max_keep_ckpts=max_keep_ckpts),
                  logger=dict(type='LoggerHook', interval=1))
@@ -109,7 +109,7 @@ def make_runner(work_dir, max_iters=8, hook_cls=SafeCheckpointHook, interval=2, 
                                                                 shuffle=True),
                               batch_size=2, num_workers=0,
                               collate_fn=dict(type='default_collate')),
-        optim_wrapper=dict(optimizer=dict(type=optimizer, lr=lr)),
+        optim_wrapper=dict(optimizer=dict(type=optimizer, lr=lr), clip_grad=clip_grad),
         param_scheduler=dict(type='MultiStepLR', milestones=[3], by_epoch=False),
         train_cfg=dict(by_epoch=False, max_iters=max_iters, val_interval=val_interval),
         default_hooks=hooks,
@@ -364,6 +364,38 @@ def test_non_finite_loss_stops_training(tmp_path, value):
     # raised before the checkpoint hook: the weights after the bad step are not saved
     assert not (tmp_path / 'iter_3.pth').exists()
     assert (tmp_path / 'last_checkpoint').read_text().endswith('iter_2.pth')
+
+
+class NaNGradientAt(Hook):
+    """A finite loss whose gradient is NaN at one iteration."""
+
+    def __init__(self, iteration):
+        self.iteration, self.handle = iteration, None
+
+    def before_train_iter(self, runner, batch_idx, data_batch=None):
+        if runner.iter + 1 == self.iteration:
+            self.handle = runner.model.linear.weight.register_hook(lambda g: g * float('nan'))
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+        if self.handle is not None:
+            self.handle.remove()
+            self.handle = None
+
+
+def test_non_finite_gradient_norm_stops_training(tmp_path):
+    runner = make_runner(tmp_path, interval=1, finite=dict(type='FiniteLossHook'),
+                         clip_grad=dict(max_norm=1.0), extra_hooks=[NaNGradientAt(3)])
+    with pytest.raises(NonFiniteLossError,
+                       match=r'non-finite gradient norm .* at iteration 3: grad_norm=nan '
+                       r'\(finite: loss=') as err:
+        runner.train()
+    assert not torch.isfinite(runner.model.linear.weight).all()  # why it must stop
+    assert 'last checkpoint: ' + str(tmp_path / 'iter_2.pth') in str(err.value)
+    assert not (tmp_path / 'iter_3.pth').exists()
+    # without clip_grad there is no gradient norm to check; with it and finite gradients, no
+    # false alarm
+    make_runner(tmp_path / 'ok', finite=dict(type='FiniteLossHook'),
+                clip_grad=dict(max_norm=1.0)).train()
 
 
 def test_non_finite_loss_huge_learning_rate(tmp_path):

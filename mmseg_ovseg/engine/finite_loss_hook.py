@@ -1,4 +1,5 @@
-"""``FiniteLossHook``: stop training on a NaN/inf loss, naming the iteration and the loss terms.
+"""``FiniteLossHook``: stop training on a NaN/inf loss (or gradient norm), naming the iteration
+and the loss terms.
 
 On by default in every shipped config (``default_hooks.check_finite_loss`` in
 ``configs/_base_/default_runtime.py``); switch it to a warning with
@@ -22,7 +23,9 @@ class NonFiniteLossError(FloatingPointError):
 
 @HOOKS.register_module()
 class FiniteLossHook(Hook):
-    """Check the losses returned by ``train_step`` every ``interval`` iterations.
+    """Check the losses returned by ``train_step`` every ``interval`` iterations, and the
+    gradient norm of the step when the optimizer wrapper clips gradients (``clip_grad``) and so
+    logs ``grad_norm``: a finite loss with a NaN/inf gradient norm leaves NaN weights.
 
     It runs after the optimizer step but before the checkpoint hook of the same iteration, so
     with ``action='raise'`` no checkpoint with the (possibly NaN) weights is written; the last
@@ -48,6 +51,15 @@ class FiniteLossHook(Hook):
         self.interval = interval
         self.keys = keys
 
+    def before_train_iter(self, runner, batch_idx, data_batch=None) -> None:
+        self._grad_norm_count = self._grad_norm_updates(runner)
+
+    @staticmethod
+    def _grad_norm_updates(runner):
+        scalars = runner.message_hub.log_scalars
+        buf = scalars.get('train/grad_norm')
+        return None if buf is None else (len(buf.data[0]), buf.data[0][-1:].tolist())
+
     def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
         if not outputs or not self.every_n_train_iters(runner, self.interval):
             return
@@ -60,6 +72,10 @@ class FiniteLossHook(Hook):
                     values[name] = float(value)
                 except (TypeError, ValueError):
                     continue
+        # the gradient norm logged by this iteration's optimizer step (clip_grad)
+        now = self._grad_norm_updates(runner)
+        if now is not None and now != getattr(self, '_grad_norm_count', None) and now[1]:
+            values['grad_norm'] = float(now[1][0])
         bad = {k: v for k, v in values.items() if not math.isfinite(v)}
         if get_world_size() > 1:  # all ranks stop together, whichever saw the bad loss
             flag = torch.tensor([float(len(bad))])
@@ -71,7 +87,9 @@ class FiniteLossHook(Hook):
         terms = ', '.join(f'{k}={v}' for k, v in bad.items())
         finite = ', '.join(f'{k}={v:.4g}' for k, v in values.items() if k not in bad)
         last = runner.message_hub.get_info('last_ckpt')
-        msg = (f'non-finite loss at iteration {runner.iter + 1}: {terms}'
+        what = ('loss' if set(bad) - {'grad_norm'} else
+                'gradient norm (the weights after this step are not finite)')
+        msg = (f'non-finite {what} at iteration {runner.iter + 1}: {terms}'
                + (f' (finite: {finite})' if finite else '')
                + (f'; last checkpoint: {last}' if last else '; no checkpoint saved yet'))
         if self.action == 'raise':
