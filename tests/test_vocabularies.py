@@ -6,7 +6,7 @@ from mmseg_ovseg.clip.vocabularies import (SYNTHETIC_CLASSES, get_vocabulary,
                                            get_zero_shot_split, list_vocabularies)
 
 COUNTS = dict(coco_stuff171=171, ade150=150, ade847=847, pc59=59, pc459=459, voc20=20,
-              synthetic=8)
+              synthetic=8, concepts=55)
 
 
 @pytest.mark.parametrize('name,count', sorted(COUNTS.items()))

@@ -11,6 +11,8 @@ label-index order):
   official dataset registration (``san/data/datasets/register_ade20k_full.py`` and
   ``register_pcontext.py``), synonyms kept as one comma-separated name, as SAN prompts them.
 - ``synthetic``: :data:`SYNTHETIC_CLASSES` of the embedded synthetic shapes dataset.
+- ``concepts``: the 55 classes of the generated zero-shot benchmark over the tiny CLIP's
+  concept space (``mmseg_ovseg/datasets/concept_seg.py``).
 """
 import os
 import os.path as osp
@@ -36,6 +38,11 @@ _UNSEEN = {
     'pc59': [0, 6, 7, 14, 19, 24, 31, 33, 48, 54],
     # The last two synthetic classes: 'orange ring', 'cyan checker'.
     'synthetic': [6, 7],
+    # Generated concept benchmark (datasets/concept_seg.py): 8 novel colour-shape compositions
+    # (each colour and shape also occurs in seen classes) and one object kind: red cross,
+    # orange ring, yellow star, green square, cyan triangle, blue circle, purple star, pink
+    # ring, flower.
+    'concepts': [6, 11, 16, 20, 27, 31, 40, 47, 53],
 }
 
 

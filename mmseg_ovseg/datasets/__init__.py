@@ -5,3 +5,4 @@ from .refcoco import RefCOCODataset  # noqa: F401
 from .referring_transforms import LoadReferringAnnotation, PackReferringInputs  # noqa: F401
 from .synthetic_referring import generate_referring_dataset  # noqa: F401
 from .captions import CaptionDataset, CaptionGenerator  # noqa: F401
+from .concept_seg import ConceptSegDataset, generate_concept_dataset  # noqa: F401
