@@ -38,6 +38,7 @@ Drawing (stable API)
 
 Everything is deterministic: the same ``Generator`` state gives byte-identical output.
 """
+import functools
 import math
 from typing import Callable, List, NamedTuple, Optional, Sequence, Tuple, Union
 
@@ -60,11 +61,15 @@ COLOR_NAMES = tuple(c[0] for c in COLORS)
 
 
 # ---------------------------------------------------------------------------------- helpers
+@functools.lru_cache(maxsize=512)
 def _grid(h: int, w: int) -> Tuple[np.ndarray, np.ndarray]:
-    """Pixel-centre coordinates normalised to [-1, 1] over the box: (v rows, u cols)."""
+    """Pixel-centre coordinates normalised to [-1, 1] over the box: (v rows, u cols);
+    cached, read-only."""
     v = (np.arange(h, dtype=np.float32) + 0.5) / h * 2 - 1
     u = (np.arange(w, dtype=np.float32) + 0.5) / w * 2 - 1
-    return np.meshgrid(v, u, indexing='ij')
+    v, u = (np.ascontiguousarray(a) for a in np.meshgrid(v, u, indexing='ij'))
+    v.flags.writeable = u.flags.writeable = False
+    return v, u
 
 
 def _rotate(u: np.ndarray, v: np.ndarray, angle: float) -> Tuple[np.ndarray, np.ndarray]:
@@ -384,7 +389,7 @@ def draw_object(canvas: np.ndarray, label_map: np.ndarray, class_index: int,
         rgb = np.where(p < 0, rgb * (1 + p), rgb + (245 - rgb) * p)
     else:
         mask, rgb = OBJECTS[OBJECT_NAMES.index(info.kind)].draw(rng, bh, bw)
-    rgb = rgb + rng.normal(0, 6, size=rgb.shape)
+    rgb = rgb + 6 * rng.standard_normal(rgb.shape, dtype=np.float32)
     # Cut the box to the canvas.
     cy0, cx0 = max(y0, 0), max(x0, 0)
     cy1, cx1 = min(y1, H), min(x1, W)
@@ -404,16 +409,16 @@ def render_background(rng: np.random.Generator, size: Union[int, Tuple[int, int]
                       ) -> np.ndarray:
     """uint8 ``(h, w, 3)``: grey gradient + coarse blotches + grain, low saturation."""
     h, w = _hw(size)
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    yy, xx = yy / h, xx / w
+    yy = (np.arange(h, dtype=np.float32) / h - 0.5)[:, None]
+    xx = (np.arange(w, dtype=np.float32) / w - 0.5)[None, :]
     gx, gy = rng.uniform(-45, 45, size=2)
-    base = rng.uniform(75, 160) + gx * (xx - 0.5) + gy * (yy - 0.5)
-    tint = rng.uniform(-10, 10, size=3)
+    base = np.float32(rng.uniform(75, 160)) + np.float32(gx) * xx + np.float32(gy) * yy
+    tint = rng.uniform(-10, 10, size=3).astype(np.float32)
     cell = max(4, min(h, w) // 8)
-    coarse = rng.normal(0, 15, size=(h // cell + 1, w // cell + 1))
-    coarse = np.kron(coarse, np.ones((cell, cell)))[:h, :w]
-    grain = rng.normal(0, 8, size=(h, w, 3))
-    img = base[..., None] + tint + coarse[..., None] + grain
+    coarse = 15 * rng.standard_normal((h // cell + 1, w // cell + 1), dtype=np.float32)
+    coarse = coarse.repeat(cell, 0).repeat(cell, 1)[:h, :w]
+    grain = 8 * rng.standard_normal((h, w, 3), dtype=np.float32)
+    img = (base + coarse)[..., None] + tint + grain
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
 
