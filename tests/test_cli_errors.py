@@ -407,3 +407,22 @@ def test_error_message_is_one_line():
     assert error_message(RuntimeError('a\n  b\n')) == 'RuntimeError: a b'
     assert error_message(AssertionError()) == 'AssertionError'
     assert len(error_message(ValueError('x' * 5000))) <= 600
+
+
+def test_converter_unexpected_error_is_one_line(tmp_path, capsys):
+    """Converters (utils/converter_cli.run_converter): an error outside the converters' own
+    KeyError/ValueError messages, here DST under a regular file, is one line too."""
+    from mmseg_ovseg.utils.converter_cli import run_converter
+    src = tmp_path / 'src.pth'
+    torch.save(dict(state_dict=dict(w=torch.ones(2))), src)
+    blocker = tmp_path / 'a_file'
+    blocker.write_text('')
+    argv = [str(src), str(blocker / 'dst.pth')]
+    capsys.readouterr()
+    rc = run_converter('identity', 'test', 'src', lambda state, args: state, argv)
+    err = capsys.readouterr().err
+    assert rc == 1 and 'Traceback' not in err
+    assert err.strip().splitlines() == [f"error: FileExistsError: [Errno 17] File exists: "
+                                        f"'{blocker}' (--debug for the traceback)"]
+    rc = run_converter('identity', 'test', 'src', lambda state, args: state, argv + ['--debug'])
+    assert rc == 1 and 'Traceback' in capsys.readouterr().err

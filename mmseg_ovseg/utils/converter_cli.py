@@ -12,6 +12,7 @@ a traceback.
 import argparse
 import os.path as osp
 import sys
+import traceback
 from typing import Callable, Dict, Optional, Sequence, Tuple, Union
 
 from torch import Tensor, nn
@@ -121,6 +122,8 @@ def run_converter(name: str,
                              'without pretrained files); DST is written only if it fits')
     parser.add_argument('--unsafe-load', action='store_true',
                         help='unpickle arbitrary objects in SRC (only for trusted files)')
+    parser.add_argument('--debug', action='store_true',
+                        help='on an unexpected error, print the full traceback')
     args = parser.parse_args(argv)
     try:
         out = convert(load_checkpoint_state(args.src, args.unsafe_load), args)
@@ -129,13 +132,20 @@ def run_converter(name: str,
             check_fits_config(state, args.config)
             note = f'{note}; ' if note else ''
             note += f'loads strictly into {args.config}'
+        torch_save_atomic(
+            dict(state_dict=state,
+                 meta=dict(converted_from=osp.basename(args.src), converter=name)), args.dst)
     except (KeyError, ValueError, FileNotFoundError) as e:
         # KeyError's str() is the repr of its message; show the message itself.
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f'error: {msg}', file=sys.stderr)
         return 1
-    torch_save_atomic(
-        dict(state_dict=state, meta=dict(converted_from=osp.basename(args.src), converter=name)),
-        args.dst)
+    except Exception as e:  # noqa: BLE001  (anything else, e.g. a full disk: one line too)
+        from .cli import error_message
+        if args.debug:
+            traceback.print_exc()
+        hint = '' if args.debug else ' (--debug for the traceback)'
+        print(f'error: {error_message(e)}{hint}', file=sys.stderr)
+        return 1
     print(f'converted {len(state)} tensors -> {args.dst}' + (f'; {note}' if note else ''))
     return 0
