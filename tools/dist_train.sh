@@ -18,7 +18,7 @@ DIR="$(cd "$(dirname "$0")" && pwd)"
 
 # exec: this script's process becomes the torchrun agent, so SIGTERM/SIGINT sent to it reach
 # the agent, which stops its workers; the workers themselves exit when the agent dies (even by
-# kill -9: tools/*.py watch their parent, mmseg_ovseg.utils.exit_with_parent).
+# kill -9: tools/*.py watch their parent, mmseg_ovseg.utils.dist.exit_with_parent).
 export PYTHONPATH="$DIR/..${PYTHONPATH:+:$PYTHONPATH}"
 exec "$PYTHON" -m torch.distributed.run \
     --nnodes="$NNODES" \
