@@ -10,10 +10,17 @@ imported, so ``clip_model='ovseg-tiny-clip'`` works wherever an open_clip name d
 :func:`ensure_tiny_clip` returns the pretrained checkpoint, pretraining it with
 ``tools/pretrain_clip.py``'s defaults when the file is missing (docs/tiny_clip.md).
 """
+import math
 import os
 import os.path as osp
+import time
+from typing import Callable, Dict, List, Optional, Sequence
 
+import numpy as np
 import open_clip
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
 
 TINY_CLIP_NAME = 'ovseg-tiny-clip'
 MODEL_CONFIG_DIR = osp.join(osp.dirname(osp.abspath(__file__)), 'model_configs')
@@ -30,18 +37,283 @@ def register_model_configs() -> None:
         _registered = True
 
 
+# Pretraining defaults (docs/tiny_clip.md has the measured accuracy and time).
+PRETRAIN_DEFAULTS = dict(
+    model=TINY_CLIP_NAME,
+    steps=600,
+    batch_size=128,
+    lr=2e-3,
+    warmup=40,
+    weight_decay=0.1,
+    seed=0,
+    eval_per_class=4,
+    eval_seed=1,
+    save_every=25,
+)
+ZERO_SHOT_TEMPLATE = 'a photo of a {}.'
+
+
 def ensure_tiny_clip(path: str = DEFAULT_CHECKPOINT, **pretrain_kwargs) -> str:
     """Path of the pretrained tiny CLIP checkpoint; pretrain it first if it does not exist.
 
-    ``pretrain_kwargs`` override ``tools/pretrain_clip.py``'s defaults (``steps``,
-    ``batch_size``, ``lr``, ``seed``, ...) when pretraining is needed. An existing file is
-    returned as is (delete it to pretrain again).
+    ``pretrain_kwargs`` override :data:`PRETRAIN_DEFAULTS` (``steps``, ``batch_size``,
+    ``lr``, ``seed``, ...) when pretraining is needed; an interrupted pretraining resumes from
+    its training state file. An existing checkpoint is returned as is (delete it to pretrain
+    again).
     """
     if osp.isfile(path):
         return path
-    from mmseg_ovseg.clip.pretrain import pretrain
-    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
+    pretrain_kwargs.setdefault('resume', True)
     pretrain(out=path, **pretrain_kwargs)
     if not osp.isfile(path):
         raise RuntimeError(f'pretraining finished without writing {path}')
     return path
+
+
+def build_clip(model: str = TINY_CLIP_NAME, seed: int = 0) -> nn.Module:
+    """A randomly initialised open_clip ``CLIP`` of ``model`` (what
+    ``open_clip.create_model(model)`` builds), seeded."""
+    from .builder import create_clip
+    torch.manual_seed(seed)
+    return create_clip(model)
+
+
+def cosine_lr(step: int, total: int, base_lr: float, warmup: int) -> float:
+    """Linear warmup over ``warmup`` steps, then cosine decay to 0 at ``total``."""
+    if step < warmup:
+        return base_lr * (step + 1) / warmup
+    t = (step - warmup) / max(1, total - warmup)
+    return 0.5 * base_lr * (1 + math.cos(math.pi * min(1.0, t)))
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> List[dict]:
+    """open_clip's rule: no weight decay on gains, biases, embeddings and the logit scale."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        exclude = (p.ndim < 2 or 'bn' in name or 'ln' in name or 'bias' in name
+                   or 'logit_scale' in name or 'embedding' in name)
+        (no_decay if exclude else decay).append(p)
+    return [dict(params=decay, weight_decay=weight_decay),
+            dict(params=no_decay, weight_decay=0.0)]
+
+
+@torch.no_grad()
+def zero_shot_accuracy(model: nn.Module, tokenizer: Callable, images: np.ndarray,
+                       labels: np.ndarray, class_names: Sequence[str],
+                       class_ids: Optional[Sequence[int]] = None,
+                       template: str = ZERO_SHOT_TEMPLATE, batch_size: int = 256) -> Dict:
+    """CLIP zero-shot classification: argmax over ``template.format(name)`` embeddings.
+
+    Args:
+        images: uint8 ``(N, H, W, 3)``; labels: ``(N,)`` ids in ``class_ids`` (default
+            ``range(len(class_names))``).
+
+    Returns:
+        dict with ``top1`` (percent), ``per_class`` (percent per class name) and
+        ``confusions`` (the 10 most frequent ``(true, predicted)`` name pairs).
+    """
+    from mmseg_ovseg.datasets.captions import to_tensor
+    was_training = model.training
+    model.eval()
+    class_ids = list(range(len(class_names))) if class_ids is None else list(class_ids)
+    text = model.encode_text(tokenizer([template.format(n) for n in class_names]))
+    text = F.normalize(text, dim=-1)
+    preds = []
+    for i in range(0, len(images), batch_size):
+        x = torch.stack([to_tensor(im) for im in images[i:i + batch_size]])
+        feats = F.normalize(model.encode_image(x), dim=-1)
+        preds.append((feats @ text.t()).argmax(-1))
+    pred = np.asarray(class_ids)[torch.cat(preds).numpy()]
+    model.train(was_training)
+    correct = pred == labels
+    per_class = {class_names[k]: float(100 * correct[labels == c].mean())
+                 for k, c in enumerate(class_ids) if (labels == c).any()}
+    pairs: Dict[tuple, int] = {}
+    name_of = dict(zip(class_ids, class_names))
+    for t, p in zip(labels[~correct], pred[~correct]):
+        key = (name_of[int(t)], name_of[int(p)])
+        pairs[key] = pairs.get(key, 0) + 1
+    confusions = sorted(pairs.items(), key=lambda kv: -kv[1])[:10]
+    return dict(top1=float(100 * correct.mean()), per_class=per_class,
+                confusions=confusions, num_images=int(len(labels)))
+
+
+def evaluate_concepts(model: nn.Module, model_name: str = TINY_CLIP_NAME, seed: int = 1,
+                      per_class: int = 4) -> Dict:
+    """Zero-shot top-1 over the full concept vocabulary (every class but 'background') on
+    held-out single-object images (:func:`~mmseg_ovseg.datasets.captions.zero_shot_samples`)."""
+    from mmseg_ovseg.datasets.captions import zero_shot_samples
+    from mmseg_ovseg.datasets.concepts import CONCEPT_CLASSES
+    size = model.visual.image_size
+    size = size[0] if isinstance(size, (tuple, list)) else size
+    images, labels = zero_shot_samples(seed=seed, per_class=per_class, size=int(size))
+    return zero_shot_accuracy(model, open_clip.get_tokenizer(model_name), images, labels,
+                              CONCEPT_CLASSES[1:], class_ids=range(1, len(CONCEPT_CLASSES)))
+
+
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module,
+               images: torch.Tensor, tokens: torch.Tensor) -> float:
+    """One contrastive step (``ClipLoss`` on the batch's image-text pairs); returns the loss
+    before the update. The logit scale is clamped at log(100), as in CLIP."""
+    image_features, text_features, logit_scale = model(images, tokens)
+    loss = loss_fn(image_features, text_features, logit_scale)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    with torch.no_grad():
+        model.logit_scale.clamp_(0, math.log(100))
+    return float(loss.detach())
+
+
+def _atomic_save(obj, path: str) -> None:
+    """``torch.save`` to a temporary sibling, then rename: never a half-written file."""
+    d = osp.dirname(osp.abspath(path))
+    os.makedirs(d, exist_ok=True)
+    tmp = osp.join(d, f'.{osp.basename(path)}.tmp-{os.getpid()}')
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if osp.exists(tmp):
+            os.remove(tmp)
+
+
+def state_path_for(out: str) -> str:
+    """The training state file next to the checkpoint ``out``."""
+    return out + '.train_state.pth'
+
+
+# Settings that must match to resume a training state.
+_RESUME_KEYS = ('model', 'steps', 'batch_size', 'lr', 'warmup', 'weight_decay', 'seed',
+                'captions')
+
+
+def pretrain(out: str = DEFAULT_CHECKPOINT,
+             resume: bool = False,
+             state_path: Optional[str] = None,
+             captions: Optional[dict] = None,
+             threads: Optional[int] = None,
+             progress: bool = True,
+             eval_every: int = 0,
+             stop_after: Optional[int] = None,
+             log: Callable[[str], None] = print,
+             **kwargs) -> Dict:
+    """Contrastive pretraining of a CLIP on generated captions; writes ``out``.
+
+    Sample ``j`` of step ``s`` is caption sample ``s * batch_size + j`` of the seed's stream,
+    so a resumed run sees exactly the data of an uninterrupted one. The training state
+    (model, optimizer, step, elapsed time) is written atomically to ``state_path`` (default
+    ``out + '.train_state.pth'``) every ``save_every`` steps; ``resume=True`` continues from
+    it when it exists. ``out`` is a plain open_clip ``CLIP.state_dict()``.
+
+    Args:
+        out: checkpoint path.
+        resume: continue from the training state file if present.
+        state_path: training state file.
+        captions: keyword arguments of :class:`~mmseg_ovseg.datasets.captions.CaptionGenerator`
+            (``seed`` and ``size`` are set here).
+        threads: torch intra-op threads (default: unchanged).
+        progress: show a tqdm bar with the ETA.
+        eval_every: also report zero-shot top-1 every that many steps (0: only at the end).
+        stop_after: stop (training state saved, no checkpoint) once this step is done, e.g.
+            to split a run over sessions; ``resume=True`` continues it.
+        log: where to print lines.
+        **kwargs: override :data:`PRETRAIN_DEFAULTS`.
+
+    Returns:
+        dict: ``zero_shot`` (see :func:`zero_shot_accuracy`), ``steps``, ``final_loss``,
+        ``wall_s`` and ``cpu_s`` (process CPU seconds, all threads; summed over resumed
+        segments), ``checkpoint``.
+    """
+    unknown = set(kwargs) - set(PRETRAIN_DEFAULTS)
+    if unknown:
+        raise TypeError(f'pretrain: unknown settings {sorted(unknown)}; known: '
+                        f'{sorted(PRETRAIN_DEFAULTS)}')
+    cfg = dict(PRETRAIN_DEFAULTS, **kwargs)
+    cfg['captions'] = dict(captions or {})
+    old_threads = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(int(threads))
+    try:
+        return _pretrain(cfg, out, resume, state_path, eval_every, stop_after, progress, log)
+    finally:
+        torch.set_num_threads(old_threads)
+
+
+def _pretrain(cfg, out, resume, state_path, eval_every, stop_after, progress, log):
+    from open_clip.loss import ClipLoss
+    from tqdm import tqdm
+
+    from mmseg_ovseg.datasets.captions import CaptionGenerator, to_tensor
+    state_path = state_path or state_path_for(out)
+
+    model = build_clip(cfg['model'], cfg['seed'])
+    image_size = model.visual.image_size
+    image_size = int(image_size[0] if isinstance(image_size, (tuple, list)) else image_size)
+    tokenizer = open_clip.get_tokenizer(cfg['model'])
+    gen = CaptionGenerator(seed=cfg['seed'], size=image_size, **cfg['captions'])
+    optimizer = torch.optim.AdamW(param_groups(model, cfg['weight_decay']), lr=cfg['lr'],
+                                  betas=(0.9, 0.98), eps=1e-6)
+    loss_fn = ClipLoss()
+    start, elapsed = 0, dict(wall=0.0, cpu=0.0)
+    if resume and osp.isfile(state_path):
+        state = torch.load(state_path, map_location='cpu', weights_only=False)
+        saved = state.get('config', {})
+        diff = {k: (saved.get(k), cfg[k]) for k in _RESUME_KEYS if saved.get(k) != cfg[k]}
+        if diff:
+            raise ValueError(f'{state_path} was written with other settings (saved, now): '
+                             f'{diff}; delete it or pass the same settings')
+        model.load_state_dict(state['model'])
+        optimizer.load_state_dict(state['optimizer'])
+        start, elapsed = int(state['step']), dict(state['elapsed'])
+        log(f'resumed from {state_path} at step {start}/{cfg["steps"]}')
+
+    def save_state(step):
+        _atomic_save(dict(model=model.state_dict(), optimizer=optimizer.state_dict(),
+                          step=step, config=cfg, elapsed=elapsed), state_path)
+
+    steps, bs = cfg['steps'], cfg['batch_size']
+    model.train()
+    loss_value = float('nan')
+    t_wall, t_cpu = time.time(), time.process_time()
+    bar = tqdm(total=steps, initial=start, desc='pretrain tiny CLIP', disable=not progress,
+               dynamic_ncols=True)
+    for step in range(start, steps):
+        samples = [gen.sample(step * bs + j) for j in range(bs)]
+        images = torch.stack([to_tensor(s[0]) for s in samples])
+        tokens = tokenizer([s[1] for s in samples])
+        lr = cosine_lr(step, steps, cfg['lr'], cfg['warmup'])
+        for group in optimizer.param_groups:
+            group['lr'] = lr
+        loss_value = train_step(model, optimizer, loss_fn, images, tokens)
+        bar.update(1)
+        bar.set_postfix(loss=f'{loss_value:.3f}', lr=f'{lr:.2e}')
+        done = step + 1
+        now_wall, now_cpu = time.time(), time.process_time()
+        elapsed['wall'] += now_wall - t_wall
+        elapsed['cpu'] += now_cpu - t_cpu
+        t_wall, t_cpu = now_wall, now_cpu
+        if eval_every and done % eval_every == 0 and done < steps:
+            acc = evaluate_concepts(model, cfg['model'], cfg['eval_seed'],
+                                    cfg['eval_per_class'])
+            bar.write(f'step {done}: zero-shot top-1 {acc["top1"]:.1f}% '
+                      f'(cpu {elapsed["cpu"]:.0f}s, wall {elapsed["wall"]:.0f}s)')
+            t_wall, t_cpu = time.time(), time.process_time()  # evaluation not counted
+        if done % cfg['save_every'] == 0 or done == steps or done == stop_after:
+            save_state(done)
+        if stop_after is not None and done >= stop_after and done < steps:
+            bar.close()
+            log(f'stopped after step {done}/{steps}; training state: {state_path}')
+            return dict(zero_shot=None, steps=done, final_loss=loss_value,
+                        wall_s=elapsed['wall'], cpu_s=elapsed['cpu'], checkpoint=None)
+    bar.close()
+    _atomic_save(model.state_dict(), out)
+    acc = evaluate_concepts(model, cfg['model'], cfg['eval_seed'], cfg['eval_per_class'])
+    log(f'zero-shot top-1 over {len(acc["per_class"])} concepts ({acc["num_images"]} held-out '
+        f'images, "{ZERO_SHOT_TEMPLATE}"): {acc["top1"]:.1f}%')
+    log(f'training time: {elapsed["wall"]:.0f}s wall, {elapsed["cpu"]:.0f}s process CPU '
+        f'({torch.get_num_threads()} threads); checkpoint: {out}')
+    return dict(zero_shot=acc, steps=steps, final_loss=loss_value, wall_s=elapsed['wall'],
+                cpu_s=elapsed['cpu'], checkpoint=out)
