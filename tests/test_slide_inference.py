@@ -6,6 +6,7 @@ References are mmseg's own code, called on our models: ``EncoderDecoder.slide_in
 """
 import copy
 
+import numpy as np
 import pytest
 import torch
 from mmengine.config import Config, ConfigDict
@@ -226,3 +227,42 @@ def test_san_prediction_only_slide_predict_equals_plain_path():
     same = (lean.pred_sem_seg.data == plain.pred_sem_seg.data).float().mean()
     # batched windows round differently: allow a near-tie pixel or two to flip
     assert same > 0.999, same
+
+
+# ------------------------------------------------------------------ overlay
+@pytest.mark.parametrize('shape', [(320, 400), (120, 90)])
+def test_overlay_equals_mmseg_visualizer(shape):
+    """draw_sem_seg == mmseg's SegLocalVisualizer picture (with_labels, via its canvas), the
+    path OpenVocabInferencer.visualize used before; thin and thick text, an ignore index."""
+    from mmseg.visualization import SegLocalVisualizer
+    from mmseg_ovseg.apis.draw import draw_sem_seg, label_anchor
+    from mmseg_ovseg.apis.inferencer import make_palette
+    rng = torch.Generator().manual_seed(0)
+    h, w = shape
+    image = torch.randint(0, 256, (h, w, 3), generator=rng, dtype=torch.uint8).numpy()
+    # blocky regions of 5 classes (one absent) and ignored pixels (255)
+    coarse = torch.randint(0, 5, (h // 20 + 1, w // 30 + 1), generator=rng)
+    labels = coarse.repeat_interleave(20, 0).repeat_interleave(30, 1)[:h, :w].clone()
+    labels[labels == 3] = 6
+    labels[:7, :11] = 255
+    classes = ['sky', 'road', 'car', 'tree', 'person', 'dog', 'building with a long name']
+    palette = make_palette(len(classes))
+    sample = SegDataSample()
+    sample.pred_sem_seg = PixelData(data=labels[None])
+    vis = SegLocalVisualizer(name=f'test_overlay_{h}', alpha=0.4)
+    vis.dataset_meta = dict(classes=classes, palette=palette)
+    vis.add_datasample('p', image, sample, draw_gt=False, show=False, with_labels=True)
+    ref = vis.get_image()
+    out = draw_sem_seg(image, labels.numpy(), classes, palette, alpha=0.4)
+    assert out.shape == ref.shape and out.dtype == ref.dtype
+    assert (out != ref).sum() == 0
+    for label in (0, 6):  # mmseg's own label position
+        mask = labels.numpy() == label
+        assert tuple(vis._get_center_loc(mask.astype(np.uint8))) == label_anchor(mask)
+
+
+def test_overlay_of_a_single_pixel():
+    from mmseg_ovseg.apis.draw import draw_sem_seg
+    out = draw_sem_seg(np.full((1, 1, 3), 200, np.uint8), np.zeros((1, 1), np.int64),
+                       ['a', 'b'], [[255, 0, 0], [0, 255, 0]], alpha=0.5)
+    assert out.shape == (1, 1, 3) and out.dtype == np.uint8

@@ -11,11 +11,11 @@ import torch
 from mmengine.config import Config
 from mmengine.dataset import Compose
 from mmengine.registry import init_default_scope
-from mmengine.structures import PixelData
 
 from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
-from mmseg.visualization import SegLocalVisualizer
+
+from .draw import draw_sem_seg
 
 ImageType = Union[str, np.ndarray]
 
@@ -205,22 +205,18 @@ class OpenVocabInferencer:
                   legend: bool = True) -> np.ndarray:
         """Overlay the prediction on the image, names on the regions, plus a legend panel.
 
-        Drawn with mmseg's :class:`SegLocalVisualizer` (``with_labels=True``); the legend on
-        the right lists the predicted classes with their colours. Returns the RGB picture and
+        The picture of mmseg's :class:`SegLocalVisualizer` (``with_labels=True``), drawn by
+        :func:`~mmseg_ovseg.apis.draw.draw_sem_seg`; the legend on the right lists the
+        predicted classes with their colours. Returns the RGB picture and
         writes it to ``out_file`` if given.
         """
         rgb = mmcv.bgr2rgb(self.read_image(image))
         meta = self.model.dataset_meta
-        vis = SegLocalVisualizer(name=f'ovseg_inferencer_{id(self)}', alpha=opacity)
-        vis.dataset_meta = dict(classes=meta['classes'], palette=meta['palette'])
-        # mmseg's _draw_sem_seg indexes the numpy picture with a torch mask, which numpy
-        # takes for an integer index when it has one element (a 1x1 image: IndexError); a
-        # numpy label map takes its numpy branch.
+        # mmseg's SegLocalVisualizer picture at bounded memory (draw.py: its label placement
+        # took ~100 s and +2.9 GB on a 4000x3000 image); numpy labels, so a 1x1 image works
         label_map = data_sample.pred_sem_seg.data.cpu().numpy()
-        drawn_sample = SegDataSample(pred_sem_seg=PixelData(data=label_map))
-        vis.add_datasample('prediction', rgb, drawn_sample, draw_gt=False, draw_pred=True,
-                           show=False, with_labels=True)
-        drawn = vis.get_image()
+        drawn = draw_sem_seg(rgb, label_map[0], meta['classes'], meta['palette'],
+                             alpha=opacity)
         if legend:
             labels = np.unique(label_map)
             drawn = draw_legend(drawn, [int(i) for i in labels if i < len(meta['classes'])],
