@@ -10,7 +10,7 @@ num_classes = 8  # 'synthetic' vocabulary
 width = 64  # ViT width: every stage map has 64 channels
 vit_clip = dict(
     embed_dim=32,
-    quick_gelu=False,
+    quick_gelu=True,  # QuickGELU as the official ViT and text encoder (OpenAI CLIP)
     vision_cfg=dict(image_size=128, layers=4, width=width, head_width=32, patch_size=16),
     text_cfg=dict(context_length=77, vocab_size=49408, width=32, heads=2, layers=2))
 

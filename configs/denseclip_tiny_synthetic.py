@@ -14,7 +14,7 @@ num_classes = 8  # 'synthetic' vocabulary
 width = 16  # ResNet stem width: stages 64/128/256/512 channels
 clip_model = dict(
     embed_dim=32,
-    quick_gelu=False,
+    quick_gelu=True,  # QuickGELU as the official text encoder (OpenAI CLIP)
     vision_cfg=dict(image_size=128, layers=[1, 1, 1, 1], width=width, head_width=32),
     text_cfg=dict(context_length=77, vocab_size=49408, width=32, heads=2, layers=2))
 

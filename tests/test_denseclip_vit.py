@@ -306,7 +306,8 @@ def test_converter_folds_the_official_second_class_embedding_hand_values():
     assert torch.equal(out['backbone.visual.class_embedding'], torch.tensor([1., 2.]))
     assert torch.equal(state['backbone.positional_embedding'][0], torch.tensor([10., 20.]))
     # the CLS token open_clip then builds equals the official one: 2 * c + p0
-    cls_token = out['backbone.visual.class_embedding'] + out['backbone.visual.positional_embedding'][0]
+    cls_token = (out['backbone.visual.class_embedding']
+                 + out['backbone.visual.positional_embedding'][0])
     assert torch.equal(cls_token, torch.tensor([12., 24.]))
 
 
