@@ -177,18 +177,20 @@ def clip_towers(node, path='model'):
 
 
 def quickgelu_violations(model_cfg):
-    """Towers meant for OpenAI weights (a pretrained file and an OpenAI architecture) that do
-    not build QuickGELU, and pretrained towers of non-OpenAI architectures (which this check
-    would have to learn about)."""
+    """Towers meant for OpenAI weights that do not build QuickGELU.
+
+    Meant for OpenAI weights: a ``pretrained`` file and an OpenAI architecture. Other
+    architectures cannot receive OpenAI weights (the loader is strict about keys and shapes),
+    and random-init towers have none; should a config ever load non-OpenAI weights into an
+    OpenAI architecture (e.g. LAION's GELU ViT-B-16), it is reported here and needs an explicit
+    exception.
+    """
     bad = []
     for path, tower in clip_towers(model_cfg):
         if tower.get('pretrained') is None:
             continue  # random init (tiny CPU demos): no OpenAI weights to match
         arch = openai_architecture(tower['clip_model'])
-        if arch is None:
-            bad.append(f'{path}: pretrained {tower["pretrained"]!r} with a non-OpenAI '
-                       f'architecture {tower["clip_model"]!r}')
-        elif not get_clip_config(tower['clip_model'])['quick_gelu']:
+        if arch is not None and not get_clip_config(tower['clip_model'])['quick_gelu']:
             bad.append(f'{path}: OpenAI {arch} weights {tower["pretrained"]!r} into '
                        f'{tower["clip_model"]!r} (nn.GELU); use \'{arch}-quickgelu\'')
     return bad
@@ -206,7 +208,8 @@ def test_the_check_catches_plain_openai_names():
     assert len(bad) == 2
     assert bad[0].startswith('model.backbone: OpenAI RN50') and "'RN50-quickgelu'" in bad[0]
     assert bad[1].startswith('model.decode_head[0]: OpenAI ViT-B-16')
-    assert quickgelu_violations(dict(b=dict(clip_model=TINY_RN, pretrained='x.pt')))
+    # a tiny architecture cannot hold OpenAI weights: not checked
+    assert quickgelu_violations(dict(b=dict(clip_model=TINY_RN, pretrained='x.pt'))) == []
 
 
 @pytest.mark.parametrize('path', CONFIGS, ids=[osp.basename(p) for p in CONFIGS])
