@@ -177,3 +177,43 @@ def test_zero_shot_vocabulary_hook_switches_names():
     zrunner = SimpleNamespace(model=MODELS.build(zcfg.model), logger=runner.logger)
     with pytest.raises(ValueError, match='own zero_shot_split'):
         ZeroShotVocabularyHook('concepts').before_train(zrunner)
+
+
+# ------------------------------------------------------------------------ SAN without bias
+def test_san_mask_pool_recognition_uses_the_masks_as_bias():
+    """SANHead(recognition='mask_pool'): the SAN ablation without the attention bias."""
+    import torch
+    import torch.nn.functional as F
+    from mmseg.registry import MODELS
+    cfg = Config.fromfile(osp.join(REPO, 'configs', 'san_tiny_concepts-randclip.py'))
+    cfg.model.decode_head.recognition = 'mask_pool'
+    model = MODELS.build(cfg.model).eval()
+    head = model.decode_head
+    x = torch.randn(1, 3, 64, 64)
+    feats = model.extract_feat(x)
+    seen_bias = []
+    recognize = feats['feats']['recognize']
+
+    def spy(bias):
+        seen_bias.append(bias)
+        return recognize(bias)
+
+    feats['feats']['recognize'] = spy
+    with torch.no_grad():
+        all_masks, all_cls = head(feats, deep_supervision=False)
+        masks, query_embed = head.mask_decoder(*head.side_adapter(
+            x, feats['feats']['clip_feats'], (head.side_adapter.depth, ))[0])
+    heads = head.bias_decoder.num_heads
+    expected = head.pool_bias(
+        F.logsigmoid(masks).unsqueeze(1).expand(-1, heads, -1, -1, -1),
+        feats['feats']['clip_hw'])
+    torch.testing.assert_close(seen_bias[-1], expected)
+    torch.testing.assert_close(all_masks[-1], masks)
+    # differs from the learned bias of the paper's recognition
+    head.recognition = 'attn_bias'
+    with torch.no_grad():
+        _, cls_bias = head(feats, deep_supervision=False)
+    assert not torch.allclose(cls_bias[-1], all_cls[-1])
+    with pytest.raises(ValueError, match='recognition'):
+        cfg.model.decode_head.recognition = 'pool'
+        MODELS.build(cfg.model)

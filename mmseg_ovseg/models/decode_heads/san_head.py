@@ -60,6 +60,11 @@ class SANHead(BaseDecodeHead):
         deep_supervision_idxs (Sequence[int]): 1-based side blocks with auxiliary outputs
             (SAN: ``(7, )``); the last block is always supervised and used at inference.
         logit_scale (float): log of the cosine-similarity scale; frozen (CLIP's ``log(100)``).
+        recognition (str): ``'attn_bias'`` (the paper: the bias decoder's per-head bias steers
+            the SLS tokens) or ``'mask_pool'`` (ablation without the attention bias: every
+            head's bias is ``log sigmoid`` of the query's own mask logits, so each SLS token
+            attends to CLIP patches in proportion to its mask -- mask pooling through CLIP's
+            attention; the bias decoder is then unused).
         loss_decode (dict): loss taking ``(cls_logits, mask_logits, gt_instances)``,
             default :class:`MaskClassificationLoss` with SAN's weights.
         **kwargs: other :class:`BaseDecodeHead` arguments (``align_corners``,
@@ -78,7 +83,11 @@ class SANHead(BaseDecodeHead):
                  deep_supervision_idxs: Sequence[int] = (7, ),
                  logit_scale: float = math.log(100.0),
                  loss_decode: dict = dict(type='MaskClassificationLoss'),
+                 recognition: str = 'attn_bias',
                  **kwargs):
+        if recognition not in ('attn_bias', 'mask_pool'):
+            raise ValueError(f"SANHead: recognition must be 'attn_bias' or 'mask_pool', got "
+                             f'{recognition!r}')
         side_adapter = dict(side_adapter)
         embed_dims = side_adapter.setdefault('embed_dims', 240)
         # BaseDecodeHead's default init_cfg targets conv_seg, which this head does not have.
@@ -91,6 +100,7 @@ class SANHead(BaseDecodeHead):
             loss_decode=loss_decode,
             **kwargs)
         del self.conv_seg  # classes are text embeddings, not a fixed classifier
+        self.recognition = recognition
         self.side_adapter = SideAdapterViT(**side_adapter)
         self.mask_decoder = MaskDecoder(in_channels=embed_dims, **mask_decoder)
         self.bias_decoder = AttentionBiasDecoder(in_channels=embed_dims, **bias_decoder)
@@ -149,7 +159,12 @@ class SANHead(BaseDecodeHead):
         all_masks, all_cls = [], []
         for query, x in side_outs:
             masks, query_embed = self.mask_decoder(query, x)
-            bias = self.pool_bias(self.bias_decoder(query_embed, x), feats['clip_hw'])
+            if self.recognition == 'attn_bias':
+                bias = self.bias_decoder(query_embed, x)  # (B, heads, Q, h, w)
+            else:  # the mask itself as the bias of every head
+                heads = self.bias_decoder.num_heads
+                bias = F.logsigmoid(masks).unsqueeze(1).expand(-1, heads, -1, -1, -1)
+            bias = self.pool_bias(bias, feats['clip_hw'])
             mask_embeds = F.normalize(recognize(bias), dim=-1)  # (B, Q, D)
             all_masks.append(masks)
             all_cls.append(torch.matmul(mask_embeds, classifier.t().to(mask_embeds.dtype)))

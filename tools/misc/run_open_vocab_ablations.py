@@ -1,0 +1,269 @@
+"""Run the open-vocabulary tables of docs/open_vocab.md on the generated concept benchmark.
+
+Each row is a config of ``configs/*_tiny_concepts*.py`` plus overrides; each (row, seed) is one
+training run of ``tools/train.py`` in its own process, evaluated at the end with
+``ZeroShotIoUMetric`` (pAcc, mIoU(S), mIoU(U), hIoU on the 'concepts' split). Results are
+cached per run in ``<out>/results.json`` (a run is not repeated unless ``--force``), and each
+table is written as markdown rows (mean +- sample std over seeds, and the per-seed values) to
+``<out>/<table>.md`` and printed.
+
+    python tools/misc/run_open_vocab_ablations.py --table main --seeds 0 1
+    python tools/misc/run_open_vocab_ablations.py --table zegclip --rows ce --seeds 0 1
+    python tools/misc/run_open_vocab_ablations.py --list
+
+Before the first run it writes the benchmark to ``data/concepts`` and pretrains the tiny CLIP
+when ``work_dirs/tiny_clip/ovseg-tiny-clip.pt`` is missing (``ensure_tiny_clip``).
+"""
+import argparse
+import json
+import os
+import os.path as osp
+import resource
+import subprocess
+import sys
+import time
+from typing import Dict, List
+
+REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+if REPO_ROOT not in sys.path:
+    sys.path.insert(0, REPO_ROOT)
+
+METRICS = ('pAcc', 'mIoU_seen', 'mIoU_unseen', 'hIoU')
+CE_LOSS = [dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0)]
+
+# table -> row -> dict(config, options (merged into the config), label, needs (row whose
+# checkpoint of the same seed is load_from)).
+TABLES: Dict[str, Dict[str, dict]] = {
+    'main': {
+        'san': dict(config='configs/san_tiny_concepts.py',
+                    label='SAN, tiny CLIP (frozen, attention bias)'),
+        'san_randclip': dict(config='configs/san_tiny_concepts-randclip.py',
+                             label='SAN, random-init CLIP (control)'),
+        'san_fully': dict(config='configs/san_tiny_concepts-fully.py',
+                          label='SAN, fully supervised (ceiling)'),
+        'zegclip': dict(config='configs/zegclip_tiny_concepts-zs.py',
+                        label='ZegCLIP inductive, tiny CLIP (frozen + deep prompts)'),
+        'zegclip_st': dict(config='configs/zegclip_tiny_concepts-zs-st.py',
+                           label='ZegCLIP self-training (from the inductive run)',
+                           needs='zegclip'),
+        'zegclip_randclip': dict(config='configs/zegclip_tiny_concepts-zs-randclip.py',
+                                 label='ZegCLIP inductive, random-init CLIP (control)'),
+        'zegclip_fully': dict(config='configs/zegclip_tiny_concepts-fully.py',
+                              label='ZegCLIP, fully supervised (ceiling)'),
+        'baseline': dict(config='configs/baseline_tiny_concepts.py',
+                         label='one-stage baseline, tiny CLIP (frozen)'),
+        'baseline_randclip': dict(config='configs/baseline_tiny_concepts-randclip.py',
+                                  label='one-stage baseline, random-init CLIP (control)'),
+    },
+    # ZegCLIP Tab. 4/5 in miniature: how CLIP is adapted, the loss, the query.
+    'zegclip': {
+        'frozen': dict(config='configs/zegclip_tiny_concepts-zs.py',
+                       options={'model.backbone.num_prompt_tokens': 0},
+                       label='frozen CLIP, no prompts'),
+        'finetune': dict(config='configs/zegclip_tiny_concepts-zs.py',
+                         options={'model.backbone.num_prompt_tokens': 0,
+                                  'model.backbone.frozen': False,
+                                  'optim_wrapper.paramwise_cfg': dict(custom_keys={
+                                      'backbone': dict(lr_mult=0.1)})},
+                         label='fine-tuned CLIP (lr x0.1), no prompts'),
+        'vpt_deep': dict(config='configs/zegclip_tiny_concepts-zs.py',
+                         label='frozen CLIP + deep prompt tuning (ZegCLIP)'),
+        'ce': dict(config='configs/zegclip_tiny_concepts-zs.py',
+                   options={'model.decode_head.loss_decode': CE_LOSS,
+                            'model.score_act': 'softmax'},
+                   label='deep prompts, CE (exclusive, softmax) loss'),
+        'text_query': dict(config='configs/zegclip_tiny_concepts-zs.py',
+                           options={'model.decode_head.query_type': 'text'},
+                           label='deep prompts, focal+dice, text queries (no RD)'),
+    },
+    # SAN ablations: recognition with the attention bias vs without it (the mask as bias:
+    # mask pooling through CLIP's attention) vs fine-tuning CLIP.
+    'san': {
+        'attn_bias': dict(config='configs/san_tiny_concepts.py',
+                          label='frozen CLIP, attention bias (SAN)'),
+        'mask_pool': dict(config='configs/san_tiny_concepts.py',
+                          options={'model.decode_head.recognition': 'mask_pool'},
+                          label='frozen CLIP, no attention bias (mask pooling)'),
+        'finetune': dict(config='configs/san_tiny_concepts.py',
+                         options={'model.backbone.frozen': False,
+                                  'optim_wrapper.paramwise_cfg.custom_keys.backbone':
+                                  dict(lr_mult=0.1)},
+                         label='fine-tuned CLIP (lr x0.1), attention bias'),
+    },
+}
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--table', default='main', choices=sorted(TABLES))
+    parser.add_argument('--rows', nargs='+', help='rows to run (default: all of the table)')
+    parser.add_argument('--seeds', nargs='+', type=int, default=[0, 1])
+    parser.add_argument('--out', default='work_dirs/open_vocab', help='work dirs + results')
+    parser.add_argument('--threads', type=int, default=2, help='OMP threads per run')
+    parser.add_argument('--max-iters', type=int, default=None, help='override every row')
+    parser.add_argument('--force', action='store_true', help='re-run cached results')
+    parser.add_argument('--report-only', action='store_true',
+                        help='write the markdown from cached results, run nothing')
+    parser.add_argument('--list', action='store_true', help='print the tables and exit')
+    return parser.parse_args(argv)
+
+
+def run_key(table: str, row: str, seed: int, max_iters) -> str:
+    return f'{table}/{row}/seed{seed}' + (f'/it{max_iters}' if max_iters else '')
+
+
+def load_results(path: str) -> dict:
+    if osp.isfile(path):
+        with open(path) as f:
+            return json.load(f)
+    return {}
+
+
+def save_results(path: str, results: dict) -> None:
+    tmp = path + '.tmp'
+    with open(tmp, 'w') as f:
+        json.dump(results, f, indent=1, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def final_metrics(work_dir: str) -> dict:
+    """The last evaluation's metrics from mmengine's ``vis_data/scalars.json`` files."""
+    found = None
+    for stamp in sorted(os.listdir(work_dir)):
+        path = osp.join(work_dir, stamp, 'vis_data', 'scalars.json')
+        if not osp.isfile(path):
+            continue
+        with open(path) as f:
+            for line in f:
+                entry = json.loads(line)
+                if 'hIoU' in entry:
+                    found = entry
+    if found is None:
+        raise RuntimeError(f'no evaluation result in {work_dir}/*/vis_data/scalars.json')
+    return {k: found[k] for k in METRICS + ('mIoU', ) if k in found}
+
+
+def build_config(spec: dict, seed: int, max_iters, load_from, work_dir: str) -> str:
+    """Dump the row's resolved config into its work dir; returns the path."""
+    from mmengine.config import Config
+    cfg = Config.fromfile(osp.join(REPO_ROOT, spec['config']))
+    options = dict(spec.get('options', {}))
+    options['randomness.seed'] = seed
+    if load_from:
+        options['load_from'] = load_from
+    cfg.merge_from_dict(options)
+    if max_iters:
+        cfg.train_cfg.max_iters = max_iters
+        cfg.train_cfg.val_interval = max_iters
+        cfg.default_hooks.checkpoint.interval = max_iters
+        scheds = [s for s in cfg.param_scheduler if s.get('begin', 0) < max_iters]
+        for s in scheds:
+            s.end = min(s.end, max_iters)
+        cfg.param_scheduler = scheds
+    os.makedirs(work_dir, exist_ok=True)
+    path = osp.join(work_dir, 'run_config.py')
+    cfg.dump(path)
+    return path
+
+
+def run_one(table: str, row: str, seed: int, args, results: dict, results_path: str) -> dict:
+    key = run_key(table, row, seed, args.max_iters)
+    if key in results and not args.force:
+        return results[key]
+    spec = TABLES[table][row]
+    load_from = None
+    if spec.get('needs'):
+        dep = run_one(table, spec['needs'], seed, args, results, results_path)
+        load_from = dep['checkpoint']
+    work_dir = osp.join(args.out, key)
+    config = build_config(spec, seed, args.max_iters, load_from, work_dir)
+    cmd = [sys.executable, osp.join(REPO_ROOT, 'tools', 'train.py'), config, '--work-dir',
+           work_dir]
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
+    print(f'[{key}] {" ".join(cmd)}', flush=True)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.time()
+    with open(osp.join(work_dir, 'train_stdout.log'), 'w') as log:
+        proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    wall = time.time() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode:
+        raise RuntimeError(f'[{key}] training failed (exit {proc.returncode}); see '
+                           f'{work_dir}/train_stdout.log')
+    from mmengine.config import Config
+    iters = Config.fromfile(config).train_cfg.max_iters
+    entry = dict(final_metrics(work_dir), table=table, row=row, seed=seed, iters=iters,
+                 config=spec['config'], options={k: repr(v) for k, v in
+                                                 spec.get('options', {}).items()},
+                 checkpoint=osp.join(work_dir, f'iter_{iters}.pth'), wall_s=round(wall, 1),
+                 cpu_s=round(after.ru_utime + after.ru_stime - before.ru_utime
+                             - before.ru_stime, 1),
+                 threads=args.threads, load_from=load_from)
+    results[key] = entry
+    save_results(results_path, results)
+    print(f'[{key}] ' + '  '.join(f'{m} {entry[m]:.2f}' for m in METRICS if m in entry)
+          + f'  (wall {wall:.0f}s, cpu {entry["cpu_s"]:.0f}s)', flush=True)
+    return entry
+
+
+def _mean_std(values: List[float]) -> str:
+    import numpy as np
+    v = np.asarray(values, np.float64)
+    if len(v) == 1:
+        return f'{v[0]:.1f}'
+    return f'{v.mean():.1f} ± {v.std(ddof=1):.1f}'
+
+
+def markdown(table: str, results: dict, seeds, max_iters) -> str:
+    lines = [f'| {table} row | mIoU(S) | mIoU(U) | hIoU | pAcc | seeds: (S / U / h) | '
+             'command |', '|---|---|---|---|---|---|---|']
+    for row, spec in TABLES[table].items():
+        runs = [results.get(run_key(table, row, s, max_iters)) for s in seeds]
+        runs = [r for r in runs if r]
+        cmd = (f'`python tools/misc/run_open_vocab_ablations.py --table {table} --rows {row} '
+               f'--seeds {" ".join(map(str, seeds))}`')
+        if not runs:
+            lines.append(f'| {spec["label"]} | pending | pending | pending | pending | | {cmd} |')
+            continue
+        cols = [_mean_std([r[m] for r in runs]) for m in ('mIoU_seen', 'mIoU_unseen', 'hIoU',
+                                                           'pAcc')]
+        per_seed = '; '.join(f's{r["seed"]}: {r["mIoU_seen"]:.1f} / {r["mIoU_unseen"]:.1f} / '
+                             f'{r["hIoU"]:.1f}' for r in runs)
+        lines.append(f'| {spec["label"]} | ' + ' | '.join(cols) + f' | {per_seed} | {cmd} |')
+    return '\n'.join(lines) + '\n'
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.list:
+        for table, rows in TABLES.items():
+            print(f'{table}:')
+            for row, spec in rows.items():
+                print(f'  {row:18s} {spec["config"]} {spec.get("options", "")}')
+        return
+    os.chdir(REPO_ROOT)
+    os.makedirs(args.out, exist_ok=True)
+    results_path = osp.join(args.out, 'results.json')
+    results = load_results(results_path)
+    rows = args.rows or list(TABLES[args.table])
+    unknown = [r for r in rows if r not in TABLES[args.table]]
+    if unknown:
+        raise SystemExit(f'unknown rows {unknown} of table {args.table!r}; known: '
+                         f'{list(TABLES[args.table])}')
+    if not args.report_only:
+        import mmseg_ovseg  # noqa: F401
+        from mmseg_ovseg.clip.tiny import ensure_tiny_clip
+        from mmseg_ovseg.datasets.concept_seg import generate_concept_dataset
+        generate_concept_dataset('data/concepts')
+        ensure_tiny_clip('work_dirs/tiny_clip/ovseg-tiny-clip.pt', threads=args.threads)
+        for row in rows:
+            for seed in args.seeds:
+                run_one(args.table, row, seed, args, results, results_path)
+    text = markdown(args.table, results, args.seeds, args.max_iters)
+    with open(osp.join(args.out, f'{args.table}.md'), 'w') as f:
+        f.write(text)
+    print(text)
+
+
+if __name__ == '__main__':
+    main()
