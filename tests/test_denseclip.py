@@ -19,6 +19,14 @@ from mmseg_ovseg.models.necks.context_decoder import ContextDecoder
 from official_fixtures import official_keys, random_official_state
 from tool_loader import load_tool
 
+
+def initialized(module):
+    """``module`` after ``init_weights()``: CLIP towers read ``pretrained`` there
+    (mmengine's convention), not at construction."""
+    module.init_weights()
+    return module
+
+
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 # ResNet stages 32/64/128/256 channels, CLIP embed dim 32 (8 attnpool heads of 32).
 TINY = dict(
@@ -293,6 +301,7 @@ def test_vit_backbone_is_accepted():
 # vit-b}.json hold the official segmentors' state-dict keys and shapes (dumped by running the
 # official code, see their "source"), filled here with random values.
 R50_CFG = osp.join(REPO, 'configs', 'denseclip_fpn_r50_ade20k-512x512.py')
+R101_CFG = osp.join(REPO, 'configs', 'denseclip_fpn_r101_ade20k-512x512.py')
 
 
 def _converter():
@@ -372,15 +381,13 @@ def test_converter_official_r50_into_the_shipped_config():
     check_values_landed(model, official)
 
 
-def test_converter_official_r101_into_the_r50_config_with_rn101_towers():
-    """No RN101 config ships yet: the RN50 config with RN101 towers (official
-    denseclip_fpn_res101_512x512_80k.py: layers [3, 4, 23, 3], 512-d embeddings)."""
+def test_converter_official_r101_into_the_shipped_config():
+    """Official denseclip_fpn_res101_512x512_80k.py (layers [3, 4, 23, 3], 512-d embeddings)
+    into the shipped RN101 config."""
     keys = official_keys('denseclip_r101')
     assert keys['gamma'] == [512] and keys['text_encoder.text_projection'] == [512, 512]
     assert 'backbone.layer3.22.conv1.weight' in keys
-    model = shipped_model(R50_CFG, **{'backbone.clip_model': 'RN101-quickgelu',
-                                      'text_encoder.clip_model': 'RN101-quickgelu',
-                                      'context_decoder.visual_dim': 512})
+    model = shipped_model(R101_CFG)
     official = convert_official_into('denseclip_r101', model, seed=1)
     check_values_landed(model, official)
 
@@ -420,8 +427,9 @@ def test_load_time_attnpool_grid_resize_hand_values(tmp_path):
         pos[0] = 7.
         pos[1:, 0] = torch.tensor([0., 4., 8., 12.])
     torch.save(clip.state_dict(), tmp_path / 'clip.pt')
-    backbone = MODELS.build(dict(type='CLIPResNetWithAttention', clip_model=TINY,
-                                 pretrained=str(tmp_path / 'clip.pt'), input_resolution=128))
+    backbone = initialized(MODELS.build(dict(type='CLIPResNetWithAttention', clip_model=TINY,
+                                             pretrained=str(tmp_path / 'clip.pt'),
+                                             input_resolution=128)))
     got = backbone.visual.attnpool.positional_embedding
     expected = torch.tensor([[0., 1., 3., 4.], [2., 3., 5., 6.], [6., 7., 9., 10.],
                              [8., 9., 11., 12.]]).flatten()

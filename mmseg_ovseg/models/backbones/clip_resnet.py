@@ -27,7 +27,8 @@ def resize_attnpool_pos_embed(pos_embed: torch.Tensor,
         Tensor: ``(1 + h*w, C)``. At ``size == (g, g)`` the result equals the input exactly.
     """
     cls_pos, grid_pos = pos_embed[:1], pos_embed[1:]
-    g = int(round(grid_pos.shape[0]**0.5))
+    # int(): under torch.jit.trace (FLOP counting) sizes are 0-dim tensors, which round() refuses
+    g = int(round(int(grid_pos.shape[0])**0.5))
     if g * g != grid_pos.shape[0]:
         raise ValueError(f'attnpool position embedding of {grid_pos.shape[0]} grid positions '
                          'is not a square grid')
@@ -65,7 +66,10 @@ class CLIPResNetWithAttention(BaseModule):
             config dict ``dict(embed_dim, vision_cfg=dict(layers=[...], width, image_size,
             head_width), text_cfg, ...)`` (tiny towers for tests).
         pretrained (str, optional): local CLIP checkpoint; its ``visual.*`` keys are loaded
-            strictly (``ValueError`` listing the keys if the architecture differs).
+            strictly (``ValueError`` listing the keys if the architecture differs) by
+            :meth:`init_weights` (mmengine's convention: the Runner calls it before training;
+            loading a full checkpoint afterwards, as ``tools/test.py`` and
+            ``mmseg.apis.init_model`` do, never reads this file).
         input_resolution (int, optional): train crop size the attnpool position-embedding
             *parameter* is sized for (``input_resolution // 32`` grid). DenseCLIP uses 512:
             the checkpoint's 7x7 grid is resized bilinearly to 16x16 once at load, then to the
@@ -130,9 +134,17 @@ class CLIPResNetWithAttention(BaseModule):
         self.stage_channels = tuple(width * 4 * 2**i for i in range(4))
         self.embed_dim = cfg['embed_dim']
 
-        if pretrained is not None:
-            self._load_clip(pretrained, native_cfg)
+        self.pretrained = pretrained
+        self._native_cfg = native_cfg
         self._freeze()
+
+    def init_weights(self) -> None:
+        """mmengine's weight initialisation, then the CLIP weights of ``pretrained``
+        (copied into the existing parameters, so an optimizer built before keeps them)."""
+        first = not self.is_init
+        super().init_weights()
+        if first and self.pretrained is not None:
+            self._load_clip(self.pretrained, self._native_cfg)
 
     def _load_clip(self, pretrained: str, native_cfg: dict) -> None:
         """Strictly load ``visual.*`` of a CLIP checkpoint, resizing the attnpool grid."""
@@ -140,14 +152,20 @@ class CLIPResNetWithAttention(BaseModule):
         if grid == native_cfg['vision_cfg'].get('image_size', 224) // 32:
             load_tower_weights(self.visual, pretrained, 'visual')
             return
-        # Load into a tower at the checkpoint's resolution (strict key/shape check there),
-        # then resize its position grid once, as DenseCLIP does when loading.
-        native = build_visual_tower(native_cfg)
-        load_tower_weights(native, pretrained, 'visual')
-        state = native.state_dict()
-        state['attnpool.positional_embedding'] = resize_attnpool_pos_embed(
-            state['attnpool.positional_embedding'], (grid, grid), self.interpolate_mode)
-        self.visual.load_state_dict(state, strict=True)
+        # Check and load at the checkpoint's grid into a stand-in position parameter, then
+        # resize it once, as DenseCLIP does when loading.
+        pool = self.visual.attnpool
+        pos = pool.positional_embedding
+        native_grid = native_cfg['vision_cfg'].get('image_size', 224) // 32
+        pool.positional_embedding = torch.nn.Parameter(
+            pos.new_empty(native_grid**2 + 1, pos.shape[1]), requires_grad=pos.requires_grad)
+        try:
+            load_tower_weights(self.visual, pretrained, 'visual')
+            with torch.no_grad():
+                pos.copy_(resize_attnpool_pos_embed(pool.positional_embedding.detach(),
+                                                    (grid, grid), self.interpolate_mode))
+        finally:
+            pool.positional_embedding = pos
 
     def _frozen_modules(self):
         v = self.visual
