@@ -328,21 +328,38 @@ class ContextCLIPTextEncoder(_CLIPTextTower):
         return self._token_cache[key]
 
     def forward(self, vocabulary: Union[str, Sequence[str]],
-                normalize: bool = True) -> torch.Tensor:
+                normalize: bool = True,
+                contexts: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Class embeddings with the current context vectors.
 
         Args:
             vocabulary: class names (or any spec accepted by :func:`get_vocabulary`).
             normalize: L2-normalise the embeddings. DenseCLIP's context decoder takes the
                 raw projected text features (``normalize=False``).
+            contexts: context vectors to use instead of ``self.contexts``: ``(B, N, W)``, one
+                set per image (DenseCLIP's pre-model prompting), every class encoded with
+                each set. Default: None (the learnable ``self.contexts``).
 
         Returns:
-            (C, D) embeddings (L2-normalised by default), differentiable w.r.t. ``contexts``.
+            (C, D) embeddings (L2-normalised by default), differentiable w.r.t. ``contexts``;
+            ``(B, C, D)`` when ``contexts`` is given.
         """
         tokens = self._tokens(get_vocabulary(vocabulary)).to(self.device)
         embeds = self.token_embedding(tokens)
-        ctx = self.contexts.to(embeds.dtype).unsqueeze(0).expand(len(tokens), -1, -1)
         n = self.num_contexts
-        embeds = torch.cat([embeds[:, :1], ctx, embeds[:, 1 + n:]], dim=1)
-        feats = self.encode_embeddings(embeds, tokens)
+        if contexts is None:
+            ctx = self.contexts.to(embeds.dtype).unsqueeze(0).expand(len(tokens), -1, -1)
+            embeds = torch.cat([embeds[:, :1], ctx, embeds[:, 1 + n:]], dim=1)
+            feats = self.encode_embeddings(embeds, tokens)
+            return F.normalize(feats, dim=-1) if normalize else feats
+        if contexts.dim() != 3 or contexts.shape[1:] != self.contexts.shape:
+            raise ValueError(f'ContextCLIPTextEncoder: contexts must be (B, {n}, '
+                             f'{self.contexts.shape[1]}), got {tuple(contexts.shape)}')
+        b, k = contexts.shape[0], len(tokens)
+        # (B, K, L, W): [SOT, the image's N contexts, name, EOT, ...] for every class
+        ctx = contexts.to(embeds.dtype).unsqueeze(1).expand(-1, k, -1, -1)
+        embeds = embeds.unsqueeze(0).expand(b, -1, -1, -1)
+        embeds = torch.cat([embeds[:, :, :1], ctx, embeds[:, :, 1 + n:]], dim=2)
+        feats = self.encode_embeddings(embeds.flatten(0, 1), tokens.repeat(b, 1))
+        feats = feats.view(b, k, -1)
         return F.normalize(feats, dim=-1) if normalize else feats

@@ -12,7 +12,10 @@
 - Sec. 3.3, context-aware prompting: the text features ``t (K, C)`` come from CLIP's text
   encoder with learnable context vectors (language-domain prompting, CoOp) and are refined by
   the :class:`ContextDecoder` from the visual context ``[z_bar; z]`` (post-model prompting):
-  ``t <- t + gamma * TransDecoder(t, [z_bar; z])``.
+  ``t <- t + gamma * TransDecoder(t, [z_bar; z])``. Optionally (``pre_prompting``), the
+  paper's pre-model variant: :class:`PreModelPrompting` turns the visual context into the text
+  encoder's context tokens, ``v_pre = TransDecoder(q, [z_bar; z])``, ``y_k = [v_pre, e_k]``,
+  and the text tower runs per image.
 - Sec. 3.4, semantic segmentation: any mmseg segmentation neck/head (Semantic FPN: mmseg's
   ``FPN`` + ``FPNHead``) on the augmented features, plus an auxiliary cross-entropy on
   ``s / tau`` (``tau = 0.07``) through an :class:`IdentityHead`.
@@ -46,20 +49,27 @@ class DenseCLIP(TextEncoderDecoder):
 
     Unlike the other segmentors of the package, :meth:`extract_feat` returns the neck outputs
     (a list of tensors, what mmseg heads take), not the ``dict(inputs, feats, class_embeds)``.
-    The text features depend on the image only through the context decoder: the text tower
-    runs once per training step and, in eval mode, once per vocabulary and weights (cached).
+    With post-model prompting only (the official configs), the text features depend on the
+    image only through the context decoder: the text tower runs once per training step and, in
+    eval mode, once per vocabulary and weights (cached). With ``pre_prompting`` it runs on the
+    ``B x K`` sequences of every batch (or slide-window batch): nothing is cached.
 
     Args:
         backbone (dict): image encoder config (see above).
         text_encoder (dict): ``ContextCLIPTextEncoder`` config (official: 8 contexts,
             ``context_length=13``, ``name_suffix=''``, ``init_std=1.0``).
-        context_decoder (dict): :class:`ContextDecoder` config; its ``visual_dim`` must equal
-            the CLIP embed dim ``C``.
+        context_decoder (dict | None): :class:`ContextDecoder` config (post-model
+            prompting); its ``visual_dim`` must equal the CLIP embed dim ``C``. None: no
+            post-model refinement (pre-model prompting alone, or plain CoOp contexts).
         decode_head (dict): mmseg decode head (``FPNHead``), ``num_classes`` set to ``K``.
         neck (dict, optional): mmseg neck (``FPN``). Default: None.
         adapter (dict, optional): module applied to the list of backbone stage maps before
             the score-map concatenation (``FPNAdapter`` for the ViT-B/16 variant: four
             ``(B, 768, H/16, W/16)`` maps -> strides 4, 8, 16, 32). Default: None (ResNets).
+        pre_prompting (dict, optional): :class:`PreModelPrompting` config (pre-model
+            prompting); its ``num_queries`` / ``token_dim`` must equal the text encoder's
+            ``num_contexts`` / token width, which it replaces per image (the text encoder's
+            own ``contexts`` are then unused and frozen). Default: None.
         identity_head (dict, optional): auxiliary head on ``score_map / tau``
             (``IdentityHead`` with cross-entropy weight 0.4 in the official recipe); its losses
             are prefixed ``aux_identity.``. Default: None.
@@ -75,10 +85,11 @@ class DenseCLIP(TextEncoderDecoder):
     def __init__(self,
                  backbone: ConfigType,
                  text_encoder: ConfigType,
-                 context_decoder: ConfigType,
+                 context_decoder: Optional[ConfigType],
                  decode_head: ConfigType,
                  neck: Optional[ConfigType] = None,
                  adapter: Optional[ConfigType] = None,
+                 pre_prompting: Optional[ConfigType] = None,
                  identity_head: Optional[ConfigType] = None,
                  score_concat_index: int = 3,
                  tau: float = 0.07,
@@ -87,7 +98,14 @@ class DenseCLIP(TextEncoderDecoder):
                          decode_head=decode_head, neck=neck, **kwargs)
         if tau <= 0:
             raise ValueError(f'DenseCLIP: tau must be positive, got {tau}')
-        self.context_decoder = MODELS.build(context_decoder)
+        self.context_decoder = None
+        if context_decoder is not None:
+            self.context_decoder = MODELS.build(context_decoder)
+        self.pre_prompting = None
+        if pre_prompting is not None:
+            self.pre_prompting = MODELS.build(pre_prompting)
+            # replaced by the per-image v_pre: keep it out of the optimizer
+            self.text_encoder.contexts.requires_grad_(False)
         self.adapter = MODELS.build(adapter) if adapter is not None else None
         self.identity_head = None
         if identity_head is not None:
@@ -106,13 +124,28 @@ class DenseCLIP(TextEncoderDecoder):
     def with_adapter(self) -> bool:
         return self.adapter is not None
 
+    @property
+    def with_pre_prompting(self) -> bool:
+        return self.pre_prompting is not None
+
     def _check_channels(self) -> None:
         """Fail at build time, with a readable message, on inconsistent widths."""
         text_dim = getattr(self.text_encoder, 'embed_dims', None)
-        visual_dim = self.context_decoder.visual_dim
-        if text_dim is not None and text_dim != visual_dim:
-            raise ValueError(f'DenseCLIP: text features have {text_dim} channels but '
-                             f'context_decoder.visual_dim is {visual_dim}')
+        for name in ('context_decoder', 'pre_prompting'):
+            visual_dim = getattr(getattr(self, name), 'visual_dim', None)
+            if None not in (text_dim, visual_dim) and text_dim != visual_dim:
+                raise ValueError(f'DenseCLIP: text features have {text_dim} channels but '
+                                 f'{name}.visual_dim is {visual_dim}')
+        if self.with_pre_prompting:
+            contexts = getattr(self.text_encoder, 'contexts', None)
+            if contexts is None:
+                raise ValueError('DenseCLIP: pre_prompting needs a text encoder with context '
+                                 'tokens (ContextCLIPTextEncoder)')
+            expected = (self.pre_prompting.num_queries, self.pre_prompting.token_dim)
+            if tuple(contexts.shape) != expected:
+                raise ValueError(f'DenseCLIP: pre_prompting makes {expected[0]} tokens of '
+                                 f'width {expected[1]}, but the text encoder has '
+                                 f'{contexts.shape[0]} contexts of width {contexts.shape[1]}')
         stages = getattr(self.backbone, 'stage_channels', None)
         out_indices = getattr(self.backbone, 'out_indices', None)
         in_channels = getattr(self.neck, 'in_channels', None) if self.with_neck else None
@@ -191,9 +224,18 @@ class DenseCLIP(TextEncoderDecoder):
             stages = list(self.adapter(stages))
         # Visual context [z_bar; z]: (B, 1 + h*w, C), the global token first.
         context = torch.cat([global_feat.unsqueeze(1), dense.flatten(2).transpose(1, 2)], 1)
-        # once per inference call (slide windows share it), every call in training
-        text = self.memo_text('text_features', self.text_features).to(dense.dtype)
-        text = self.context_decoder(text, context)  # (B, K, C)
+        if self.with_pre_prompting:
+            # v_pre (B, N, W) replaces the learnable contexts: every image's K sequences
+            # [SOT, v_pre, name, EOT] go through the text tower -> (B, K, C)
+            text = self.text_encoder(self.vocabulary, normalize=False,
+                                     contexts=self.pre_prompting(context)).to(dense.dtype)
+        else:
+            # once per inference call (slide windows share it), every call in training
+            text = self.memo_text('text_features', self.text_features).to(dense.dtype)
+        if self.context_decoder is not None:
+            text = self.context_decoder(text, context)  # (B, K, C)
+        elif text.dim() == 2:
+            text = text.unsqueeze(0).expand(dense.shape[0], -1, -1)
         score_map = torch.einsum('bchw,bkc->bkhw', F.normalize(dense, dim=1),
                                  F.normalize(text, dim=-1))
         idx = self.score_concat_index
