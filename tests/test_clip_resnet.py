@@ -7,6 +7,14 @@ from mmseg_ovseg.clip.builder import create_clip
 from mmseg_ovseg.models.backbones.clip_resnet import (CLIPResNetWithAttention,
                                                       resize_attnpool_pos_embed)
 
+
+def initialized(module):
+    """``module`` after ``init_weights()``: CLIP towers read ``pretrained`` there
+    (mmengine's convention), not at construction."""
+    module.init_weights()
+    return module
+
+
 # Native input 64 -> 2x2 attnpool grid; embed 8*32 = 256 channels, 8 heads of 32.
 TINY = dict(
     embed_dim=32,
@@ -108,7 +116,7 @@ def test_load_clip_checkpoint(tmp_path):
     path = tmp_path / 'tiny_clip.pt'
     torch.save(clip.state_dict(), path)
 
-    model = CLIPResNetWithAttention(clip_model=TINY, pretrained=str(path)).eval()
+    model = initialized(CLIPResNetWithAttention(clip_model=TINY, pretrained=str(path))).eval()
     assert set(model.state_dict()) == {k for k in clip.state_dict() if k.startswith('visual.')}
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
@@ -121,9 +129,10 @@ def test_load_clip_checkpoint(tmp_path):
     other_path = tmp_path / 'other_clip.pt'
     torch.save(create_clip(other).state_dict(), other_path)
     with pytest.raises(ValueError, match='unexpected keys'):
-        CLIPResNetWithAttention(clip_model=TINY, pretrained=str(other_path))
+        initialized(CLIPResNetWithAttention(clip_model=TINY, pretrained=str(other_path)))
     with pytest.raises(FileNotFoundError):
-        CLIPResNetWithAttention(clip_model=TINY, pretrained=str(tmp_path / 'missing.pt'))
+        initialized(CLIPResNetWithAttention(clip_model=TINY,
+                                            pretrained=str(tmp_path / 'missing.pt')))
 
 
 def test_input_resolution_resizes_pos_grid_at_load(tmp_path):
@@ -132,7 +141,8 @@ def test_input_resolution_resizes_pos_grid_at_load(tmp_path):
     clip = create_clip(TINY)
     path = tmp_path / 'tiny_clip.pt'
     torch.save(clip.state_dict(), path)
-    model = CLIPResNetWithAttention(clip_model=TINY, pretrained=str(path), input_resolution=128)
+    model = initialized(CLIPResNetWithAttention(clip_model=TINY, pretrained=str(path),
+                                                input_resolution=128))
     pos = model.visual.attnpool.positional_embedding
     assert pos.shape == (1 + 4 * 4, 256)
     expected = resize_attnpool_pos_embed(clip.visual.attnpool.positional_embedding, (4, 4))

@@ -14,6 +14,13 @@ from mmseg_ovseg.clip.text_encoder import ContextCLIPTextEncoder, OVCLIPTextEnco
 from mmseg_ovseg.clip.tokenizer import tokenize
 
 
+def initialized(module):
+    """``module`` after ``init_weights()``: CLIP towers read ``pretrained`` there
+    (mmengine's convention), not at construction."""
+    module.init_weights()
+    return module
+
+
 def tiny_cfg(width=32):
     return dict(
         embed_dim=16, quick_gelu=True,
@@ -69,7 +76,7 @@ def test_tokenize_shape_and_eot():
 
 
 def test_encode_text_parity(clip, ckpt):
-    enc = OVCLIPTextEncoder(tiny_cfg(), pretrained=ckpt)
+    enc = initialized(OVCLIPTextEncoder(tiny_cfg(), pretrained=ckpt))
     assert set(enc.state_dict()) == set(select_tower_state(clip.state_dict(), 'text'))
     tokens = tokenize(['a photo of a cat.', 'there is a red car in the scene', 'x'])
     with torch.no_grad():
@@ -81,7 +88,8 @@ def test_encode_text_parity(clip, ckpt):
 @pytest.mark.parametrize('templates', ['vild', 'single', ['{} here.', 'a sketch of {}']])
 def test_template_ensemble_equals_direct(clip, ckpt, templates):
     default = ['a {}', 'the {}.']
-    enc = OVCLIPTextEncoder(tiny_cfg(), pretrained=ckpt, templates=default, chunk_size=7)
+    enc = initialized(OVCLIPTextEncoder(tiny_cfg(), pretrained=ckpt, templates=default,
+                                        chunk_size=7))
     from mmseg_ovseg.clip.templates import get_templates
     out = enc.encode(VOCAB, templates)
     ref = direct_embeddings(clip, VOCAB, get_templates(templates))
@@ -95,7 +103,7 @@ def test_template_ensemble_equals_direct(clip, ckpt, templates):
 
 
 def test_memory_cache_and_invalidation(clip, ckpt):
-    enc = OVCLIPTextEncoder(tiny_cfg(), pretrained=ckpt, templates='single')
+    enc = initialized(OVCLIPTextEncoder(tiny_cfg(), pretrained=ckpt, templates='single'))
     calls = count_calls(enc.transformer)
     logger, records = MMLogger.get_current_instance(), []
     handler = logging.Handler()
@@ -124,14 +132,14 @@ def test_memory_cache_and_invalidation(clip, ckpt):
 
 def test_disk_cache_round_trip(clip, ckpt, tmp_path):
     cache_dir = tmp_path / 'cache'
-    enc = OVCLIPTextEncoder(tiny_cfg(), pretrained=ckpt, templates='vild',
-                            cache_dir=str(cache_dir))
+    enc = initialized(OVCLIPTextEncoder(tiny_cfg(), pretrained=ckpt, templates='vild',
+                                        cache_dir=str(cache_dir)))
     first = enc.encode(VOCAB)
     files = os.listdir(cache_dir)
     assert len(files) == 1 and files[0].endswith('.pt')  # no leftover temporary file
     # A fresh encoder with the same weights reads the file instead of running the tower.
-    enc2 = OVCLIPTextEncoder(tiny_cfg(), pretrained=ckpt, templates='vild',
-                             cache_dir=str(cache_dir))
+    enc2 = initialized(OVCLIPTextEncoder(tiny_cfg(), pretrained=ckpt, templates='vild',
+                                         cache_dir=str(cache_dir)))
     calls = count_calls(enc2.transformer)
     torch.testing.assert_close(enc2.encode(VOCAB), first, atol=0, rtol=0)
     assert len(calls) == 0
@@ -145,14 +153,14 @@ def test_disk_cache_round_trip(clip, ckpt, tmp_path):
     path = os.path.join(cache_dir, files[0])
     with open(path, 'wb') as f:
         f.write(b'garbage')
-    enc4 = OVCLIPTextEncoder(tiny_cfg(), pretrained=ckpt, templates='vild',
-                             cache_dir=str(cache_dir))
+    enc4 = initialized(OVCLIPTextEncoder(tiny_cfg(), pretrained=ckpt, templates='vild',
+                                         cache_dir=str(cache_dir)))
     torch.testing.assert_close(enc4.encode(VOCAB), first)
     assert torch.load(path, weights_only=True)['vocabulary'] == VOCAB
 
 
 def test_frozen_and_always_eval(ckpt):
-    enc = OVCLIPTextEncoder(tiny_cfg(), pretrained=ckpt)
+    enc = initialized(OVCLIPTextEncoder(tiny_cfg(), pretrained=ckpt))
     assert all(not p.requires_grad for p in enc.parameters())
     enc.train()
     assert not enc.training and not any(m.training for m in enc.modules())
@@ -174,11 +182,11 @@ def test_strict_loading_errors(tmp_path):
     path = tmp_path / 'other.pt'
     torch.save(other.state_dict(), path)
     with pytest.raises(ValueError, match='(?s)does not match the text tower.*shape mismatches'):
-        OVCLIPTextEncoder(tiny_cfg(), pretrained=str(path))
+        initialized(OVCLIPTextEncoder(tiny_cfg(), pretrained=str(path)))
     with pytest.raises(ValueError, match='does not match'):
-        ContextCLIPTextEncoder(tiny_cfg(), pretrained=str(path))
+        initialized(ContextCLIPTextEncoder(tiny_cfg(), pretrained=str(path)))
     with pytest.raises(FileNotFoundError, match='missing.pt'):
-        OVCLIPTextEncoder(tiny_cfg(), pretrained=str(tmp_path / 'missing.pt'))
+        initialized(OVCLIPTextEncoder(tiny_cfg(), pretrained=str(tmp_path / 'missing.pt')))
     with pytest.raises(ValueError, match='context_length must be in'):
         OVCLIPTextEncoder(tiny_cfg(), context_length=78)
 
@@ -186,7 +194,7 @@ def test_strict_loading_errors(tmp_path):
 def test_context_encoder_parity_with_template(clip, ckpt):
     """With the context vectors set to the embeddings of 'a photo of a', the learnable-context
     encoder must reproduce CLIP's embedding of 'a photo of a <name>.'."""
-    enc = ContextCLIPTextEncoder(tiny_cfg(), pretrained=ckpt, num_contexts=4)
+    enc = initialized(ContextCLIPTextEncoder(tiny_cfg(), pretrained=ckpt, num_contexts=4))
     words = tokenize('a photo of a')[0, 1:5]
     with torch.no_grad():
         enc.contexts.copy_(enc.token_embedding(words))
@@ -197,8 +205,8 @@ def test_context_encoder_parity_with_template(clip, ckpt):
 
 def test_context_encoder_gradients_and_modes(ckpt):
     torch.manual_seed(1)
-    enc = ContextCLIPTextEncoder(tiny_cfg(), pretrained=ckpt, num_contexts=8,
-                                 context_length=13, name_suffix='')  # DenseCLIP layout
+    enc = initialized(ContextCLIPTextEncoder(tiny_cfg(), pretrained=ckpt, num_contexts=8,
+                                             context_length=13, name_suffix=''))  # DenseCLIP layout
     trainable = [n for n, p in enc.named_parameters() if p.requires_grad]
     assert trainable == ['contexts'] and enc.contexts.shape == (8, 32)
     assert abs(enc.contexts.std().item() - 0.02) < 0.01

@@ -8,6 +8,14 @@ from mmseg_ovseg.clip.builder import create_clip
 from mmseg_ovseg.models.backbones.clip_vit import (CLIPVisionTransformer, build_sls_attn_mask,
                                                    resize_clip_pos_embed)
 
+
+def initialized(module):
+    """``module`` after ``init_weights()``: CLIP towers read ``pretrained`` there
+    (mmengine's convention), not at construction."""
+    module.init_weights()
+    return module
+
+
 TINY = dict(
     embed_dim=32,
     quick_gelu=True,
@@ -186,16 +194,16 @@ def test_sls_per_layer_biases_and_errors(clip):
 def test_loads_clip_checkpoint_and_rejects_other_architectures(clip, tmp_path):
     path = tmp_path / 'clip.pt'
     torch.save(clip.state_dict(), path)
-    bb = CLIPVisionTransformer(TINY, pretrained=str(path), output_dense=True).eval()
+    bb = initialized(CLIPVisionTransformer(TINY, pretrained=str(path), output_dense=True)).eval()
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(bb(x)[-1], clip.visual(x), atol=1e-5, rtol=1e-5)
     other = dict(TINY, vision_cfg=dict(TINY['vision_cfg'], width=32))
     torch.save(create_clip(other).state_dict(), tmp_path / 'other.pt')
     with pytest.raises(ValueError, match='shape mismatches'):
-        CLIPVisionTransformer(TINY, pretrained=str(tmp_path / 'other.pt'))
+        initialized(CLIPVisionTransformer(TINY, pretrained=str(tmp_path / 'other.pt')))
     with pytest.raises(FileNotFoundError, match='missing.pt'):
-        CLIPVisionTransformer(TINY, pretrained=str(tmp_path / 'missing.pt'))
+        initialized(CLIPVisionTransformer(TINY, pretrained=str(tmp_path / 'missing.pt')))
 
 
 def test_resnet_name_is_rejected():
@@ -340,9 +348,10 @@ def test_pos_grid_resizes_the_position_embedding_once(clip, tmp_path):
     that grid; at that input size the forward equals the default per-forward resize."""
     ckpt = tmp_path / 'clip.pth'
     torch.save(clip.state_dict(), ckpt)
-    base = CLIPVisionTransformer(TINY, pretrained=str(ckpt), interpolate_mode='bilinear').eval()
-    bb = CLIPVisionTransformer(TINY, pretrained=str(ckpt), interpolate_mode='bilinear',
-                               pos_grid=(8, 6)).eval()
+    base = initialized(CLIPVisionTransformer(TINY, pretrained=str(ckpt),
+                                             interpolate_mode='bilinear')).eval()
+    bb = initialized(CLIPVisionTransformer(TINY, pretrained=str(ckpt), interpolate_mode='bilinear',
+                                           pos_grid=(8, 6))).eval()
     pos = clip.visual.positional_embedding.detach()
     assert bb.pos_grid == (8, 6) and bb.visual.positional_embedding.shape == (1 + 48, 64)
     assert isinstance(bb.visual.positional_embedding, torch.nn.Parameter)

@@ -21,6 +21,14 @@ from test_denseclip import (_official_name, _quiet, _small_official,  # noqa: F4
 from test_denseclip import _samples as _denseclip_samples
 from tool_loader import load_tool
 
+
+def initialized(module):
+    """``module`` after ``init_weights()``: CLIP towers read ``pretrained`` there
+    (mmengine's convention), not at construction."""
+    module.init_weights()
+    return module
+
+
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TINY_CFG = osp.join(REPO, 'configs', 'denseclip-vit_tiny_synthetic.py')
 ADE_CFG = osp.join(REPO, 'configs', 'denseclip_fpn_vit-b16_ade20k-640x640.py')
@@ -362,10 +370,11 @@ def test_load_time_position_grid_resize_and_cls_fold_hand_values(tmp_path):
         pos[1:, 0] = torch.tensor([0., 4., 8., 12.])
         clip.visual.class_embedding.copy_(torch.arange(16.))
     torch.save(clip.state_dict(), tmp_path / 'clip.pt')
-    backbone = MODELS.build(dict(type='CLIPVisionTransformer', clip_model=tiny,
-                                 pretrained=str(tmp_path / 'clip.pt'), out_indices=(0, ),
-                                 interpolate_mode='bilinear', pos_grid=(4, 4),
-                                 fold_class_embedding=True))
+    backbone = initialized(MODELS.build(dict(type='CLIPVisionTransformer', clip_model=tiny,
+                                             pretrained=str(tmp_path / 'clip.pt'),
+                                             out_indices=(0, ),
+                                             interpolate_mode='bilinear', pos_grid=(4, 4),
+                                             fold_class_embedding=True)))
     got = backbone.visual.positional_embedding
     expected = torch.tensor([[0., 1., 3., 4.], [2., 3., 5., 6.], [6., 7., 9., 10.],
                              [8., 9., 11., 12.]]).flatten()

@@ -19,6 +19,13 @@ from mmseg_ovseg.datasets.concepts import (COLOR_NAMES, COLORS, CONCEPT_CLASSES,
 from mmseg_ovseg.models.backbones.clip_vit import CLIPVisionTransformer
 
 
+def initialized(module):
+    """``module`` after ``init_weights()``: CLIP towers read ``pretrained`` there
+    (mmengine's convention), not at construction."""
+    module.init_weights()
+    return module
+
+
 # ------------------------------------------------------------------------------ concepts
 def test_concept_classes_layout():
     assert CONCEPT_CLASSES[0] == 'background'
@@ -192,10 +199,10 @@ def test_pretrain_writes_plain_open_clip_state_dict(tiny_checkpoint):
 def test_checkpoint_loads_into_both_towers(tiny_checkpoint):
     out, _ = tiny_checkpoint
     state = torch.load(out, map_location='cpu', weights_only=True)
-    vis = CLIPVisionTransformer(TINY_CLIP_NAME, pretrained=out)
+    vis = initialized(CLIPVisionTransformer(TINY_CLIP_NAME, pretrained=out))
     for k, v in vis.visual.state_dict().items():
         assert torch.equal(v, state['visual.' + k]), k
-    text = OVCLIPTextEncoder(TINY_CLIP_NAME, pretrained=out, templates='single')
+    text = initialized(OVCLIPTextEncoder(TINY_CLIP_NAME, pretrained=out, templates='single'))
     assert torch.equal(text.token_embedding.weight, state['token_embedding.weight'])
     assert torch.equal(text.text_projection, state['text_projection'])
     # A checkpoint of another architecture is refused with the key names.
@@ -203,7 +210,7 @@ def test_checkpoint_loads_into_both_towers(tiny_checkpoint):
     bad.pop('visual.ln_post.weight')
     torch.save(bad, out + '.bad')
     with pytest.raises(ValueError, match='ln_post'):
-        CLIPVisionTransformer(TINY_CLIP_NAME, pretrained=out + '.bad')
+        initialized(CLIPVisionTransformer(TINY_CLIP_NAME, pretrained=out + '.bad'))
 
 
 def test_pretrain_resume_is_exact(tmp_path, tiny_checkpoint):

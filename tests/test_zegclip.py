@@ -22,6 +22,14 @@ from mmseg_ovseg.evaluation.zero_shot_metric import harmonic_iou
 from official_fixtures import FIXTURE_DIR, random_official_state
 from tool_loader import load_tool
 
+
+def initialized(module):
+    """``module`` after ``init_weights()``: CLIP towers read ``pretrained`` there
+    (mmengine's convention), not at construction."""
+    module.init_weights()
+    return module
+
+
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TINY_CLIP = dict(
     embed_dim=16,
@@ -406,7 +414,7 @@ def test_fold_class_embedding_on_pretrained_clip_by_hand(tmp_path):
     torch.save(state, ckpt)
 
     def cls_token(**kwargs):
-        bb = CLIPVisionTransformer(clip_cfg, pretrained=str(ckpt), **kwargs).eval()
+        bb = initialized(CLIPVisionTransformer(clip_cfg, pretrained=str(ckpt), **kwargs)).eval()
         bb.visual.ln_pre = nn.Identity()
         with torch.no_grad():
             return bb, bb.embed(torch.randn(1, 3, 32, 32))[0][0, 0]

@@ -68,6 +68,19 @@ class _CLIPTextTower(BaseModule):
         else:
             self.embed_dims = self.text_projection.shape[1]
 
+    #: Module keys a CLIP checkpoint cannot hold (parameters the paper adds to the tower).
+    _not_in_clip = ()
+
+    def init_weights(self) -> None:
+        """mmengine's weight initialisation, then the text-tower weights of ``pretrained``
+        (``self.pretrained``, a local CLIP checkpoint), checked and loaded strictly into the
+        existing parameters. Not called when a full checkpoint is loaded instead (mmengine's
+        Runner calls it before training only)."""
+        first = not self.is_init
+        super().init_weights()
+        if first and getattr(self, 'pretrained', None) is not None:
+            load_tower_weights(self, self.pretrained, 'text', ignore_missing=self._not_in_clip)
+
     @property
     def device(self) -> torch.device:
         return self.token_embedding.weight.device
@@ -118,7 +131,9 @@ class OVCLIPTextEncoder(_CLIPTextTower):
 
     Args:
         clip_model: open_clip model name (``'ViT-B-16'``) or config dict.
-        pretrained: local CLIP checkpoint path or None (random weights); loaded strictly.
+        pretrained: local CLIP checkpoint path or None (random weights); loaded strictly by
+            :meth:`init_weights` (mmengine's convention: the Runner calls it before training;
+            a model that then loads a full checkpoint never reads this file).
         templates: default template spec (see :func:`get_templates`), ``'vild'`` as in SAN.
         cache_dir: directory for on-disk embedding caches, or None.
         context_length: token positions (default: the tower's, 77).
@@ -144,8 +159,7 @@ class OVCLIPTextEncoder(_CLIPTextTower):
         self.register_load_state_dict_post_hook(self._on_weights_loaded)
         for p in self.parameters():
             p.requires_grad_(False)
-        if pretrained is not None:
-            load_tower_weights(self, pretrained, 'text')
+        self.pretrained = pretrained
         self.train(False)
 
     @staticmethod
@@ -269,12 +283,15 @@ class ContextCLIPTextEncoder(_CLIPTextTower):
 
     Args:
         clip_model: open_clip model name or config dict.
-        pretrained: local CLIP checkpoint path or None; loaded strictly (``contexts`` aside).
+        pretrained: local CLIP checkpoint path or None; loaded strictly (``contexts`` aside)
+            by :meth:`init_weights`.
         num_contexts: number N of learnable context vectors.
         context_length: token positions (default: the tower's, 77).
         name_suffix: appended to every class name before tokenising (CoOp uses '.').
         init_std: std of the normal initialisation of the context vectors.
     """
+
+    _not_in_clip = ('contexts', )
 
     def __init__(self,
                  clip_model: ClipModel,
@@ -296,8 +313,7 @@ class ContextCLIPTextEncoder(_CLIPTextTower):
             p.requires_grad_(False)
         width = self.token_embedding.weight.shape[1]
         self.contexts = nn.Parameter(torch.empty(num_contexts, width).normal_(std=init_std))
-        if pretrained is not None:
-            load_tower_weights(self, pretrained, 'text', ignore_missing=('contexts', ))
+        self.pretrained = pretrained
         self._token_cache = {}
         self.train(True)
 

@@ -98,7 +98,9 @@ class CLIPVisionTransformer(BaseModule):
         clip_model (str | dict): open_clip model name (``'ViT-B-16'``; use ``-quickgelu``
             names with OpenAI weights) or a config dict (see ``mmseg_ovseg.clip.builder``).
         pretrained (str, optional): local CLIP checkpoint (full CLIP or visual-only keys with
-            the ``visual.`` prefix). Loaded strictly at construction.
+            the ``visual.`` prefix), loaded strictly by :meth:`init_weights` (mmengine's
+            convention: the Runner calls it before training; a model that then loads a full
+            checkpoint, e.g. ``mmseg.apis.init_model`` or ``tools/test.py``, never reads it).
         out_indices (Sequence[int]): blocks whose outputs ``forward`` returns as
             ``(B, D, h, w)`` maps. Negative indices count from the end.
         out_origin (bool): also return the post-``ln_pre`` embedding map first.
@@ -117,12 +119,14 @@ class CLIPVisionTransformer(BaseModule):
         pad_to_patch (bool): zero-pad inputs at the bottom/right to a multiple of the patch
             size (so odd sizes and images smaller than one patch work).
         interpolate_mode (str): position-embedding resize mode.
-        pos_grid (tuple[int, int], optional): patch grid the position embedding is kept at.
-            CLIP's embedding (after ``pretrained`` is loaded) is resized to it once, with
+        pos_grid (tuple[int, int], optional): patch grid the position embedding is kept at
+            (its parameter has this grid from construction on). CLIP's embedding (when
+            ``pretrained`` is loaded, after the class-embedding fold) is resized to it once, with
             ``interpolate_mode``, and trains at that size, as the official DenseCLIP and
             ZegCLIP backbones do (40x40 for a 640 crop); other input sizes are still resized
             from it in ``forward``. None keeps CLIP's grid (14x14 for ViT-B/16 at 224).
-        fold_class_embedding (bool): right after ``pretrained`` is loaded, add
+        fold_class_embedding (bool): when ``pretrained`` is loaded (before the ``pos_grid``
+            resize), add
             ``class_embedding`` to row 0 of the position embedding once, so the CLS token
             becomes ``2 * class_embedding + positional_embedding[0]``: the official ZegCLIP
             backbone adds ``class_embedding`` twice (as the token and to its position row).
@@ -165,11 +169,11 @@ class CLIPVisionTransformer(BaseModule):
             if not isinstance(getattr(blk, 'attn', None), nn.MultiheadAttention):
                 raise TypeError(f'block {i} of {clip_model!r} is a {type(blk).__name__} '
                                 'without a standard attention; not supported')
-        if pretrained is not None:
-            load_tower_weights(self.visual, pretrained, 'visual')
-            if fold_class_embedding:
-                with torch.no_grad():
-                    self.visual.positional_embedding[0] += self.visual.class_embedding
+        self.pretrained = pretrained
+        self.fold_class_embedding = fold_class_embedding
+        # CLIP's own position grid: a checkpoint's embedding has this shape.
+        self.clip_pos_shape = tuple(self.visual.positional_embedding.shape)
+        self.clip_grid = tuple(self.visual.grid_size)
 
         self.num_layers = len(self.visual.transformer.resblocks)
         self.width = self.visual.conv1.out_channels
@@ -218,6 +222,40 @@ class CLIPVisionTransformer(BaseModule):
         if frozen:
             for name, param in self.visual.named_parameters():
                 param.requires_grad = any(key in name for key in frozen_exclude)
+
+    def init_weights(self) -> None:
+        """mmengine's weight initialisation, then the CLIP weights of ``pretrained``.
+
+        The checkpoint is checked and loaded strictly at CLIP's own position grid, then
+        ``fold_class_embedding`` and the ``pos_grid`` resize are applied to it, in that order
+        and once per load (every call starts from the file's values), and the result is copied
+        into the existing parameters (an optimizer built before, as mmengine's Runner does,
+        keeps them).
+        """
+        first = not self.is_init
+        super().init_weights()
+        if first and self.pretrained is not None:
+            self.load_clip_weights(self.pretrained)
+
+    def load_clip_weights(self, pretrained: str) -> None:
+        """Load the ``visual.*`` weights of a CLIP checkpoint (see :meth:`init_weights`)."""
+        visual = self.visual
+        pos = visual.positional_embedding
+        # Check and load at CLIP's grid into a stand-in position parameter.
+        visual.positional_embedding = nn.Parameter(pos.new_empty(self.clip_pos_shape),
+                                                   requires_grad=pos.requires_grad)
+        try:
+            load_tower_weights(visual, pretrained, 'visual')
+            with torch.no_grad():
+                clip_pos = visual.positional_embedding.detach().clone()
+                if self.fold_class_embedding:
+                    clip_pos[0] += visual.class_embedding
+                clip_pos = resize_clip_pos_embed(clip_pos, self.clip_grid, self.pos_grid, 1,
+                                                 self.interpolate_mode)
+                pos.copy_(clip_pos)
+        finally:
+            visual.positional_embedding = pos
+        self.clear_cast_cache()
 
     # ------------------------------------------------------------------ building blocks
     def _layer_prompts(self, layer: int, batch: int) -> Tensor:
