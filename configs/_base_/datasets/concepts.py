@@ -49,3 +49,20 @@ val_dataloader = dict(
 test_dataloader = val_dataloader
 val_evaluator = dict(type='ZeroShotIoUMetric', split=zero_shot_split, iou_metrics=['mIoU'])
 test_evaluator = val_evaluator
+# Test-time augmentation (tools/test.py --tta): 3 scales (96, 128, 160 px: multiples of 16 for
+# SAN's padding) x horizontal flip; no concept depends on left/right.
+tta_img_ratios = [0.75, 1.0, 1.25]
+tta_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(
+        type='TestTimeAug',
+        transforms=[
+            [dict(type='Resize', scale_factor=r, keep_ratio=True) for r in tta_img_ratios],
+            [
+                dict(type='RandomFlip', prob=0., direction='horizontal'),
+                dict(type='RandomFlip', prob=1., direction='horizontal')
+            ],
+            [dict(type='LoadAnnotations')],
+            [dict(type='PackSegInputs')],
+        ])
+]
