@@ -3,9 +3,10 @@
 # QueryUpsampling neck (16x16 learnable queries decode layer 2 (1/8) then layer 4 (1/16)) and a
 # single-level ATM head supervised on every decoder layer. Same data, schedule and optimiser as
 # segvit_tiny_synthetic.py (the neck gets the head's learning rate, as the ADE Shrunk config).
-# Measured: 1000 iterations (0.37 s/iter) reach only val mIoU 10.17 (all background): from a
-# random ViT the position-free QU queries do not learn to localise in this budget -- a pipeline
-# check, not a working demo (see docs/segvit.md, "Tiny Shrunk run").
+# Measured: 1000 iterations (0.37 s/iter) reach only val mIoU 10.17 (all background; the same
+# with the patch bias): from a random ViT the position-free QU queries do not learn to localise
+# in this budget -- a pipeline check, not a working demo (see docs/segvit.md, "Tiny Shrunk
+# run").
 _base_ = ['./segvit_tiny_synthetic.py']
 
 model = dict(

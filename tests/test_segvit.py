@@ -1,4 +1,5 @@
 """SegViT: ATM module, ATM head, matching-free ATM loss, Shrunk (QD/QU), configs (tiny widths)."""
+import glob
 import os.path as osp
 import re
 
@@ -517,13 +518,22 @@ def test_converted_checkpoint_with_a_wrong_shape_is_named():
         mismatch.describe()
 
 
-@pytest.mark.parametrize('name', ['segvit_tiny_synthetic', 'segvit-shrunk_tiny_synthetic',
-                                  'segvit_vit-l16_ade20k-640x640', 'segvit_vit-l16_ade20k-512x512',
-                                  'segvit-shrunk_vit-l16_ade20k-640x640'])
-def test_every_segvit_config_builds_the_official_patch_bias(name):
-    bb = Config.fromfile(osp.join(ROOT, 'configs', f'{name}.py')).model.backbone
-    assert bb.patch_bias is True
-    assert bb.type in ('StrictVisionTransformer', 'ShrunkVisionTransformer')
+SEGVIT_CONFIGS = sorted(glob.glob(osp.join(ROOT, 'configs', 'segvit*.py')))
+
+
+def test_every_segvit_config_builds_the_official_patch_bias():
+    names = [osp.basename(p) for p in SEGVIT_CONFIGS]
+    assert {'segvit_tiny_synthetic.py', 'segvit-shrunk_tiny_synthetic.py',
+            'segvit_vit-l16_ade20k-640x640.py', 'segvit-shrunk_vit-l16_ade20k-640x640.py'} <= \
+        set(names)
+    for path in SEGVIT_CONFIGS:
+        _check_patch_bias(path)
+
+
+def _check_patch_bias(path):
+    bb = Config.fromfile(path).model.backbone
+    assert bb.patch_bias is True, path
+    assert bb.type in ('StrictVisionTransformer', 'ShrunkVisionTransformer'), path
 
 
 # ---------------------------------------------------------------- checked pretrained loading
