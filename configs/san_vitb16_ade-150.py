@@ -24,3 +24,18 @@ val_dataloader = dict(
         reduce_zero_label=True,
         pipeline=test_pipeline))
 test_dataloader = val_dataloader
+
+# Test-time augmentation (tools/test.py --tta; mmseg's SegTTAModel averages the softmax of the
+# scores): the test resize at 0.75 / 1 / 1.25 of its short side x horizontal flip, with the
+# test pipeline's image and annotation loaders.
+tta_pipeline = [
+    test_pipeline[0],
+    dict(
+        type='TestTimeAug',
+        transforms=[
+            [dict(test_pipeline[1], scale=int(640 * r)) for r in (0.75, 1.0, 1.25)],
+            [dict(type='RandomFlip', prob=p, direction='horizontal') for p in (0.0, 1.0)],
+            [test_pipeline[2]],
+            [test_pipeline[3]],
+        ])
+]

@@ -168,3 +168,18 @@ default_hooks = dict(
     sampler_seed=dict(type='DistSamplerSeedHook'),
     visualization=dict(type='SegVisualizationHook'))
 auto_scale_lr = dict(enable=False, base_batch_size=32)
+
+# Test-time augmentation (tools/test.py --tta; mmseg's SegTTAModel averages the softmax of the
+# scores): the test resize at 0.75 / 1 / 1.25 of its short side x horizontal flip, with the
+# test pipeline's image and annotation loaders.
+tta_pipeline = [
+    test_pipeline[0],
+    dict(
+        type='TestTimeAug',
+        transforms=[
+            [dict(test_pipeline[1], scale=int(crop_size[0] * r)) for r in (0.75, 1.0, 1.25)],
+            [dict(type='RandomFlip', prob=p, direction='horizontal') for p in (0.0, 1.0)],
+            [test_pipeline[2]],
+            [test_pipeline[3]],
+        ])
+]

@@ -62,3 +62,18 @@ param_scheduler = [
 ]
 train_cfg = dict(max_iters=max_iters, val_interval=max_iters // 10)
 default_hooks = dict(checkpoint=dict(interval=max_iters // 2))
+
+# Test-time augmentation (tools/test.py --tta; mmseg's SegTTAModel averages the softmax of the
+# scores): the test resize at 0.75 / 1 / 1.25 of its short side x horizontal flip, with the
+# test pipeline's image and annotation loaders.
+tta_pipeline = [
+    test_pipeline[0],
+    dict(
+        type='TestTimeAug',
+        transforms=[
+            [dict(test_pipeline[1], scale=int(512 * r)) for r in (0.75, 1.0, 1.25)],
+            [dict(type='RandomFlip', prob=p, direction='horizontal') for p in (0.0, 1.0)],
+            [test_pipeline[2]],
+            [test_pipeline[3]],
+        ])
+]

@@ -160,3 +160,18 @@ default_hooks = dict(
 # The last decoder layer's value/FFN path never reaches the masks (as in the official head).
 model_wrapper_cfg = dict(type='MMDistributedDataParallel', find_unused_parameters=True)
 auto_scale_lr = dict(enable=False, base_batch_size=16)
+
+# Test-time augmentation (tools/test.py --tta; mmseg's SegTTAModel averages the softmax of the
+# scores): the test resize at 0.75 / 1 / 1.25 of its short side x horizontal flip, with the
+# test pipeline's image and annotation loaders.
+tta_pipeline = [
+    test_pipeline[0],
+    dict(
+        type='TestTimeAug',
+        transforms=[
+            [dict(test_pipeline[1], scale=int(512 * r)) for r in (0.75, 1.0, 1.25)],
+            [dict(type='RandomFlip', prob=p, direction='horizontal') for p in (0.0, 1.0)],
+            [test_pipeline[2]],
+            [test_pipeline[3]],
+        ])
+]
