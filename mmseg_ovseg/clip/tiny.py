@@ -3,9 +3,10 @@
 ``mmseg_ovseg/clip/model_configs/*.json`` are registered with open_clip when this package is
 imported, so ``clip_model='ovseg-tiny-clip'`` works wherever an open_clip name does
 (``CLIPVisionTransformer``, ``OVCLIPTextEncoder``, ``open_clip.create_model``,
-``open_clip.get_tokenizer``). ``ovseg-tiny-clip`` is a 64x64 ViT (patch 8, 4 layers, width
-128) and a 4-layer text transformer (width 128, 32 tokens, open_clip's BPE vocabulary) with
-``nn.GELU`` (not QuickGELU: its weights are ours, not OpenAI's).
+``open_clip.get_tokenizer``). ``ovseg-tiny-clip`` is a 64x64 ViT (patch 8, 4 blocks, width 64,
+4 heads) and a 2-block text transformer (width 64, 4 heads, 24 tokens, open_clip's BPE
+vocabulary) with a 64-d joint embedding and ``nn.GELU`` (not QuickGELU: its weights are
+ours, not OpenAI's).
 
 :func:`ensure_tiny_clip` returns the pretrained checkpoint, pretraining it with
 ``tools/pretrain_clip.py``'s defaults when the file is missing (docs/tiny_clip.md).
