@@ -233,7 +233,7 @@ def export(wrapper: ExportableSegmentor, shape: Tuple[int, int], out: str,
         # dynamo=False: the TorchScript exporter (no onnxscript dependency); the graph is
         # traced at this fixed size (the position-embedding resize and the mask upsampling
         # read the image size as Python ints).
-        # (torch < 2.5 has no `dynamo` argument and always uses it).
+        # (torch < 2.5 has no `dynamo` argument: its export is the TorchScript one.)
         legacy = {'dynamo': False} if 'dynamo' in inspect.signature(
             torch.onnx.export).parameters else {}
         torch.onnx.export(
@@ -369,6 +369,11 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+def _short_list(names: List[str], limit: int = 8) -> str:
+    head = ', '.join(names[:limit])
+    return head + (f', ... ({len(names)} in all)' if len(names) > limit else '')
+
+
 def run(args) -> dict:
     if osp.exists(args.out) and not args.overwrite:
         raise UsageError(f'{args.out} exists; pass --overwrite to replace it')
@@ -388,7 +393,7 @@ def run(args) -> dict:
     export(wrapper, shape, args.out, args.opset)
     print(f'wrote {args.out}: image (1, 3, {shape[0]}, {shape[1]}) -> seg_logits '
           f'(1, {len(model.vocabulary)}, {shape[0]}, {shape[1]}), classes '
-          f'{model.vocabulary}, {time.time() - start:.1f}s')
+          f'{_short_list(model.vocabulary)}, {time.time() - start:.1f}s')
     result = dict(classes=list(model.vocabulary), shape=shape)
     if args.verify:
         if args.image:
