@@ -59,6 +59,22 @@ val_dataloader = dict(
         pipeline=test_pipeline))
 test_dataloader = val_dataloader
 
+# Test-time augmentation (tools/test.py --tta; mmseg's SegTTAModel averages the softmax of the
+# scores): this file's test resize at 0.75 / 1 / 1.25 of its short side x horizontal flip, with
+# the test pipeline's image and annotation loaders (not inherited: the base's resize and labels
+# are another dataset's).
+tta_pipeline = [
+    test_pipeline[0],
+    dict(
+        type='TestTimeAug',
+        transforms=[
+            [dict(test_pipeline[1], scale=int(512 * r)) for r in (0.75, 1.0, 1.25)],
+            [dict(type='RandomFlip', prob=p, direction='horizontal') for p in (0.0, 1.0)],
+            [test_pipeline[2]],
+            [test_pipeline[3]],
+        ])
+]
+
 optim_wrapper = dict(optimizer=dict(weight_decay=0.02))
 max_iters = 80000
 param_scheduler = [
