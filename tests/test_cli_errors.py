@@ -245,6 +245,8 @@ def test_test_py_traceback_goes_to_the_log(bad_ckpts, data_root, capsys, tmp_pat
 
 # ----------------------------------------------------------------------------- tools/infer.py
 def _infer_args(tmp_path, *images, extra=()):
+    if '--checkpoint' not in extra:
+        extra = ['--random-weights', *extra]
     return ['--config', CONFIG, '--images', *images, '--classes', 'background,red circle',
             '--out-dir', tmp_path / 'out', *extra]
 
@@ -261,7 +263,8 @@ def test_infer_py_bad_images(tmp_path, capsys):
     d.mkdir()
     (d / 'empty.png').write_bytes(b'')
     (d / 'noise.png').write_bytes(np.random.RandomState(0).bytes(1000))
-    cases = {str(d): ['image path is a directory'],
+    (d / 'none').mkdir()
+    cases = {str(d / 'none'): ['no image files', 'in folder'],  # folders are inputs
              str(d / 'empty.png'): ['image file is empty (0 bytes)'],
              str(d / 'missing.png'): ['image file not found'],
              str(d / 'noise.png'): ['cannot decode image file']}
@@ -346,7 +349,7 @@ def test_malicious_clip_archive_refused_in_one_line(tmp_path, capsys):
     '''))
     image = _png(tmp_path / 'a.png')
     rc, _, err = cli('infer', ['--config', config, '--images', image, '--out-dir',
-                               tmp_path / 'out'], capsys)
+                               tmp_path / 'out', '--random-weights'], capsys)
     error_line(rc, err, 'infer.py', str(archive), 'not a loadable TorchScript CLIP archive')
     assert not (tmp_path / 'pwned').exists()
 
@@ -395,11 +398,18 @@ def test_scripts_print_one_line(bad_ckpts, data_root, tmp_path):
     assert 'Traceback' not in proc.stderr, proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith(
         f'test.py: error: checkpoint {bad_ckpts["other_arch"]} does not fit')
-    proc = _script(['tools/infer.py', '--config', CONFIG, '--images', tmp_path,
-                    '--out-dir', tmp_path / 'out'])
+    empty = tmp_path / 'no_images'
+    empty.mkdir()
+    proc = _script(['tools/infer.py', '--config', CONFIG, '--images', empty,
+                    '--out-dir', tmp_path / 'out', '--random-weights'])
     assert proc.returncode == 1
-    assert proc.stderr.strip() == (f'infer.py: error: image path is a directory, not an '
-                                   f'image file: {tmp_path} (--debug for the traceback)')
+    assert proc.stderr.strip() == (f'infer.py: error: no image files (.jpg, .jpeg, .png, '
+                                   f'.bmp, ...) in folder {empty} (--debug for the '
+                                   'traceback)')
+    proc = _script(['tools/infer.py', '--config', CONFIG, '--images', empty])
+    assert proc.returncode == 2  # a usage error: argparse's status
+    assert proc.stderr.strip().startswith('infer.py: error: --checkpoint is required')
+    assert len(proc.stderr.strip().splitlines()) == 1
 
 
 def test_error_message_is_one_line():

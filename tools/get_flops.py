@@ -1,6 +1,10 @@
 """FLOPs and parameter count of a segmentor (mmengine.analysis ``FlopAnalyzer``).
 
     python tools/get_flops.py CONFIG [--shape 512 512] [--mode tensor|predict] [--table]
+                              [--cfg-options KEY=VALUE ...]
+
+The model is built without reading the CLIP weight files (they are loaded by
+``init_weights``, which FLOP counting does not need), so full-size configs work without them.
 
 Counts one image of ``--shape`` through ``model._forward`` (backbone + heads, the default) or
 ``model.predict`` (adds slide/whole inference and resizing). The class text embeddings are
@@ -69,7 +73,17 @@ def get_flops(config, shape=(512, 512), mode: str = 'tensor', checkpoint=None,
     sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
     from benchmark import build_segmentor
 
-    model = build_segmentor(config, checkpoint, 'cpu', cfg_options)
+    from mmengine.config import Config
+
+    from mmseg_ovseg.apis.config import merge_cfg_options
+    if isinstance(config, str):
+        if not osp.isfile(config):
+            raise FileNotFoundError(f'config file not found: {config}')
+        config = Config.fromfile(config)
+    # clip_pretrained=X reaches every CLIP tower; the CLIP files are not read (no
+    # init_weights): FLOPs do not depend on the weights
+    config = merge_cfg_options(config, cfg_options)
+    model = build_segmentor(config, checkpoint, 'cpu')
     inputs = torch.randn(1, 3, *shape)
     wrapper = _Wrapper(model, mode).eval()
     with torch.no_grad():
@@ -87,12 +101,16 @@ def get_flops(config, shape=(512, 512), mode: str = 'tensor', checkpoint=None,
 
 
 def parse_args(argv=None):
+    from mmengine.config import DictAction
     parser = argparse.ArgumentParser(description='FLOPs of a segmentor')
     parser.add_argument('config')
     parser.add_argument('--checkpoint', default=None)
     parser.add_argument('--shape', type=int, nargs=2, default=[512, 512], metavar=('H', 'W'))
     parser.add_argument('--mode', choices=['tensor', 'predict'], default='tensor')
     parser.add_argument('--table', action='store_true', help='print the per-module table')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config keys (key=value), e.g. '
+                        'model.test_cfg.mode=whole')
     parser.add_argument('--debug', action='store_true',
                         help='on an error, print the full traceback (default: one line)')
     return parser.parse_args(argv)
@@ -100,7 +118,8 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    res = get_flops(args.config, tuple(args.shape), args.mode, args.checkpoint)
+    res = get_flops(args.config, tuple(args.shape), args.mode, args.checkpoint,
+                    args.cfg_options)
     if args.table:
         print(res['table'])
     split = '=' * 40

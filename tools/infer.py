@@ -1,110 +1,248 @@
-"""Segment images into any list of class names.
+"""Segment images into any list of class names (or, with ReSTR, by a sentence).
 
-    python tools/infer.py --config configs/baseline_tiny_synthetic.py --checkpoint ckpt.pth \
-        --images a.png b.jpg --classes "background,red circle,green square" --out-dir out/
+    python tools/infer.py --config configs/san_vitb16_coco-stuff.py --checkpoint ckpt.pth \
+        --images photos/ 'more/*.jpg' list.txt --classes cat,dog,grass --out-dir out/
 
-For every image writes ``<name>_label.png`` (uint8 class indices into ``--classes``; use a
-16-bit PNG when there are more than 256 classes) and ``<name>_overlay.png`` (the prediction
-over the image with the class names and a legend), and prints their paths. Images from several
-folders keep their folders below their common parent (``a/x.png`` and ``b/x.png`` write
-``out/a/x_*.png`` and ``out/b/x_*.png``), so no output overwrites another.
+Inputs (``--images``): files, folders (recursively), glob patterns and ``.txt`` lists (one
+path per line). Vocabulary, one of (default: the model's training classes):
 
-Errors (a missing, empty or undecodable image, a directory as image, a checkpoint that does
-not fit the model, an unavailable ``--device``) are one line on stderr with exit status 1;
+- ``--classes cat,dog,grass``: class names separated by commas or newlines; always names,
+  so ``--classes cat`` is the single class "cat" (a lone class gets ``background`` added as
+  class 0, since an argmax over one class paints every pixel with it);
+- ``--classes-file names.txt``: one name per line (names may contain commas);
+- ``--vocabulary ade150``: a registered vocabulary (ade150, ade847, coco_stuff171, pc59,
+  pc459, voc20, synthetic, concepts).
+
+``--sentence "the man on the left"`` drives a referring model (ReSTR); words outside its word
+vocabulary stop the run with their names (``--oov warn`` runs anyway, reading them as
+``<unk>``).
+
+For every image writes ``<out-dir>/<name>_label.png`` (class indices into the printed classes;
+uint16 beyond 256 classes) and ``<out-dir>/<name>_overlay.png`` (the prediction over the
+image: name-keyed colours, names on the regions and a legend, text sized to the image) and
+prints their paths. Images from several folders keep their folders below their common parent
+(``a/x.png`` and ``b/x.png`` write ``out/a/x_*.png`` and ``out/b/x_*.png``). Existing files
+are not overwritten without ``--overwrite``.
+
+A checkpoint is required; ``--random-weights`` runs without one (the config's initialisation:
+CLIP towers from their ``pretrained`` files, ``--cfg-options clip_pretrained=...``, random
+elsewhere). Usage errors (no checkpoint, conflicting or empty vocabulary options, an unknown
+vocabulary name, a sentence for a class model) exit with status 2, as argparse does; other
+errors (a missing, empty or undecodable image, a folder without images, a checkpoint that does
+not fit, an unknown word, an existing output) exit with status 1. Each is one line on stderr;
 ``--debug`` adds the traceback.
 """
 import argparse
 import os
 import os.path as osp
 import sys
+import warnings
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if REPO_ROOT not in sys.path:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, REPO_ROOT)
 
 import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
 
 
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description='Open-vocabulary segmentation of images')
+class OutputExistsError(FileExistsError, ValueError):
+    """An output file exists and ``--overwrite`` was not given."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with its usage errors on one line (``infer.py: error: ...``), status 2."""
+
+    def error(self, message):
+        usage_error(message)
+
+
+def usage_error(message: str) -> None:
+    """Print ``infer.py: error: <message> (see --help)`` and exit with status 2."""
+    print(f'infer.py: error: {message} (see --help)', file=sys.stderr, flush=True)
+    raise SystemExit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from mmengine.config import DictAction
+    parser = OneLineParser(
+        description='Open-vocabulary (or referring) segmentation of images',
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--config', required=True, help='model config file')
-    parser.add_argument('--checkpoint', default=None, help='trained weights (.pth)')
+    parser.add_argument('--checkpoint', default=None,
+                        help='trained weights (.pth) or a work dir (its last_checkpoint)')
+    parser.add_argument('--random-weights', action='store_true',
+                        help='run without a checkpoint: the config initialisation (CLIP '
+                        'files where the config names them, random weights elsewhere)')
     parser.add_argument('--image', '--images', dest='images', nargs='+', required=True,
-                        help='image file(s)')
-    parser.add_argument('--classes', default=None,
-                        help='comma-separated names ("cat,dog,grass"), a .txt file (one name '
-                        'per line) or a vocabulary name (ade150, ...); default: the '
-                        "model's training classes")
+                        metavar='PATH', help='image files, folders (recursive), glob patterns '
+                        '(quoted) or .txt lists of paths')
+    vocab = parser.add_mutually_exclusive_group()
+    vocab.add_argument('--classes', default=None, metavar='NAMES',
+                       help='class names separated by commas or newlines ("cat,dog,grass"; '
+                       '"cat" is one class)')
+    vocab.add_argument('--classes-file', default=None, metavar='FILE',
+                       help='a text file with one class name per line')
+    vocab.add_argument('--vocabulary', default=None, metavar='NAME',
+                       help='a registered vocabulary (ade150, coco_stuff171, ...)')
+    vocab.add_argument('--sentence', default=None,
+                       help='the referring expression, for referring models (ReSTR)')
+    parser.add_argument('--oov', choices=['error', 'warn'], default='error',
+                        help='words a referring model does not know: stop (default) or warn '
+                        'and read them as <unk>')
     parser.add_argument('--templates', default=None,
                         help="prompt templates: 'vild', 'imagenet', 'single', ...")
     parser.add_argument('--out-dir', default='infer_out', help='output directory')
+    parser.add_argument('--overwrite', action='store_true',
+                        help='replace existing output files')
+    parser.add_argument('--batch-size', type=int, default=1,
+                        help='images per forward (images of different sizes are padded to '
+                        'the largest of their batch; 1 gives exact per-image results)')
     parser.add_argument('--device', default='cpu', help="'cpu' or 'cuda:0'")
-    parser.add_argument('--opacity', type=float, default=0.5, help='overlay opacity')
+    parser.add_argument('--opacity', type=float, default=0.5, help='overlay opacity in [0, 1]')
+    parser.add_argument('--no-background', action='store_true',
+                        help="leave the class named 'background' unpainted")
+    parser.add_argument('--no-legend', action='store_true', help='no legend panel')
+    parser.add_argument('--no-progress', action='store_true', help='no progress bar')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config keys, e.g. clip_pretrained=ViT-B-16.pt')
     parser.add_argument('--debug', action='store_true',
                         help='on an error, print the full traceback (default: one line)')
-    return parser.parse_args(argv)
+    return parser
 
 
-def save_label(label: np.ndarray, path: str) -> None:
-    dtype = np.uint8 if label.max(initial=0) < 256 else np.uint16
-    Image.fromarray(label.astype(dtype)).save(path)
+def split_names(text: str):
+    """Class names of ``--classes``: separated by commas or newlines, stripped."""
+    return [n.strip() for n in text.replace('\n', ',').split(',') if n.strip()]
 
 
-def output_stems(images, out_dir):
-    """``out_dir/<relative folder>/<name>`` for every image, without extension and unique.
+def parse_args(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.checkpoint is None and not args.random_weights:
+        parser.error('--checkpoint is required (a trained .pth or a work dir); pass '
+                     '--random-weights to run on the config initialisation instead')
+    if args.checkpoint is not None and args.random_weights:
+        parser.error('--checkpoint and --random-weights exclude each other')
+    if args.batch_size < 1:
+        parser.error(f'--batch-size must be >= 1, got {args.batch_size}')
+    if not 0.0 <= args.opacity <= 1.0:
+        parser.error(f'--opacity must be in [0, 1], got {args.opacity}')
+    args.class_names = None
+    if args.classes is not None:
+        args.class_names = split_names(args.classes)
+        if not args.class_names:
+            parser.error(f'--classes {args.classes!r} holds no class name')
+    elif args.classes_file is not None:
+        if not osp.isfile(args.classes_file):
+            parser.error(f'--classes-file: file not found: {args.classes_file}')
+        from mmseg_ovseg.clip.vocabularies import _read_txt
+        args.class_names = _read_txt(args.classes_file)
+        if not args.class_names:
+            parser.error(f'--classes-file {args.classes_file} holds no class name')
+    elif args.vocabulary is not None:
+        from mmseg_ovseg.clip.vocabularies import get_vocabulary, list_vocabularies
+        if args.vocabulary not in list_vocabularies():
+            parser.error(f'--vocabulary: unknown vocabulary {args.vocabulary!r}; known: '
+                         f'{", ".join(list_vocabularies())} (custom names: --classes or '
+                         '--classes-file)')
+        args.class_names = get_vocabulary(args.vocabulary)
+    if args.sentence is not None and not args.sentence.strip():
+        parser.error('--sentence is empty')
+    if args.class_names is not None:
+        dups = sorted({n for n in args.class_names if args.class_names.count(n) > 1})
+        if dups:
+            parser.error(f'duplicate class names: {", ".join(dups)}')
+    return args
 
-    Images in one folder map to ``out_dir/<name>``; images from several folders keep their
-    path below the folders' common parent, so equal names in different folders do not
-    overwrite each other. Two images that would still share a stem (``x.png`` and ``x.jpg``
-    in one folder) are refused with a ValueError naming both.
-    """
-    folders = [osp.dirname(osp.abspath(p)) for p in images]
-    root = osp.commonpath(folders) if folders else ''
-    stems, seen = [], {}
-    for path in images:
-        rel = osp.relpath(osp.abspath(path), root)
-        stem = osp.join(out_dir, osp.splitext(rel)[0])
-        other = seen.setdefault(stem, path)
-        if osp.abspath(other) != osp.abspath(path):
-            raise ValueError(f'images {other} and {path} would both write {stem}_label.png; '
-                             'rename one or run them separately')
-        stems.append(stem)
-    return stems
+
+def planned_outputs(stems):
+    return [f'{stem}_{kind}.png' for stem in stems for kind in ('label', 'overlay')]
 
 
 def main(argv=None):
     args = parse_args(argv)
-    # Fail on a bad path before the (slow) imports and the model build.
-    images = list(dict.fromkeys(args.images))  # each image once, in order
-    for path in images:
-        if osp.isdir(path):
-            raise IsADirectoryError(f'image path is a directory, not an image file: {path}')
-        if not osp.isfile(path):
-            raise FileNotFoundError(f'image file not found: {path}')
-        if osp.getsize(path) == 0:
-            raise ValueError(f'image file is empty (0 bytes): {path}')
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        try:
+            return run(args)
+        finally:
+            shown = set()
+            for w in caught:  # one line each, once
+                text = ' '.join(str(w.message).split())
+                if issubclass(w.category, UserWarning) and text not in shown and \
+                        _ours(w.filename):
+                    shown.add(text)
+                    print(f'infer.py: warning: {text}', file=sys.stderr)
+
+
+def _ours(filename: str) -> bool:
+    """Warnings of this package only (not mmseg's deprecation notes)."""
+    path = osp.abspath(filename)
+    return path.startswith(REPO_ROOT) and 'site-packages' not in path
+
+
+def run(args):
+    from mmseg_ovseg.apis.inputs import list_images, output_stems
+    # Fail on a bad path or an existing output before the (slow) model build.
+    images = list_images(args.images)
     stems = output_stems(images, args.out_dir)
+    if not args.overwrite:
+        existing = [p for p in planned_outputs(stems) if osp.exists(p)]
+        if existing:
+            more = f' and {len(existing) - 1} more' if len(existing) > 1 else ''
+            raise OutputExistsError(f'output {existing[0]}{more} already exist(s); pass '
+                                  '--overwrite to replace, or choose another --out-dir')
+
     from mmseg_ovseg.apis import OpenVocabInferencer
+    from mmseg_ovseg.apis.inferencer import save_label
     from mmseg_ovseg.utils.dist import check_device
     from mmseg_ovseg.utils.load_guard import resolve_checkpoint_path
 
     check_device(args.device)
     checkpoint = None if args.checkpoint is None else resolve_checkpoint_path(args.checkpoint)
-    inferencer = OpenVocabInferencer(
-        args.config, checkpoint, classes=args.classes, templates=args.templates,
-        device=args.device)
-    print(f'classes ({len(inferencer.classes)}): {", ".join(inferencer.classes)}')
+    inferencer = OpenVocabInferencer(args.config, checkpoint, device=args.device,
+                                     cfg_options=args.cfg_options)
+    if inferencer.is_referring:
+        if args.sentence is None:
+            usage_error(f'{type(inferencer.model).__name__} is a referring model: give '
+                   '--sentence "..." (not --classes)')
+        print(f'sentence: {args.sentence}')
+    else:
+        if args.sentence is not None:
+            usage_error(f'--sentence is for referring models (ReSTR); '
+                   f'{type(inferencer.model).__name__} segments into classes: use --classes, '
+                   '--classes-file or --vocabulary')
+        if args.class_names is not None or args.templates is not None:
+            inferencer.set_vocabulary(args.class_names or inferencer.classes, args.templates)
+        print(f'classes ({len(inferencer.classes)}): {", ".join(inferencer.classes)}')
+
+    stream = inferencer.iter_predictions(images, args.batch_size, args.sentence,
+                                         oov=args.oov)
+    progress = None
+    if not args.no_progress:
+        from tqdm import tqdm
+        progress = tqdm(total=len(images), desc='infer', unit='img', file=sys.stderr,
+                        disable=None, leave=False)
     written = []
-    for path, stem in zip(images, stems):
-        sample = inferencer(path)[0]
-        os.makedirs(osp.dirname(stem) or '.', exist_ok=True)
-        label_file, overlay_file = f'{stem}_label.png', f'{stem}_overlay.png'
-        save_label(sample.pred_sem_seg.data[0].cpu().numpy(), label_file)
-        inferencer.visualize(path, sample, overlay_file, opacity=args.opacity)
-        print(label_file)
-        print(overlay_file)
-        written += [label_file, overlay_file]
+    stem_of = dict(zip(images, stems))
+    try:
+        for path, sample in stream:
+            stem = stem_of[path]
+            os.makedirs(osp.dirname(stem) or '.', exist_ok=True)
+            label_file, overlay_file = f'{stem}_label.png', f'{stem}_overlay.png'
+            save_label(sample.pred_sem_seg.data[0].cpu().numpy().astype(np.int64),
+                       label_file)
+            inferencer.visualize(path, sample, overlay_file, opacity=args.opacity,
+                                 legend=not args.no_legend,
+                                 draw_background=not args.no_background)
+            if progress is not None:
+                progress.update(1)
+            print(label_file)
+            print(overlay_file)
+            written += [label_file, overlay_file]
+    finally:
+        if progress is not None:
+            progress.close()
     return written
 
 

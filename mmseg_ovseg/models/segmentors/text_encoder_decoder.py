@@ -130,7 +130,8 @@ class TextEncoderDecoder(EncoderDecoder):
         # a model built outside a config file becomes a ConfigDict, whole-image by default.
         self.test_cfg = ConfigDict(self.test_cfg or dict(mode='whole'))
         self.text_encoder = MODELS.build(text_encoder)
-        self.vocabulary = classes
+        self._vocabulary = classes
+        self._dataset_meta = None
         self.templates = templates
         # Text features computed once per inference call (see _text_once); None outside.
         self._text_memo = None
@@ -152,6 +153,51 @@ class TextEncoderDecoder(EncoderDecoder):
         return head_cfg
 
     @property
+    def vocabulary(self) -> List[str]:
+        """The class names, in label order. Assigning a new list is :meth:`set_vocabulary`
+        (decode head size and :attr:`dataset_meta` follow)."""
+        return self._vocabulary
+
+    @vocabulary.setter
+    def vocabulary(self, classes: Union[str, Sequence[str]]) -> None:
+        self.set_vocabulary(classes)
+
+    @property
+    def dataset_meta(self) -> dict:
+        """mmseg's ``dataset_meta`` (``classes``, ``palette``), always those of the current
+        vocabulary.
+
+        mmseg's ``init_model``, ``MMSegInferencer`` and ``show_result_pyplot`` label pictures
+        with ``model.dataset_meta``; ``init_model`` sets it from the checkpoint. A palette
+        set here is kept while its classes are the vocabulary's; after a vocabulary change
+        (or when the set classes differ from the vocabulary) the palette is keyed by class
+        name (:func:`mmseg_ovseg.apis.palette.class_palette`). Other keys that were set
+        (e.g. ``reduce_zero_label``) are kept.
+        """
+        from ...apis.palette import class_palette
+        meta = dict(self._dataset_meta or {})
+        classes = list(self._vocabulary)
+        palette = meta.get('palette')
+        same = meta.get('classes') is not None and list(meta['classes']) == classes
+        if not same or palette is None or len(palette) != len(classes):
+            palette = class_palette(classes)
+        meta.update(classes=classes, palette=[list(c) for c in palette])
+        return meta
+
+    @dataset_meta.setter
+    def dataset_meta(self, meta: dict) -> None:
+        if meta is not None and not isinstance(meta, dict):
+            raise TypeError(f'dataset_meta must be a dict, got {type(meta).__name__}')
+        classes = None if meta is None else meta.get('classes')
+        if classes is not None and list(classes) != list(self._vocabulary):
+            warnings.warn(f'{type(self).__name__}: dataset_meta classes ({len(classes)}, e.g. '
+                          f'{list(classes)[:3]}) differ from the model vocabulary '
+                          f'({len(self._vocabulary)}, e.g. {self._vocabulary[:3]}); predicted labels '
+                          "index the vocabulary, so dataset_meta['classes'] stays the "
+                          'vocabulary. Use set_vocabulary() to change the classes.')
+        self._dataset_meta = None if meta is None else dict(meta)
+
+    @property
     def class_embeddings(self) -> Tensor:
         """``(C, D)`` L2-normalised text embeddings of the current vocabulary."""
         encoder = self.text_encoder
@@ -163,10 +209,12 @@ class TextEncoderDecoder(EncoderDecoder):
                        templates: Union[str, Sequence[str], None] = None) -> None:
         """Switch the open vocabulary (and optionally the templates) of the segmentor.
 
-        Output channels of the decode head follow the new class count. Auxiliary heads with
-        a fixed ``conv_seg`` keep their classes (they are only used in training).
+        Output channels of the decode head follow the new class count, and
+        :attr:`dataset_meta` the new names (palette keyed by name), so mmseg's visualizers
+        label pictures with them. Auxiliary heads with a fixed ``conv_seg`` keep their
+        classes (they are only used in training).
         """
-        self.vocabulary = self._resolve_vocabulary(classes)
+        self._vocabulary = self._resolve_vocabulary(classes)
         if templates is not None:
             self.templates = templates
         num_classes = len(self.vocabulary)
