@@ -65,7 +65,9 @@ def setup_cfg(args):
     cfg = Config.fromfile(args.config)
     cfg.launcher = args.launcher
     if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
+        # clip_pretrained=X also sets every CLIP tower's pretrained (read by init_weights)
+        from mmseg_ovseg.apis.config import merge_cfg_options
+        merge_cfg_options(cfg, args.cfg_options)
 
     # work_dir priority: command line > config > ./work_dirs/<config name>
     if args.work_dir is not None:
