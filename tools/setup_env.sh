@@ -22,7 +22,6 @@ CACHE="${MMSEG_OVSEG_CACHE:-$HOME/.cache/mmseg-ovseg}"
 TORCH_VERSION=2.14.1
 TORCHVISION_VERSION=0.29.1
 MMCV_VERSION=2.1.0
-MMCV_SDIST_URL="https://files.pythonhosted.org/packages/a7/19/f97f0fd4d432113a232e75f965335be6b7bb6557ae9faf8051e9a012cadd/mmcv-2.1.0.tar.gz"
 MMCV_SDIST_SHA256=d387bcab66b467479b6660310e23746cfc79c6e57acf04094680adb499a5cd3f
 
 STEP="start"
@@ -73,10 +72,19 @@ else
     mkdir -p "$BUILD"
     SDIST="$BUILD/mmcv-$MMCV_VERSION.tar.gz"
     if ! echo "$MMCV_SDIST_SHA256  $SDIST" | sha256sum -c --status 2>/dev/null; then
-      say "downloading the mmcv $MMCV_VERSION sdist from PyPI"
-      curl -fsSL --retry 3 -o "$SDIST.part" "$MMCV_SDIST_URL"
-      echo "$MMCV_SDIST_SHA256  $SDIST.part" | sha256sum -c --status
-      mv "$SDIST.part" "$SDIST"
+      # pip's own index configuration (mirrors, proxies, wheelhouses) applies; the checksum
+      # pins the exact file whatever index served it.
+      say "downloading the mmcv $MMCV_VERSION sdist (pip download)"
+      DL="$BUILD/download.part"
+      rm -rf "$DL"
+      "$PY" -m pip download --disable-pip-version-check -q --no-binary :all: --no-deps \
+        --no-build-isolation -d "$DL" "mmcv==$MMCV_VERSION"
+      if ! echo "$MMCV_SDIST_SHA256  $DL/mmcv-$MMCV_VERSION.tar.gz" | sha256sum -c --status; then
+        echo "[setup] the downloaded mmcv-$MMCV_VERSION.tar.gz does not have sha256 $MMCV_SDIST_SHA256" >&2
+        false
+      fi
+      mv "$DL/mmcv-$MMCV_VERSION.tar.gz" "$SDIST"
+      rm -rf "$DL"
     fi
     SRC="$BUILD/mmcv-$MMCV_VERSION"
     rm -rf "$SRC"
