@@ -183,6 +183,10 @@ def test_mask_classification_loss_empty_and_bad_input():
         loss_fn(cls, masks, [_gt([5]), empty])
     with pytest.raises(ValueError, match='ground truths'):
         loss_fn(cls, masks, [empty])
+    # A diverged model: NaN predictions are named before scipy's matcher sees them.
+    for bad_cls, bad_masks in ((cls.detach() * float('nan'), masks), (cls, masks.detach() / 0)):
+        with pytest.raises(FloatingPointError, match='non-finite .* Hungarian matcher'):
+            loss_fn(bad_cls, bad_masks, [_gt([1]), empty])
 
 
 # ---------------------------------------------------------------------- side adapter

@@ -24,6 +24,15 @@ from mmseg.registry import MODELS, TASK_UTILS
 from .point_sampling import point_sample, sample_uncertain_points
 
 
+def _current_iter() -> str:
+    """The runner's current iteration (1-based, as logged), or '?' outside a runner."""
+    from mmengine.logging import MessageHub
+    try:
+        return str(MessageHub.get_current_instance().get_info('iter') + 1)
+    except Exception:  # no runner, or no iteration recorded yet
+        return '?'
+
+
 def _default_assigner() -> dict:
     # Mask2Former/SAN matching costs; mmseg's assigner and match costs implement them exactly
     # (DiceCost with eps=1 is the "+1 smoothed" dice of the official code).
@@ -101,6 +110,13 @@ class MaskClassificationLoss(nn.Module):
             tuple[Tensor, Tensor]: matched query indices and gt indices, each (min(Q, G),).
         """
         labels, masks = gt_instances.labels, gt_instances.masks
+        # scipy's assignment fails on NaN costs with "matrix contains invalid numeric
+        # entries", which names neither the cause nor the iteration.
+        for name, value in (('class logits', cls_logits), ('mask logits', mask_logits)):
+            if not torch.isfinite(value).all():
+                raise FloatingPointError(
+                    f'non-finite {name} (NaN/inf) reached the Hungarian matcher at '
+                    f'iteration {_current_iter()}: training diverged (learning rate too high?)')
         if len(labels) == 0:
             empty = labels.new_zeros((0, ), dtype=torch.long)
             return empty, empty
