@@ -18,7 +18,7 @@
 #   on ONE GPU (the official script is single-process: 1 GPU x 8 images); best checkpoint by
 #   validation overall IoU.
 # Files (local, no download at run time):
-#   pretrain/vit_base_p16_384_20220308-96dfe169.pth: timm's vit_base_patch16_384 in mmseg's
+#   pretrained/vit_base_p16_384_20220308-96dfe169.pth: timm's vit_base_patch16_384 in mmseg's
 #     key layout (mmseg's Segmenter release,
 #     https://download.openmmlab.com/mmsegmentation/v0.5/pretrain/segmenter/
 #     vit_base_p16_384_20220308-96dfe169.pth), or convert timm weights with mmseg's
@@ -61,7 +61,7 @@ model = dict(
         # align_corners=False); inputs are padded to 480, so no resize happens in forward
         interpolate_mode='bicubic',
         init_cfg=dict(type='Pretrained',
-                      checkpoint='pretrain/vit_base_p16_384_20220308-96dfe169.pth')),
+                      checkpoint='pretrained/vit_base_p16_384_20220308-96dfe169.pth')),
     language_encoder=dict(
         type='ReSTRLanguageEncoder',
         vocab_file=vocab_file,

@@ -15,7 +15,7 @@
 _base_ = ['_base_/default_runtime.py']
 
 clip_model = 'ViT-B-16-quickgelu'
-clip_pretrained = 'pretrain/clip_vit_b16_openai.pt'
+clip_pretrained = 'pretrained/ViT-B-16.pt'  # OpenAI CLIP ViT-B/16, see docs/weights.md
 crop_size = (640, 640)
 num_queries = 100
 

@@ -5,7 +5,7 @@
 _base_ = ['./san_vitb16_coco-stuff.py']
 
 clip_model = 'ViT-L-14-336-quickgelu'
-clip_pretrained = 'pretrain/clip_vit_l14_336_openai.pt'
+clip_pretrained = 'pretrained/ViT-L-14-336px.pt'  # OpenAI CLIP ViT-L/14@336, see docs/weights.md
 
 model = dict(
     clip_scale=0.7,

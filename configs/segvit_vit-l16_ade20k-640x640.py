@@ -13,7 +13,7 @@
 #   tools/dist_train.sh, which starts 4 processes; the repo also has a dist_train_8.sh);
 #   test: slide 640 / stride 608.
 # Weights: https://download.openmmlab.com/mmsegmentation/v0.5/pretrain/segmenter/
-#   vit_large_p16_384_20220308-d4efb41d.pth -> pretrain/ (keys already mmseg's).
+#   vit_large_p16_384_20220308-d4efb41d.pth -> pretrained/ (keys already mmseg's).
 _base_ = ['mmseg::_base_/datasets/ade20k_640x640.py', '_base_/default_runtime.py']
 
 crop_size = (640, 640)
@@ -49,7 +49,7 @@ model = dict(
         final_norm=False,
         interpolate_mode='bicubic',
         init_cfg=dict(type='Pretrained',
-                      checkpoint='pretrain/vit_large_p16_384_20220308-d4efb41d.pth',
+                      checkpoint='pretrained/vit_large_p16_384_20220308-d4efb41d.pth',
                       # Segmenter's final norm (timm 'norm.' -> 'ln1.'): unused without
                       # final_norm; any other key that does not fit is an error
                       ignore_unexpected=['ln1.'])),
