@@ -203,9 +203,9 @@ def test_compare_state_dict_lists_missing_unexpected_and_misshaped():
     assert found.missing == ['2.bias'] and found.unexpected == ['3.weight']
     assert found.mismatched == [('0.weight', (5, 4), (3, 4))]
     text = found.describe()
-    assert 'missing in the checkpoint (1): 2.bias' in text
-    assert 'unexpected (not in the model) (1): 3.weight' in text
-    assert 'wrong shape (1): 0.weight (checkpoint [5, 4] vs model [3, 4])' in text
+    assert 'missing keys (1): 2.bias' in text
+    assert 'unexpected keys (1): 3.weight' in text
+    assert 'wrong shape (1): 0.weight: checkpoint (5, 4) vs model (3, 4)' in text
     # known non-fitting keys, by prefix; a module's state dict works as the target too
     assert not compare_state_dict(net.state_dict(), {**net.state_dict(), '3.weight': 0},
                                   ignore_unexpected='3.')
@@ -224,7 +224,7 @@ def test_load_state_dict_checked_error_leaves_module_untouched_warn_loads_the_re
     state['foo'] = torch.zeros(1)
     with pytest.raises(StateDictMismatchError, match=r'my.pth does not fit Sequential') as e:
         load_state_dict_checked(net, state, 'my.pth')
-    assert "2.weight (checkpoint [7, 3] vs model [2, 3])" in str(e.value) and 'foo' in str(e.value)
+    assert "2.weight: checkpoint (7, 3) vs model (2, 3)" in str(e.value) and 'foo' in str(e.value)
     for key, value in net.state_dict().items():
         assert torch.equal(value, before[key]), key
     with pytest.warns(UserWarning, match=r'foo') as record:

@@ -200,7 +200,7 @@ def test_loads_clip_checkpoint_and_rejects_other_architectures(clip, tmp_path):
         torch.testing.assert_close(bb(x)[-1], clip.visual(x), atol=1e-5, rtol=1e-5)
     other = dict(TINY, vision_cfg=dict(TINY['vision_cfg'], width=32))
     torch.save(create_clip(other).state_dict(), tmp_path / 'other.pt')
-    with pytest.raises(ValueError, match='shape mismatches'):
+    with pytest.raises(ValueError, match='wrong shape'):
         initialized(CLIPVisionTransformer(TINY, pretrained=str(tmp_path / 'other.pt')))
     with pytest.raises(FileNotFoundError, match='missing.pt'):
         initialized(CLIPVisionTransformer(TINY, pretrained=str(tmp_path / 'missing.pt')))

@@ -45,7 +45,7 @@ def test_state_dict_mismatch_lists_every_kind():
     bad['2.weight'] = torch.zeros(1)
     msg = state_dict_mismatch(model, bad)
     assert msg.startswith('1 missing, 1 unexpected, 1 with the wrong shape')
-    assert 'missing: 1.bias' in msg and 'unexpected: 2.weight' in msg
+    assert 'missing keys (1): 1.bias' in msg and 'unexpected keys (1): 2.weight' in msg
     assert '0.weight: checkpoint (4, 5) vs model (4, 3)' in msg
 
 

@@ -560,7 +560,7 @@ def test_pretrained_load_without_patch_bias_is_an_error_naming_it(tmp_path, caps
         model = _strict_vit(path, cls)
         before = model.state_dict()['layers.0.ln1.weight'].clone()
         with pytest.raises(StateDictMismatchError,
-                           match=r'missing in the checkpoint \(1\): patch_embed\.projection\.bias'):
+                           match=r'missing keys \(1\): patch_embed\.projection\.bias'):
             model.init_weights()
         assert torch.equal(model.state_dict()['layers.0.ln1.weight'], before)  # untouched
     # (mmseg's own VisionTransformer drops the key with a print only: what this guards against)
@@ -594,8 +594,8 @@ def test_pretrained_load_extra_and_misshaped_keys_are_named(tmp_path):
     # a wrong shape (a checkpoint with mlp_ratio 4)
     path = _save(tmp_path, _mmseg_vit_state(mlp_ratio=4), 'mlp4.pth')
     with pytest.raises(StateDictMismatchError,
-                       match=re.escape('layers.0.ffn.layers.0.0.weight (checkpoint [128, 32] '
-                                       'vs model [64, 32])')):
+                       match=re.escape('layers.0.ffn.layers.0.0.weight: checkpoint (128, 32) '
+                                       'vs model (64, 32)')):
         _strict_vit(path).init_weights()
     with pytest.raises(KeyError, match='strict'):
         _strict_vit(path, strict=True)  # unknown init_cfg key

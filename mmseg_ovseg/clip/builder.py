@@ -41,6 +41,8 @@ import torch.nn as nn
 from open_clip.model import _build_text_tower, _build_vision_tower
 from open_clip.transformer import QuickGELU
 
+from mmseg_ovseg.utils.strict_load import compare_state_dict
+
 ClipModel = Union[str, dict]
 
 # Keys OpenAI's TorchScript archives carry besides the weights.
@@ -265,21 +267,13 @@ def load_tower_weights(module: nn.Module,
     if not state:
         raise ValueError(f'{pretrained}: no {tower} tower weights found; is this a CLIP '
                          'checkpoint?')
-    own = module.state_dict()
-    ignore = tuple(ignore_missing)
-    missing = [k for k in own if k not in state and not k.startswith(ignore)]
-    unexpected = [k for k in state if k not in own]
-    mismatched = [f'{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}'
-                  for k in state if k in own and state[k].shape != own[k].shape]
-    if missing or unexpected or mismatched:
-        def _fmt(name, keys):
-            return f'\n  {name} ({len(keys)}): {keys[:10]}{" ..." if len(keys) > 10 else ""}'
+    mismatch = compare_state_dict(module, state, ignore_missing=ignore_missing,
+                                  allow_missing_bn_counter=False)
+    if mismatch:
         raise ValueError(
             f'{pretrained} does not match the {tower} tower of this model '
-            f'({type(module).__name__}); wrong architecture or model name?'
-            + (_fmt('missing keys', missing) if missing else '')
-            + (_fmt('unexpected keys', unexpected) if unexpected else '')
-            + (_fmt('shape mismatches', mismatched) if mismatched else ''))
+            f'({type(module).__name__}); wrong architecture or model name? '
+            f'{mismatch.describe(limit=10)}')
     module.load_state_dict(state, strict=False)
 
 

@@ -18,6 +18,7 @@ from typing import Callable, Dict, Optional, Sequence, Tuple, Union
 from torch import Tensor, nn
 
 from .io import load_checkpoint_state, torch_save_atomic
+from .strict_load import compare_state_dict
 
 StateDict = Dict[str, Tensor]
 # ``convert(state, args)`` returns the converted state, or it and a note for the summary line.
@@ -63,21 +64,10 @@ def build_model_from_config(config: str) -> nn.Module:
 
 def state_dict_mismatch(model: nn.Module, state: StateDict) -> Optional[str]:
     """None when ``state`` loads strictly into ``model``; otherwise a message listing every
-    missing, unexpected and mis-shaped key (with both shapes)."""
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    shapes = [f'{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(v.shape)}'
-              for k, v in expected.items() if k in state and state[k].shape != v.shape]
-    if not (missing or unexpected or shapes):
-        return None
-    parts = [f'{len(missing)} missing, {len(unexpected)} unexpected, {len(shapes)} with the '
-             'wrong shape']
-    for name, items in (('missing', missing), ('unexpected', unexpected),
-                        ('wrong shape', shapes)):
-        if items:
-            parts.append(f'{name}: ' + ', '.join(items))
-    return '\n  '.join(parts)
+    missing, unexpected and mis-shaped key (with both shapes), from
+    :func:`~mmseg_ovseg.utils.strict_load.compare_state_dict` (exact: no key is excused)."""
+    mismatch = compare_state_dict(model, state, allow_missing_bn_counter=False)
+    return mismatch.describe(limit=None) if mismatch else None
 
 
 def check_fits_config(state: StateDict, config: str) -> nn.Module:

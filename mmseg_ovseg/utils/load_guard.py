@@ -9,7 +9,7 @@ architecture, or one without weights, used to leave the model randomly initialis
   ``last_checkpoint`` names a file), is empty (0 bytes), or is not a PyTorch checkpoint;
 - the file holds no weights (no tensors in it or in its ``state_dict``);
 - keys do not fit the model: missing, unexpected and mis-shaped keys are listed (counted per
-  top-level module, with examples);
+  top-level module, with examples) by :func:`mmseg_ovseg.utils.strict_load.compare_state_dict`;
 - floating-point weights hold NaN or inf (the tensors are named).
 
 A checkpoint written for the same config holds exactly ``model.state_dict()``: frozen CLIP
@@ -24,11 +24,12 @@ allow-listed (:mod:`mmseg_ovseg.utils.checkpoint`).
 import os.path as osp
 import pickle
 import zipfile
-from collections import Counter
 from typing import Dict, List, Sequence, Tuple
 
 import torch
 from torch import nn
+
+from .strict_load import compare_state_dict
 
 __all__ = [
     'CheckpointError', 'resolve_checkpoint_path', 'read_checkpoint', 'checkpoint_state_dict',
@@ -151,16 +152,6 @@ def _examples(keys: Sequence[str], n: int = 3) -> str:
     return shown + (f', ... ({len(keys) - n} more)' if len(keys) > n else '')
 
 
-def _summary(keys: Sequence[str]) -> str:
-    """``'152 (backbone.*: 100, decode_head.*: 52; e.g. backbone.a, ...)'``."""
-    keys = sorted(keys)
-    groups = Counter(k.split('.', 1)[0] for k in keys)
-    per = ', '.join(f'{g}.*: {c}' for g, c in groups.most_common(4))
-    if len(groups) > 4:
-        per += ', ...'
-    return f'{len(keys)} ({per}; e.g. {_examples(keys)})'
-
-
 def _nonfinite(state: Dict[str, torch.Tensor]) -> List[Tuple[str, int, int]]:
     bad = []
     for key, t in state.items():
@@ -191,24 +182,14 @@ def check_state_dict(model: nn.Module, state: Dict[str, torch.Tensor],
         CheckpointError: naming the missing / unexpected / mis-shaped keys, or the tensors
             holding NaN/inf.
     """
-    expected = unwrap_model(model).state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    misshaped = [f'{k} {tuple(state[k].shape)} vs model {tuple(v.shape)}'
-                 for k, v in expected.items() if k in state and state[k].shape != v.shape]
-    if missing or unexpected or misshaped:
-        problems = []
-        if missing:
-            problems.append(f'missing keys {_summary(missing)}')
-        if unexpected:
-            problems.append(f'unexpected keys {_summary(unexpected)}')
-        if misshaped:
-            problems.append(f'{len(misshaped)} mis-shaped ({_examples(misshaped)})')
+    model = unwrap_model(model)
+    expected = model.state_dict()
+    mismatch = compare_state_dict(expected, state, allow_missing_bn_counter=False)
+    if mismatch:
         hint = ' (a checkpoint of another model or config?)' if \
-            len(missing) + len(unexpected) > len(expected) // 2 else ''
-        name = type(unwrap_model(model)).__name__
-        raise CheckpointError(f'checkpoint {path} does not fit {name}{hint}: ' +
-                              '; '.join(problems))
+            len(mismatch.missing) + len(mismatch.unexpected) > len(expected) // 2 else ''
+        raise CheckpointError(f'checkpoint {path} does not fit {type(model).__name__}{hint}: '
+                              f'{mismatch.describe(limit=3, one_line=True)}')
     bad = _nonfinite(state)
     if bad:
         shown = ', '.join(f'{k} ({nan} NaN, {inf} inf)' for k, nan, inf in bad[:3])

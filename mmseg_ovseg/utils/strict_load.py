@@ -1,10 +1,17 @@
-"""Loading a state dict into a module so that no key is dropped silently.
+"""Comparing a state dict with a module, and loading it so that no key is dropped silently.
+
+:func:`compare_state_dict` is the one comparison of this package: every loading path (the
+strict mmseg ViT backbones below, the CLIP towers :func:`mmseg_ovseg.clip.load_tower_weights`,
+the checkpoint converters' ``--config`` check, the trained-checkpoint guard
+:mod:`mmseg_ovseg.utils.load_guard`) lists missing, unexpected and mis-shaped keys through it
+and words them with :meth:`StateDictMismatch.describe`; each caller only adds what it was
+loading into what.
 
 ``nn.Module.load_state_dict(strict=False)`` and mmengine's ``load_state_dict`` (used by mmseg's
 backbones for ``init_cfg=dict(type='Pretrained')``) skip missing and unexpected keys and only
 print them (mmseg passes ``logger=None``, so not even into the log file); a checkpoint of a
-slightly different architecture then trains or tests with random tensors. Every loading path of
-this package compares the keys first with :func:`compare_state_dict` and either raises
+slightly different architecture then trains or tests with random tensors.
+:func:`load_state_dict_checked` compares the keys first and either raises
 :class:`StateDictMismatchError` listing them (default) or warns naming them (explicit opt-out).
 
 Keys a caller knows it does not need (e.g. the final norm ``ln1.*`` of a ViT checkpoint loaded
@@ -13,8 +20,9 @@ into a ViT without final norm) are named with ``ignore_unexpected`` / ``ignore_m
 """
 import logging
 import warnings
+from collections import Counter
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Mapping, Tuple, Union
+from typing import Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 import torch
 from torch import nn
@@ -33,7 +41,7 @@ class StateDictMismatchError(ValueError):
 
 @dataclass
 class StateDictMismatch:
-    """Keys of a state dict that do not fit a module.
+    """Keys of a state dict that do not fit a module (falsy when everything fits).
 
     Attributes:
         missing: module keys the state dict lacks.
@@ -47,22 +55,43 @@ class StateDictMismatch:
     def __bool__(self) -> bool:
         return bool(self.missing or self.unexpected or self.mismatched)
 
-    def describe(self, limit: int = _LIST_LIMIT) -> str:
-        """One line per kind, each listing (up to ``limit``) keys."""
+    def describe(self, limit: Optional[int] = _LIST_LIMIT, one_line: bool = False) -> str:
+        """The error text listing the keys that do not fit ('' when everything fits).
 
-        def _fmt(name, items):
-            more = f' ... and {len(items) - limit} more' if len(items) > limit else ''
-            return f'\n  {name} ({len(items)}): {", ".join(items[:limit])}{more}'
+        Multi-line (default): a count line, e.g. ``'1 missing, 2 unexpected, 1 with the wrong
+        shape'``, then one indented line per kind: ``'missing keys (1): a'``, ``'unexpected
+        keys (2): b, c'``, ``'wrong shape (1): d: checkpoint (5, 4) vs model (3, 4)'``.
+        ``one_line``: only the kinds, joined by ``'; '`` (for one-line command-line errors).
 
-        out = ''
-        if self.missing:
-            out += _fmt('missing in the checkpoint', self.missing)
-        if self.unexpected:
-            out += _fmt('unexpected (not in the model)', self.unexpected)
-        if self.mismatched:
-            out += _fmt('wrong shape', [f'{k} (checkpoint {list(s)} vs model {list(m)})'
-                                        for k, s, m in self.mismatched])
-        return out
+        Args:
+            limit: keys listed per kind before ``'... and N more'`` (None: all). A cut list
+                also counts its keys per top-level module (``'backbone.*: 100'``) when that
+                summarises them.
+            one_line: one line instead of the count line and one line per kind.
+        """
+        shapes = [f'{k}: checkpoint {tuple(s)} vs model {tuple(m)}'
+                  for k, s, m in self.mismatched]
+        kinds = [('missing keys', self.missing), ('unexpected keys', self.unexpected),
+                 ('wrong shape', shapes)]
+        lines = [_list_keys(name, items, limit, grouped=name != 'wrong shape')
+                 for name, items in kinds if items]
+        if one_line:
+            return '; '.join(lines)
+        counts = [f'{len(items)} {what}' for (_, items), what in
+                  zip(kinds, ('missing', 'unexpected', 'with the wrong shape')) if items]
+        return '\n  '.join([', '.join(counts)] + lines)
+
+
+def _list_keys(name: str, keys: List[str], limit: Optional[int], grouped: bool) -> str:
+    """``'missing keys (152; backbone.*: 100, decode_head.*: 52): a, b ... and 150 more'``."""
+    count = str(len(keys))
+    if limit is None or len(keys) <= limit:
+        return f'{name} ({count}): {", ".join(keys)}'
+    groups = Counter(k.split('.', 1)[0] for k in keys)
+    if grouped and len(groups) <= len(keys) // 2:  # only where the groups summarise the keys
+        count += '; ' + ', '.join(f'{g}.*: {c}' for g, c in groups.most_common(4))
+        count += ', ...' if len(groups) > 4 else ''
+    return (f'{name} ({count}): {", ".join(keys[:limit])} ... and {len(keys) - limit} more')
 
 
 def _prefixes(keys: Union[str, Iterable[str]]) -> Tuple[str, ...]:
@@ -72,16 +101,18 @@ def _prefixes(keys: Union[str, Iterable[str]]) -> Tuple[str, ...]:
 def compare_state_dict(target: Union[nn.Module, Mapping[str, torch.Tensor]],
                        state: Mapping[str, torch.Tensor],
                        ignore_missing: Union[str, Iterable[str]] = (),
-                       ignore_unexpected: Union[str, Iterable[str]] = ()) -> StateDictMismatch:
+                       ignore_unexpected: Union[str, Iterable[str]] = (),
+                       allow_missing_bn_counter: bool = True) -> StateDictMismatch:
     """Compare ``state`` with the state dict of ``target`` (a module or its state dict).
 
     Args:
         target: the module to load into, or its ``state_dict()`` (any tensors with shapes,
             e.g. on the ``meta`` device).
         state: the state dict to load.
-        ignore_missing: prefixes of module keys that ``state`` may lack. ``num_batches_tracked``
-            buffers are always allowed to be missing (as mmengine does).
+        ignore_missing: prefixes of module keys that ``state`` may lack.
         ignore_unexpected: prefixes of ``state`` keys the module may lack.
+        allow_missing_bn_counter: BatchNorm ``num_batches_tracked`` buffers may be missing (as
+            mmengine allows); False for an exact comparison with ``target``.
 
     Returns:
         :class:`StateDictMismatch` (falsy when everything fits), keys in ``target``/``state``
@@ -90,7 +121,7 @@ def compare_state_dict(target: Union[nn.Module, Mapping[str, torch.Tensor]],
     own = target.state_dict() if isinstance(target, nn.Module) else target
     skip_missing, skip_unexpected = _prefixes(ignore_missing), _prefixes(ignore_unexpected)
     missing = [k for k in own if k not in state and not k.startswith(skip_missing)
-               and not k.endswith('num_batches_tracked')]
+               and not (allow_missing_bn_counter and k.endswith('num_batches_tracked'))]
     unexpected = [k for k in state if k not in own and not k.startswith(skip_unexpected)]
     mismatched = [(k, tuple(v.shape), tuple(own[k].shape)) for k, v in state.items()
                   if k in own and tuple(v.shape) != tuple(own[k].shape)]
@@ -123,7 +154,7 @@ def load_state_dict_checked(module: nn.Module,
         raise ValueError(f'on_mismatch must be one of {ON_MISMATCH}, got {on_mismatch!r}')
     mismatch = compare_state_dict(module, state, ignore_missing, ignore_unexpected)
     if mismatch:
-        msg = (f'{source} does not fit {type(module).__name__}:{mismatch.describe()}')
+        msg = f'{source} does not fit {type(module).__name__}: {mismatch.describe()}'
         if on_mismatch == 'error':
             raise StateDictMismatchError(
                 msg + '\nFix the checkpoint or the config; keys known not to fit can be named '
