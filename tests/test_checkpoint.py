@@ -213,6 +213,17 @@ def test_compare_state_dict_lists_missing_unexpected_and_misshaped():
                                         if not k.startswith('2.')}, ignore_missing=['2.'])
     many = compare_state_dict(net, {f'extra{i}': torch.zeros(1) for i in range(25)})
     assert many.describe().count('extra') == 20 and '... and 5 more' in many.describe()
+    # one line (command-line errors): a cut list is counted per top-level module
+    line = compare_state_dict(net, {**net.state_dict(), **{f'backbone.b{i}': torch.zeros(1)
+                                                           for i in range(25)}}
+                              ).describe(limit=3, one_line=True)
+    assert line == ('unexpected keys (25; backbone.*: 25): backbone.b0, backbone.b1, '
+                    'backbone.b2 ... and 22 more')
+    # the exact comparison (converters, load guard, CLIP towers): the BN counter is required
+    state = {k: v for k, v in net.state_dict().items() if k != '1.num_batches_tracked'}
+    assert not compare_state_dict(net, state)
+    assert compare_state_dict(net, state, allow_missing_bn_counter=False).missing == [
+        '1.num_batches_tracked']
 
 
 def test_load_state_dict_checked_error_leaves_module_untouched_warn_loads_the_rest():
