@@ -41,7 +41,7 @@ def register_model_configs() -> None:
 # Pretraining defaults (docs/tiny_clip.md has the measured accuracy and time).
 PRETRAIN_DEFAULTS = dict(
     model=TINY_CLIP_NAME,
-    steps=600,
+    steps=1200,
     batch_size=128,
     lr=2e-3,
     warmup=40,
