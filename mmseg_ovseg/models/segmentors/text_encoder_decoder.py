@@ -24,8 +24,9 @@ _SAME_SIZE_INT = {torch.float32: torch.int32, torch.bfloat16: torch.int16, torch
 #: Slide windows per forward when ``test_cfg`` has no ``batch_windows``.
 DEFAULT_BATCH_WINDOWS = 4
 #: Bytes of one class chunk resized to the original size when ``keep_logits=False``.
-_RESIZE_CHUNK_BYTES = 64 << 20
-#: Rows per in-place division of the slide sums by the window counts.
+_RESIZE_CHUNK_BYTES = 128 << 20
+#: Rows per in-place division of the slide sums by the window counts (and per band of the
+#: running argmax of ``keep_logits=False``).
 _DIVIDE_BAND_ROWS = 256
 
 
@@ -400,25 +401,30 @@ class TextEncoderDecoder(EncoderDecoder):
         ``size`` as mmseg's ``postprocess_result`` does, one chunk of classes at a time.
 
         Bilinear resizing treats channels independently, so each chunk's scores are those of
-        the whole map; a running maximum with strict ``>`` keeps the first maximal class, as
-        ``argmax`` does. Memory: one ``(c, H, W)`` chunk (~64 MB) plus the running maximum
-        and labels, instead of the ``(C, H, W)`` map.
+        the whole map; the running maximum (by bands of rows, so its temporaries stay small)
+        takes a later class only when strictly greater: the first maximal class, as
+        ``argmax``. Memory: one ``(c, H, W)`` chunk (~128 MB) plus the running maximum and
+        the labels, instead of the ``(C, H, W)`` map.
         """
         num_classes = logits.shape[0]
         step = max(1, _RESIZE_CHUNK_BYTES // (size[0] * size[1] * logits.element_size()))
-        best = pred = None
+        best = logits.new_empty((1, ) + tuple(size))
+        pred = torch.zeros((1, ) + tuple(size), dtype=torch.long, device=logits.device)
         for c0 in range(0, num_classes, step):
             chunk = logits[c0:c0 + step]
             if flip_dims:
                 chunk = chunk.flip(flip_dims)
             chunk = resize(chunk[None], size=size, mode='bilinear',
                            align_corners=self.align_corners, warning=False)[0]
-            values, labels = chunk.max(dim=0, keepdim=True)
+            for y0 in range(0, size[0], _DIVIDE_BAND_ROWS):
+                rows = slice(y0, y0 + _DIVIDE_BAND_ROWS)
+                values, labels = chunk[:, rows].max(dim=0, keepdim=True)
+                if c0 == 0:
+                    best[:, rows] = values
+                    pred[:, rows] = labels
+                    continue
+                better = values > best[:, rows]
+                best[:, rows] = torch.where(better, values, best[:, rows])
+                pred[:, rows] = torch.where(better, labels + c0, pred[:, rows])
             del chunk
-            if best is None:
-                best, pred = values, labels
-                continue
-            better = values > best
-            torch.where(better, values, best, out=best)
-            torch.where(better, labels.add_(c0), pred, out=pred)
         return pred
