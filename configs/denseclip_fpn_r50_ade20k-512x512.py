@@ -112,7 +112,7 @@ default_hooks = dict(
     param_scheduler=dict(type='ParamSchedulerHook'),
     checkpoint=dict(by_epoch=False, interval=8000, max_keep_ckpts=2),
     sampler_seed=dict(type='DistSamplerSeedHook'),
-    visualization=dict(type='SegVisualizationHook'))
+    visualization=dict(type='OVSegVisualizationHook'))  # labels: the model's vocabulary
 # Official: backbone BatchNorms converted to SyncBN (they train), unused-parameter search on.
 sync_bn = 'torch'
 find_unused_parameters = True

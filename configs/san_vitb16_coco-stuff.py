@@ -166,7 +166,7 @@ default_hooks = dict(
     param_scheduler=dict(type='ParamSchedulerHook'),
     checkpoint=dict(by_epoch=False, interval=10000, max_keep_ckpts=2),
     sampler_seed=dict(type='DistSamplerSeedHook'),
-    visualization=dict(type='SegVisualizationHook'))
+    visualization=dict(type='OVSegVisualizationHook'))  # labels: the model's vocabulary
 auto_scale_lr = dict(enable=False, base_batch_size=32)
 
 # Test-time augmentation (tools/test.py --tta; mmseg's SegTTAModel averages the softmax of the

@@ -156,7 +156,7 @@ default_hooks = dict(
     checkpoint=dict(by_epoch=False, interval=max_iters // 2,
                     save_best='hIoU', rule='greater'),
     sampler_seed=dict(type='DistSamplerSeedHook'),
-    visualization=dict(type='SegVisualizationHook'))
+    visualization=dict(type='OVSegVisualizationHook'))  # labels: the model's vocabulary
 # The last decoder layer's value/FFN path never reaches the masks (as in the official head).
 model_wrapper_cfg = dict(type='MMDistributedDataParallel', find_unused_parameters=True)
 auto_scale_lr = dict(enable=False, base_batch_size=16)

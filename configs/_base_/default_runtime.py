@@ -28,5 +28,5 @@ default_hooks = dict(
     param_scheduler=dict(type='ParamSchedulerHook'),
     checkpoint=dict(type='SafeCheckpointHook', by_epoch=False, interval=2000),
     sampler_seed=dict(type='DistSamplerSeedHook'),
-    visualization=dict(type='SegVisualizationHook'),
+    visualization=dict(type='OVSegVisualizationHook'),  # labels: the model's vocabulary
     check_finite_loss=dict(type='FiniteLossHook', action='raise', interval=1))
