@@ -373,7 +373,7 @@ def test_runner_training_runs_init_weights(tmp_path):
 
 def test_full_config_loads_a_checkpoint_without_the_clip_file(tmp_path):
     """init_model(san_vitb16_coco-stuff.py, ckpt) and our inferencer with the CLIP file
-    (pretrain/clip_vit_b16_openai.pt) absent: the checkpoint holds every weight."""
+    (pretrained/ViT-B-16.pt) absent: the checkpoint holds every weight."""
     from mmseg.apis import init_model
     cfg = Config.fromfile(SAN_FULL)
     assert not osp.exists(osp.join(REPO, cfg.clip_pretrained))
