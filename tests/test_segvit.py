@@ -514,7 +514,7 @@ def test_converted_checkpoint_with_a_wrong_shape_is_named():
     mismatch = compare_state_dict(head, head_state)
     assert not mismatch.missing and not mismatch.unexpected
     assert mismatch.mismatched == [('class_embed.weight', (172, 512), (151, 512))]
-    assert 'class_embed.weight (checkpoint [172, 512] vs model [151, 512])' in \
+    assert 'class_embed.weight: checkpoint (172, 512) vs model (151, 512)' in \
         mismatch.describe()
 
 
