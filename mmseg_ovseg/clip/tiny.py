@@ -4,7 +4,7 @@
 imported, so ``clip_model='ovseg-tiny-clip'`` works wherever an open_clip name does
 (``CLIPVisionTransformer``, ``OVCLIPTextEncoder``, ``open_clip.create_model``,
 ``open_clip.get_tokenizer``). ``ovseg-tiny-clip`` is a 64x64 ViT (patch 8, 4 blocks, width 64,
-4 heads) and a 2-block text transformer (width 64, 4 heads, 24 tokens, open_clip's BPE
+4 heads) and a 2-block text transformer (width 64, 2 heads, 24 tokens, open_clip's BPE
 vocabulary) with a 64-d joint embedding and ``nn.GELU`` (not QuickGELU: its weights are
 ours, not OpenAI's).
 
