@@ -83,7 +83,7 @@ def test_batched_slide_equals_mmseg_one_window_at_a_time(batch_windows):
     assert len(window_spans(75, 48, 21)) * len(window_spans(101, 64, 30)) == 9
     assert out.shape == ref.shape == (2, model.out_channels, 75, 101)
     assert out.dtype == ref.dtype
-    torch.testing.assert_close(out, ref, rtol=0, atol=2e-5)
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-5)  # scores up to ~4.4
     # the images differ, so a window filed under the wrong image would show
     assert (ref[0] - ref[1]).abs().max() > 1e-2
 
@@ -99,7 +99,7 @@ def test_batched_slide_san_equals_mmseg(batch_windows):
         ref = EncoderDecoder.slide_inference(model, x, _metas(1, 48, 208))
         out = model.slide_inference(x, _metas(1, 48, 208))
     assert out.shape == ref.shape == (1, 8, 48, 208)
-    torch.testing.assert_close(out, ref, rtol=0, atol=2e-5)
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-6)  # Eq. 4 scores up to ~0.013
 
 
 def test_batch_windows_must_be_positive():
