@@ -41,7 +41,7 @@ setup(
     long_description=open('README.md').read() if osp.exists('README.md') else '',
     long_description_content_type='text/markdown',
     packages=find_packages(exclude=('tests', 'configs', 'tools', 'docs')),
-    package_data={'mmseg_ovseg': ['clip/vocabularies/*.txt']},
+    package_data={'mmseg_ovseg': ['clip/vocabularies/*.txt', 'clip/model_configs/*.json']},
     include_package_data=True,
     python_requires='>=3.8',
     install_requires=parse_requirements(),
