@@ -37,8 +37,8 @@ model = dict(
         templates='single'),
     decode_head=dict(
         type='PatchTextHead',
-        in_channels=128,  # CLIP embedding width
-        channels=128,
+        in_channels=64,  # CLIP embedding width
+        channels=64,
         proj_type='mlp',
         dropout_ratio=0.0,
         loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0)),

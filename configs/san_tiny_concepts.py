@@ -46,10 +46,10 @@ model = dict(
         type='SANHead',
         side_adapter=dict(
             embed_dims=64, depth=4, num_heads=2, patch_size=8, num_queries=16,
-            pos_grid=(16, 16), clip_channels=128, fusion_index=(0, 1, 2, 3)),
+            pos_grid=(16, 16), clip_channels=64, fusion_index=(0, 1, 2, 3)),
         mask_decoder=dict(embed_channels=64, mlp_channels=64, num_mlp_layers=3),
         bias_decoder=dict(num_heads=4, embed_channels=64, mlp_channels=64, num_mlp_layers=3),
-        text_channels=128,
+        text_channels=64,
         deep_supervision_idxs=(3, ),
         loss_decode=dict(type='MaskClassificationLoss', num_points=1024)),
     train_cfg=dict(),

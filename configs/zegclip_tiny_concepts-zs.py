@@ -50,11 +50,11 @@ model = dict(
         templates='single'),
     decode_head=dict(
         type='ZegCLIPHead',
-        in_channels=128,
-        channels=128,
+        in_channels=64,
+        channels=64,
         num_layers=3,
         num_heads=4,
-        feedforward_channels=512,
+        feedforward_channels=256,
         query_type='rd',
         loss_decode=[
             dict(type='NonExclusiveFocalLoss', loss_weight=100.0),

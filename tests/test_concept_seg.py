@@ -19,7 +19,7 @@ from mmseg_ovseg.datasets.concepts import CONCEPT_CLASSES, describe_class
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIGS = sorted(glob.glob(osp.join(REPO, 'configs', '*_tiny_concepts*.py')))
-UNSEEN_NAMES = ['red cross', 'orange ring', 'yellow star', 'green square', 'cyan triangle',
+UNSEEN_NAMES = ['red circle', 'orange ring', 'yellow star', 'green triangle', 'cyan triangle',
                 'blue circle', 'purple star', 'pink ring', 'flower']
 
 

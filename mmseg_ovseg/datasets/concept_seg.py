@@ -13,9 +13,10 @@ colours and the 6 plain shapes (circle, square, triangle, star, ring, cross; the
 flower, fish). :data:`CONCEPT_INDEX` maps each label to its index in ``CONCEPT_CLASSES``.
 
 Split (``_UNSEEN['concepts']`` in ``clip/vocabularies.py``, data like the real splits): 9
-unseen classes, 8 novel compositions -- each colour once, each shape once or twice -- whose
-colour and shape both occur in seen classes (``'purple star'`` is unseen while ``'purple
-circle'`` and ``'red star'`` are seen...), plus one object kind, ``'flower'``. Unseen objects
+unseen classes, 8 novel compositions -- one per colour -- whose colour and shape both occur in
+seen classes (``'purple star'`` is unseen while ``'purple circle'`` and ``'red star'`` are
+seen), plus one object kind, ``'flower'``; all are concepts the tiny CLIP classifies
+zero-shot (docs/open_vocab.md gives the rule and its accuracies). Unseen objects
 are drawn in training images like any other (as in the real benchmarks, unseen things appear
 in training images); :class:`~mmseg_ovseg.datasets.zero_shot.ZeroShotLabelMapping` turns their
 pixels into ``ignore_index`` (inductive) or pseudo-label marks (transductive).
@@ -44,7 +45,7 @@ from .concepts import (COLOR_NAMES, COLORS, CONCEPT_CLASSES, OBJECT_NAMES, class
 
 # Bump when the scene sampling (or the drawing code in concepts.py) changes: data on disk
 # with another version is regenerated.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: meta.json lists the current split
 META_FILE = 'meta.json'
 SPLITS = ('train', 'val')
 # Seed tag of this benchmark's random streams (the caption data use other seed layouts).
