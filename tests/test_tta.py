@@ -15,7 +15,7 @@ from tool_loader import REPO, load_tool
 CONFIG = osp.join(REPO, 'configs', 'san_tiny_synthetic.py')
 # Referring segmentation: a horizontal flip swaps "left" and "right" in the expressions, so
 # mmseg's flip TTA would average the prediction for a different object.
-NO_TTA_DATASETS = {'RefCOCODataset'}
+NO_TTA_DATASETS = {'RefCOCODataset', 'ReferItDataset'}
 
 
 def test_tta_runs_scales_and_flips(tmp_path, monkeypatch):
