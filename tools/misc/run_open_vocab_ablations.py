@@ -119,10 +119,14 @@ def load_results(path: str) -> dict:
     return {}
 
 
-def save_results(path: str, results: dict) -> None:
-    tmp = path + '.tmp'
+def save_results(path: str, results: dict, key: str) -> None:
+    """Add ``results[key]`` to the file, re-read first: drivers may run side by side."""
+    current = load_results(path)
+    current[key] = results[key]
+    results.update(current)
+    tmp = f'{path}.{os.getpid()}.tmp'
     with open(tmp, 'w') as f:
-        json.dump(results, f, indent=1, sort_keys=True)
+        json.dump(current, f, indent=1, sort_keys=True)
     os.replace(tmp, path)
 
 
@@ -156,9 +160,13 @@ def build_config(spec: dict, seed: int, max_iters, load_from, work_dir: str) -> 
         cfg.train_cfg.max_iters = max_iters
         cfg.train_cfg.val_interval = max_iters
         cfg.default_hooks.checkpoint.interval = max_iters
+        # phases starting after the new end are dropped, the others cut at it; the phase
+        # that ended with the old schedule ends with the new one (a longer run decays over
+        # its whole length)
+        old_end = max(s.end for s in cfg.param_scheduler)
         scheds = [s for s in cfg.param_scheduler if s.get('begin', 0) < max_iters]
         for s in scheds:
-            s.end = min(s.end, max_iters)
+            s.end = max_iters if s.end == old_end else min(s.end, max_iters)
         cfg.param_scheduler = scheds
     os.makedirs(work_dir, exist_ok=True)
     path = osp.join(work_dir, 'run_config.py')
@@ -176,31 +184,49 @@ def run_one(table: str, row: str, seed: int, args, results: dict, results_path: 
         dep = run_one(table, spec['needs'], seed, args, results, results_path)
         load_from = dep['checkpoint']
     work_dir = osp.join(args.out, key)
+    previous = None
+    if osp.isfile(osp.join(work_dir, 'run_config.py')):
+        with open(osp.join(work_dir, 'run_config.py')) as f:
+            previous = f.read()
     config = build_config(spec, seed, args.max_iters, load_from, work_dir)
+    with open(config) as f:
+        same_config = f.read() == previous
     cmd = [sys.executable, osp.join(REPO_ROOT, 'tools', 'train.py'), config, '--work-dir',
            work_dir]
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
-    print(f'[{key}] {" ".join(cmd)}', flush=True)
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    t0 = time.time()
-    with open(osp.join(work_dir, 'train_stdout.log'), 'w') as log:
-        proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    wall = time.time() - t0
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if proc.returncode:
-        raise RuntimeError(f'[{key}] training failed (exit {proc.returncode}); see '
-                           f'{work_dir}/train_stdout.log')
     from mmengine.config import Config
     iters = Config.fromfile(config).train_cfg.max_iters
+    finished = osp.join(work_dir, 'finished.json')
+    if same_config and not args.force and osp.isfile(finished):
+        # trained and evaluated with this very config (e.g. by a driver that was stopped
+        # before it could record the result): record it without training again
+        with open(finished) as f:
+            timing = json.load(f)
+        wall, cpu = timing['wall_s'], timing['cpu_s']
+        print(f'[{key}] already trained in {work_dir}', flush=True)
+    else:
+        print(f'[{key}] {" ".join(cmd)}', flush=True)
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        t0 = time.time()
+        with open(osp.join(work_dir, 'train_stdout.log'), 'w') as log:
+            proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, stdout=log,
+                                  stderr=subprocess.STDOUT)
+        wall = time.time() - t0
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        if proc.returncode:
+            raise RuntimeError(f'[{key}] training failed (exit {proc.returncode}); see '
+                               f'{work_dir}/train_stdout.log')
+        cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+        with open(finished, 'w') as f:
+            json.dump(dict(wall_s=wall, cpu_s=cpu), f)
     entry = dict(final_metrics(work_dir), table=table, row=row, seed=seed, iters=iters,
                  config=spec['config'], options={k: repr(v) for k, v in
                                                  spec.get('options', {}).items()},
                  checkpoint=osp.join(work_dir, f'iter_{iters}.pth'), wall_s=round(wall, 1),
-                 cpu_s=round(after.ru_utime + after.ru_stime - before.ru_utime
-                             - before.ru_stime, 1),
+                 cpu_s=round(cpu, 1),
                  threads=args.threads, load_from=load_from)
     results[key] = entry
-    save_results(results_path, results)
+    save_results(results_path, results, key)
     print(f'[{key}] ' + '  '.join(f'{m} {entry[m]:.2f}' for m in METRICS if m in entry)
           + f'  (wall {wall:.0f}s, cpu {entry["cpu_s"]:.0f}s)', flush=True)
     return entry
