@@ -1,10 +1,8 @@
 # SAN ViT-B/16 on COCO-Stuff-164k (171 classes), the paper's recipe (Xu et al., CVPR 2023,
 # Sec. 4.1; official MendelXu/SAN config and log):
-# - CLIP ViT-B/16 (OpenAI weights, QuickGELU) frozen except its visual position embedding;
-#   CLIP sees the image at 0.5x (640 -> 320, 20x20 grid), the side adapter at full scale;
-#   CLIP outputs 0/3/6/9 are fused into side blocks 0/1/2/3; blocks 9-11 run the SLS tokens.
-# - side adapter: 8 blocks, width 240, 6 heads, patch 16, 100 queries; deep supervision
-#   after block 7; Hungarian loss (class 2, mask BCE 5, dice 5, 12544 points, no-object 0.1).
+# - model (configs/_base_/models/san_vit-b16.py): CLIP ViT-B/16 frozen except its visual
+#   position embedding, at 0.5x; side adapter of 8 blocks x 240 with 100 queries; Hungarian
+#   loss (class 2, mask BCE 5, dice 5, 12544 points, no-object 0.1).
 # - 640x640 crops, batch 32 = 8 GPUs x 4 images (or 4 x 8), AdamW lr 1e-4 wd 1e-4 (no decay
 #   on position/query embeddings and norms), poly 0.9 over 60k iterations, grad-norm clip
 #   0.01 on the whole model, AMP.
@@ -12,90 +10,16 @@
 #   prompt templates.
 # Local CLIP weights: an OpenAI ViT-B/16 checkpoint (e.g. open_clip's 'openai' ViT-B-16 file)
 # at `clip_pretrained`; nothing is downloaded at run time.
-_base_ = ['_base_/default_runtime.py']
-
-clip_model = 'ViT-B-16-quickgelu'
-clip_pretrained = 'pretrained/ViT-B-16.pt'  # OpenAI CLIP ViT-B/16, see docs/weights.md
-crop_size = (640, 640)
-num_queries = 100
-
-data_preprocessor = dict(
-    type='SegDataPreProcessor',
-    # CLIP's mean/std x 255, RGB
-    mean=[122.7709, 116.7460, 104.0937],
-    std=[68.5005, 66.6322, 70.3232],
-    bgr_to_rgb=True,
-    pad_val=0,
-    seg_pad_val=255,
-    size_divisor=640,
-    test_cfg=dict(size_divisor=32))
-
-model = dict(
-    type='SAN',
-    data_preprocessor=data_preprocessor,
-    vocabulary='coco_stuff171',
-    templates='vild',
-    clip_scale=0.5,
-    fusion_layers=(0, 3, 6, 9),
-    split_layer=9,
-    backbone=dict(
-        type='CLIPVisionTransformer',
-        clip_model=clip_model,
-        pretrained=clip_pretrained,
-        frozen=True,
-        frozen_exclude=('positional_embedding', ),
-        pad_to_patch=True),
-    text_encoder=dict(
-        type='OVCLIPTextEncoder',
-        clip_model=clip_model,
-        pretrained=clip_pretrained,
-        templates='vild'),
-    decode_head=dict(
-        type='SANHead',
-        side_adapter=dict(
-            embed_dims=240,
-            depth=8,
-            num_heads=6,
-            mlp_ratio=4,
-            patch_size=16,
-            num_queries=num_queries,
-            pos_grid=(40, 40),
-            clip_channels=768,
-            fusion_index=(0, 1, 2, 3),
-            norm_eps=1e-6),
-        mask_decoder=dict(embed_channels=256, mlp_channels=256, num_mlp_layers=3),
-        bias_decoder=dict(
-            num_heads=12, embed_channels=256, mlp_channels=256, num_mlp_layers=3,
-            rescale=True),
-        text_channels=512,
-        deep_supervision_idxs=(7, ),
-        align_corners=False,
-        loss_decode=dict(
-            type='MaskClassificationLoss',
-            num_points=12544,
-            oversample_ratio=3.0,
-            importance_sample_ratio=0.75,
-            loss_cls_weight=2.0,
-            no_object_weight=0.1,
-            loss_mask=dict(
-                type='CrossEntropyLoss', use_sigmoid=True, loss_weight=5.0,
-                loss_name='loss_mask_ce'),
-            loss_dice=dict(
-                type='DiceLoss', use_sigmoid=True, activate=True, naive_dice=True, eps=1.0,
-                ignore_index=None, loss_weight=5.0, loss_name='loss_mask_dice'),
-            assigner=dict(
-                type='HungarianAssigner',
-                match_costs=[
-                    dict(type='ClassificationCost', weight=2.0),
-                    dict(type='CrossEntropyLossCost', weight=5.0, use_sigmoid=True),
-                    dict(type='DiceCost', weight=5.0, pred_act=True, eps=1.0),
-                ]))),
-    train_cfg=dict(),
-    test_cfg=dict(mode='whole'))
+_base_ = [
+    '_base_/models/san_vit-b16.py', 'mmseg::_base_/datasets/coco-stuff164k.py',
+    '_base_/default_runtime.py'
+]
 
 # ------------------------------------------------------------------ data
-dataset_type = 'COCOStuffDataset'
-data_root = 'data/coco_stuff164k'
+# COCO-Stuff-164k as mmseg's _base_/datasets/coco-stuff164k.py (dataset, splits, samplers,
+# workers, mIoU) with SAN's pipelines: shortest-edge jitter 320..960 (max 2560) and 640 crops
+# in training, shortest side 640 at test; CLIP's mean/std come from the data_preprocessor.
+crop_size = (640, 640)
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations'),
@@ -117,27 +41,9 @@ test_pipeline = [
 ]
 train_dataloader = dict(
     batch_size=4,  # x 8 GPUs = 32 (or batch_size=8 x 4 GPUs)
-    num_workers=4,
-    persistent_workers=True,
-    sampler=dict(type='InfiniteSampler', shuffle=True),
-    dataset=dict(
-        type=dataset_type,
-        data_root=data_root,
-        data_prefix=dict(img_path='images/train2017', seg_map_path='annotations/train2017'),
-        pipeline=train_pipeline))
-val_dataloader = dict(
-    batch_size=1,
-    num_workers=4,
-    persistent_workers=True,
-    sampler=dict(type='DefaultSampler', shuffle=False),
-    dataset=dict(
-        type=dataset_type,
-        data_root=data_root,
-        data_prefix=dict(img_path='images/val2017', seg_map_path='annotations/val2017'),
-        pipeline=test_pipeline))
+    dataset=dict(pipeline=train_pipeline))
+val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
 test_dataloader = val_dataloader
-val_evaluator = dict(type='IoUMetric', iou_metrics=['mIoU'])
-test_evaluator = val_evaluator
 
 # ------------------------------------------------------------------ schedule
 max_iters = 60000
