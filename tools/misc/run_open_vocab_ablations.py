@@ -90,6 +90,19 @@ TABLES: Dict[str, Dict[str, dict]] = {
                                   dict(lr_mult=0.1)},
                          label='fine-tuned CLIP (lr x0.1), attention bias'),
     },
+    # DenseCLIP Tab. 1 in miniature, closed set (all 55 classes labelled; the metric's mIoU is
+    # over all classes): score map + context decoder + aux loss vs the same CLIP ViT with a
+    # plain FPN, from the tiny CLIP vs from random init.
+    'denseclip': {
+        'denseclip': dict(config='configs/denseclip-vit_tiny_concepts.py',
+                          label='DenseCLIP (score map + context decoder + aux), tiny CLIP'),
+        'fpn': dict(config='configs/denseclip-vit_tiny_concepts-fpn.py',
+                    label='plain FPN, tiny CLIP'),
+        'denseclip_randclip': dict(config='configs/denseclip-vit_tiny_concepts-randclip.py',
+                                   label='DenseCLIP, random-init CLIP (control)'),
+        'fpn_randclip': dict(config='configs/denseclip-vit_tiny_concepts-fpn-randclip.py',
+                             label='plain FPN, random-init CLIP (control)'),
+    },
 }
 
 
