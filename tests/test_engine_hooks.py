@@ -441,3 +441,98 @@ def test_config_uses_safe_checkpoint_and_finite_loss(config):
     assert hooks.check_finite_loss.action == 'raise'
     assert isinstance(HOOKS.build(dict(hooks.checkpoint)), SafeCheckpointHook)
     assert isinstance(HOOKS.build(dict(hooks.check_finite_loss)), FiniteLossHook)
+
+
+# --- best checkpoints (save_best) are saved atomically too -------------------------------
+
+
+@pytest.fixture
+def rising_score(monkeypatch):
+    """Each validation scores higher than the one before, so every one saves a new best."""
+    calls = []
+
+    def compute_metrics(self, results):
+        calls.append(len(results))
+        return dict(score=float(len(calls)))
+
+    monkeypatch.setattr(CountMetric, 'compute_metrics', compute_metrics)
+    return calls
+
+
+def _best_hook(hook_cls):
+    return lambda **kw: hook_cls(save_best='score', rule='greater', **kw)
+
+
+def _fail_best_save(monkeypatch, name):
+    """Disk full after half the bytes of the save whose file name contains ``name``."""
+    put = LocalBackend.put
+
+    def failing_put(self, obj, filepath):
+        if name in str(filepath):
+            with open(filepath, 'wb') as f:
+                f.write(obj[:len(obj) // 2])
+            raise OSError(28, 'No space left on device')
+        return put(self, obj, filepath)
+
+    monkeypatch.setattr(LocalBackend, 'put', failing_put)
+    return put
+
+
+def test_failed_best_save_keeps_previous_best(tmp_path, monkeypatch, rising_score):
+    """The save of a new best checkpoint dies midway: the previous best is still there and
+    loads, no partial file is left, and a resumed run replaces the old best as usual."""
+    put = _fail_best_save(monkeypatch, 'best_score_iter_4')
+    kw = dict(hook_cls=_best_hook(SafeCheckpointHook), max_iters=6, val_interval=2,
+              max_keep_ckpts=1)
+    with pytest.raises(OSError, match='No space left'):
+        make_runner(tmp_path, **kw).train()
+    assert len(rising_score) == 2  # the second validation found a better score
+    best2 = tmp_path / 'best_score_iter_2.pth'
+    assert sorted(glob.glob(str(tmp_path / '*.pth'))) == [str(best2), str(tmp_path / 'iter_4.pth')]
+    assert glob.glob(str(tmp_path / '.*')) == []  # the partial temporary file is gone
+    error, meta = check_checkpoint(str(best2))
+    assert error is None and meta['iter'] == 2
+    ckpt = torch.load(best2, weights_only=False)
+    assert ckpt['message_hub']['runtime_info']['best_score'] == 1.0
+    assert ckpt['message_hub']['runtime_info']['best_ckpt'] == str(best2)
+
+    # resume from iter_4 (written before the failed validation): its best is best_score_iter_2
+    monkeypatch.setattr(LocalBackend, 'put', put)
+    make_runner(tmp_path, resume=True, **kw).train()
+    assert sorted(glob.glob(str(tmp_path / '*.pth'))) == [
+        str(tmp_path / 'best_score_iter_6.pth'), str(tmp_path / 'iter_6.pth')]
+    assert glob.glob(str(tmp_path / '.*')) == []
+    state = torch.load(tmp_path / 'iter_6.pth', weights_only=False)['message_hub']
+    assert state['runtime_info']['best_ckpt'] == str(tmp_path / 'best_score_iter_6.pth')
+
+
+def test_mmengine_failed_best_save_loses_best(tmp_path, monkeypatch, rising_score):
+    """Guards the test above: mmengine's CheckpointHook deletes the previous best first and
+    writes the new one in place, so the same failure leaves only a truncated best file."""
+    _fail_best_save(monkeypatch, 'best_score_iter_4')
+    with pytest.raises(OSError, match='No space left'):
+        make_runner(tmp_path, hook_cls=_best_hook(CheckpointHook), max_iters=6, val_interval=2,
+                    max_keep_ckpts=1).train()
+    assert not (tmp_path / 'best_score_iter_2.pth').exists()
+    assert check_checkpoint(str(tmp_path / 'best_score_iter_4.pth'))[0] is not None
+
+
+def test_best_save_order(tmp_path, monkeypatch, rising_score):
+    """The new best is in place, and the regular checkpoint naming it too, before the
+    previous best is removed."""
+    events = []
+    replace, remove = os.replace, os.remove
+    monkeypatch.setattr(os, 'replace', lambda a, b: (events.append(('replace', osp.basename(
+        b))), replace(a, b))[1])
+    monkeypatch.setattr(os, 'remove', lambda p: (events.append(('remove', osp.basename(p))),
+                                                 remove(p))[1])
+    make_runner(tmp_path, hook_cls=_best_hook(SafeCheckpointHook), max_iters=4, val_interval=2,
+                max_keep_ckpts=1).train()
+    at_4 = events[events.index(('replace', 'iter_4.pth')):]
+    assert at_4 == [('replace', 'iter_4.pth'), ('replace', 'last_checkpoint'),
+                    ('remove', 'iter_2.pth'),
+                    ('replace', 'best_score_iter_4.pth'),
+                    ('replace', 'iter_4.pth'), ('replace', 'last_checkpoint'),
+                    ('remove', 'best_score_iter_2.pth')]
+    assert sorted(glob.glob(str(tmp_path / '*.pth'))) == [
+        str(tmp_path / 'best_score_iter_4.pth'), str(tmp_path / 'iter_4.pth')]

@@ -11,7 +11,11 @@ moment leaves the previous checkpoint and a ``last_checkpoint`` naming a complet
 
 (mmengine 0.10.7 deletes the oldest checkpoint first, then writes the new one in place, then
 ``last_checkpoint``: a kill during the write leaves a truncated file and a ``last_checkpoint``
-naming a deleted one.) Other storage backends keep mmengine's behaviour.
+naming a deleted one.) Best checkpoints (``save_best``) go the same way: the new
+``best_<key>_iter_<n>.pth`` is written to a temporary file and renamed into place, the regular
+checkpoint re-saved with the new best's name, and only then is the previous best deleted
+(mmengine deletes the previous best first, then writes the new one in place: a failed save
+leaves no complete best checkpoint). Other storage backends keep mmengine's behaviour.
 
 Exact resume: a run killed at any iteration and resumed with ``--resume`` continues with the
 same per-iteration losses as the uninterrupted run (bit for bit on CPU for deterministic ops).
@@ -203,24 +207,12 @@ class SafeCheckpointHook(CheckpointHook):
         final = self.file_backend.join_path(self.out_dir, ckpt_filename)
         self.last_ckpt = final
         runner.message_hub.update_info('last_ckpt', final)
-        folder, name = osp.split(ckpt_filename)
-        tmp_filename = osp.join(folder, f'.{name}{TMP_MARK}{os.getpid()}')
-        tmp = self.file_backend.join_path(self.out_dir, tmp_filename)
-        try:
-            runner.save_checkpoint(  # rank 0 only (master_only)
-                self.out_dir, tmp_filename, self.file_client_args,
-                save_optimizer=self.save_optimizer,
-                save_param_scheduler=self.save_param_scheduler, meta=meta,
-                by_epoch=self.by_epoch, backend_args=self.backend_args, **self.args)
-            if not is_main_process():
-                return
-            fsync_file(tmp)
-            os.replace(tmp, final)
-        except BaseException:
-            if is_main_process() and osp.exists(tmp):
-                os.remove(tmp)
-            raise
-        fsync_dir(osp.dirname(final))
+        written = self._write_atomic(
+            runner, ckpt_filename, save_optimizer=self.save_optimizer,
+            save_param_scheduler=self.save_param_scheduler, meta=meta, by_epoch=self.by_epoch,
+            **self.args)
+        if not written:
+            return
         atomic_write_text(osp.join(runner.work_dir, 'last_checkpoint'), final)
         for old in outdated:
             path = self.file_backend.join_path(self.out_dir, self.filename_tmpl.format(old))
@@ -228,6 +220,101 @@ class SafeCheckpointHook(CheckpointHook):
                 os.remove(path)
             elif old != step and osp.isdir(path):  # deepspeed saves folders
                 self.file_backend.rmtree(path)
+
+    def _write_atomic(self, runner, filename: str, **kwargs) -> bool:
+        """``runner.save_checkpoint(out_dir, filename, **kwargs)`` through a temporary file in
+        the same folder, fsynced and renamed into place; on failure the temporary file is
+        removed and ``out_dir/filename`` is untouched. Returns whether this rank wrote (rank 0;
+        ``save_checkpoint`` is collective where the model is sharded)."""
+        final = self.file_backend.join_path(self.out_dir, filename)
+        folder, name = osp.split(filename)
+        tmp_filename = osp.join(folder, f'.{name}{TMP_MARK}{os.getpid()}')
+        tmp = self.file_backend.join_path(self.out_dir, tmp_filename)
+        try:
+            runner.save_checkpoint(  # rank 0 only (master_only)
+                self.out_dir, tmp_filename, self.file_client_args,
+                backend_args=self.backend_args, **kwargs)
+            if not is_main_process():
+                return False
+            fsync_file(tmp)
+            os.replace(tmp, final)
+        except BaseException:
+            if is_main_process() and osp.exists(tmp):
+                os.remove(tmp)
+            raise
+        fsync_dir(osp.dirname(final))
+        return True
+
+    def _save_best_checkpoint(self, runner, metrics) -> None:
+        """``CheckpointHook._save_best_checkpoint`` with the new best written atomically and
+        the previous best deleted last (after the regular checkpoint naming the new best is
+        in place)."""
+        if not self.save_best or not getattr(self, '_atomic', False):
+            return super()._save_best_checkpoint(runner, metrics)
+        if self.by_epoch:
+            ckpt_filename = self.filename_tmpl.format(runner.epoch)
+            cur_type, cur_time = 'epoch', runner.epoch
+        else:
+            ckpt_filename = self.filename_tmpl.format(runner.iter)
+            cur_type, cur_time = 'iter', runner.iter
+        meta = dict(epoch=runner.epoch, iter=runner.iter)
+        if 'auto' in self.key_indicators:
+            self._init_rule(self.rules, [list(metrics.keys())[0]])
+
+        single = len(self.key_indicators) == 1
+        updated = False
+        superseded = []  # previous best files, deleted once everything new is in place
+        for key_indicator, rule in zip(self.key_indicators, self.rules):
+            key_score = metrics[key_indicator]
+            score_key = 'best_score' if single else f'best_score_{key_indicator}'
+            path_key = 'best_ckpt' if single else f'best_ckpt_{key_indicator}'
+            previous = self.best_ckpt_path if single else self.best_ckpt_path_dict[key_indicator]
+            best_score = runner.message_hub.get_info(score_key, self.init_value_map[rule])
+            if key_score is None or not self.is_better_than[key_indicator](key_score,
+                                                                          best_score):
+                continue
+            best_name = f'best_{key_indicator}_{ckpt_filename}'.replace('/', '_')
+            final = self.file_backend.join_path(self.out_dir, best_name)
+            # the best checkpoint itself records its score and name (as in mmengine); put the
+            # previous values back if the save fails
+            saved_info = {k: runner.message_hub.runtime_info.get(k)
+                          for k in (score_key, path_key)}
+            runner.message_hub.update_info(score_key, key_score)
+            runner.message_hub.update_info(path_key, final)
+            try:
+                self._write_atomic(runner, best_name, save_optimizer=False,
+                                   save_param_scheduler=False, meta=meta, by_epoch=False)
+            except BaseException:
+                for k, v in saved_info.items():
+                    if v is None:
+                        runner.message_hub.runtime_info.pop(k, None)
+                    else:
+                        runner.message_hub.update_info(k, v)
+                raise
+            updated = True
+            if single:
+                self.best_ckpt_path = final
+            else:
+                self.best_ckpt_path_dict[key_indicator] = final
+            if previous and previous != final:
+                superseded.append(previous)
+            runner.logger.info(f'The best checkpoint with {key_score:0.4f} {key_indicator} '
+                               f'at {cur_time} {cur_type} is saved to {best_name}.')
+
+        # re-save the regular checkpoint so that it names the new best (as mmengine does)
+        if updated and self.last_ckpt is not None:
+            self._save_checkpoint_with_step(runner, cur_time, meta)
+        if not is_main_process():
+            return
+        for path in superseded:
+            if osp.isfile(path):
+                os.remove(path)
+            elif osp.isdir(path):  # deepspeed saves folders
+                self.file_backend.rmtree(path)
+            else:
+                continue
+            fsync_dir(osp.dirname(path))
+            runner.logger.info(f'The previous best checkpoint {path} is removed')
 
     def _remove_stale_temporaries(self, runner) -> None:
         """Delete the temporary files of saves killed midway (never loaded by anything)."""
