@@ -5,7 +5,13 @@
 # wall-concrete. 80k iterations at batch 16. Paper (Tab. 1): pAcc 62.0, mIoU(S) 40.2,
 # mIoU(U) 41.4, hIoU 40.8. Data: mmseg's COCO-Stuff 164k layout (tools/dataset_converters/
 # coco_stuff164k.py -> *_labelTrainIds.png).
-_base_ = ['./zegclip_vitb16_voc12-zs.py']
+# Model: configs/_base_/models/zegclip_vit-b16.py with 100 prompt tokens; data: mmseg's
+# _base_/datasets/coco-stuff164k.py with ZegCLIP's pipelines; schedule: the VOC one
+# (_base_/schedules/schedule_zegclip_20k.py) stretched to 80k iterations.
+_base_ = [
+    '_base_/models/zegclip_vit-b16.py', 'mmseg::_base_/datasets/coco-stuff164k.py',
+    '_base_/default_runtime.py', '_base_/schedules/schedule_zegclip_20k.py'
+]
 
 vocabulary = 'coco_stuff171'
 zero_shot_split = 'coco_stuff171'
@@ -19,8 +25,6 @@ model = dict(
     backbone=dict(num_prompt_tokens=num_prompt_tokens),
     text_encoder=dict(templates='zegclip'))
 
-dataset_type = 'COCOStuffDataset'
-data_root = 'data/coco_stuff164k'
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations'),
@@ -37,20 +41,8 @@ test_pipeline = [
     dict(type='LoadAnnotations'),
     dict(type='PackSegInputs')
 ]
-train_dataloader = dict(
-    dataset=dict(
-        _delete_=True,
-        type=dataset_type,
-        data_root=data_root,
-        data_prefix=dict(img_path='images/train2017', seg_map_path='annotations/train2017'),
-        pipeline=train_pipeline))
-val_dataloader = dict(
-    dataset=dict(
-        _delete_=True,
-        type=dataset_type,
-        data_root=data_root,
-        data_prefix=dict(img_path='images/val2017', seg_map_path='annotations/val2017'),
-        pipeline=test_pipeline))
+train_dataloader = dict(dataset=dict(pipeline=train_pipeline))  # 4 per GPU x 4 GPUs = 16
+val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
 test_dataloader = val_dataloader
 val_evaluator = dict(type='ZeroShotIoUMetric', split=zero_shot_split, iou_metrics=['mIoU'])
 test_evaluator = val_evaluator
@@ -61,7 +53,9 @@ param_scheduler = [
     dict(type='PolyLR', eta_min=1e-6, power=0.9, begin=1500, end=max_iters, by_epoch=False)
 ]
 train_cfg = dict(max_iters=max_iters, val_interval=max_iters // 10)
-default_hooks = dict(checkpoint=dict(interval=max_iters // 2))
+# at half and full schedule: the -st config starts from the half-schedule checkpoint
+default_hooks = dict(
+    checkpoint=dict(by_epoch=False, interval=max_iters // 2, save_best='hIoU', rule='greater'))
 
 # Test-time augmentation (tools/test.py --tta; mmseg's SegTTAModel averages the softmax of the
 # scores): the test resize at 0.75 / 1 / 1.25 of its short side x horizontal flip, with the
