@@ -115,6 +115,47 @@ def split_names(text: str):
     return [n.strip() for n in text.replace('\n', ',').split(',') if n.strip()]
 
 
+def resolve_class_names(classes=None, classes_file=None, vocabulary=None, flags=None):
+    """The vocabulary of ``--classes`` / ``--classes-file`` / ``--vocabulary`` (at most one),
+    or None for the model's own classes. Shared with ``tools/webui.py``.
+
+    Raises ValueError with a one-line message naming the option (``flags`` maps ``'classes'``,
+    ``'classes_file'``, ``'vocabulary'`` to the names the user sees; default the flags): no
+    name in the text or file, an unknown vocabulary, duplicate names, two options at once.
+    """
+    flags = dict(dict(classes='--classes', classes_file='--classes-file',
+                      vocabulary='--vocabulary'), **(flags or {}))
+    given = [k for k, v in (('classes', classes), ('classes_file', classes_file),
+                            ('vocabulary', vocabulary)) if v is not None]
+    if len(given) > 1:
+        raise ValueError(f'{flags[given[0]]} and {flags[given[1]]} exclude each other; '
+                         'give one of them')
+    names = None
+    if classes is not None:
+        names = split_names(classes)
+        if not names:
+            raise ValueError(f'{flags["classes"]} {classes!r} holds no class name')
+    elif classes_file is not None:
+        if not osp.isfile(classes_file):
+            raise ValueError(f'{flags["classes_file"]}: file not found: {classes_file}')
+        from mmseg_ovseg.clip.vocabularies import _read_txt
+        names = _read_txt(classes_file)
+        if not names:
+            raise ValueError(f'{flags["classes_file"]} {classes_file} holds no class name')
+    elif vocabulary is not None:
+        from mmseg_ovseg.clip.vocabularies import get_vocabulary, list_vocabularies
+        if vocabulary not in list_vocabularies():
+            raise ValueError(f'{flags["vocabulary"]}: unknown vocabulary {vocabulary!r}; '
+                             f'known: {", ".join(list_vocabularies())} (custom names: '
+                             f'{flags["classes"]} or {flags["classes_file"]})')
+        names = get_vocabulary(vocabulary)
+    if names is not None:
+        dups = sorted({n for n in names if names.count(n) > 1})
+        if dups:
+            raise ValueError(f'duplicate class names: {", ".join(dups)}')
+    return names
+
+
 def parse_args(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -127,31 +168,13 @@ def parse_args(argv=None):
         parser.error(f'--batch-size must be >= 1, got {args.batch_size}')
     if not 0.0 <= args.opacity <= 1.0:
         parser.error(f'--opacity must be in [0, 1], got {args.opacity}')
-    args.class_names = None
-    if args.classes is not None:
-        args.class_names = split_names(args.classes)
-        if not args.class_names:
-            parser.error(f'--classes {args.classes!r} holds no class name')
-    elif args.classes_file is not None:
-        if not osp.isfile(args.classes_file):
-            parser.error(f'--classes-file: file not found: {args.classes_file}')
-        from mmseg_ovseg.clip.vocabularies import _read_txt
-        args.class_names = _read_txt(args.classes_file)
-        if not args.class_names:
-            parser.error(f'--classes-file {args.classes_file} holds no class name')
-    elif args.vocabulary is not None:
-        from mmseg_ovseg.clip.vocabularies import get_vocabulary, list_vocabularies
-        if args.vocabulary not in list_vocabularies():
-            parser.error(f'--vocabulary: unknown vocabulary {args.vocabulary!r}; known: '
-                         f'{", ".join(list_vocabularies())} (custom names: --classes or '
-                         '--classes-file)')
-        args.class_names = get_vocabulary(args.vocabulary)
+    try:
+        args.class_names = resolve_class_names(args.classes, args.classes_file,
+                                               args.vocabulary)
+    except ValueError as e:
+        parser.error(str(e))
     if args.sentence is not None and not args.sentence.strip():
         parser.error('--sentence is empty')
-    if args.class_names is not None:
-        dups = sorted({n for n in args.class_names if args.class_names.count(n) > 1})
-        if dups:
-            parser.error(f'duplicate class names: {", ".join(dups)}')
     return args
 
 
