@@ -4,19 +4,25 @@ Mask-classification models supervise masks on a few thousand points instead of e
 matching uses points drawn uniformly, the losses use points drawn mostly where the prediction
 is uncertain (logits near 0). Coordinates are normalised to ``[0, 1] x [0, 1]`` as ``(x, y)``,
 so predictions and targets of different resolutions are sampled at the same places.
+
+Both functions delegate to the installed libraries -- ``mmcv.ops.point_sample`` (a
+``F.grid_sample`` wrapper, no compiled kernel) and mmseg's
+``get_uncertain_point_coords_with_randomness`` (Mask2Former's sampler) -- and only add input
+checks that raise errors naming the shapes (the library functions ``assert``).
 """
-import torch
-import torch.nn.functional as F
+from mmcv.ops import point_sample as _mmcv_point_sample
+from mmseg.models.utils import get_uncertain_point_coords_with_randomness
 from torch import Tensor
 
 
 def point_sample(inputs: Tensor, coords: Tensor, align_corners: bool = False) -> Tensor:
-    """Bilinearly sample ``inputs`` at normalised points.
+    """Bilinearly sample ``inputs`` at normalised points (``mmcv.ops.point_sample``).
 
     Args:
         inputs (Tensor): (N, C, H, W) maps.
-        coords (Tensor): (N, P, 2) points in ``[0, 1]``, ``(x, y)`` order.
-        align_corners (bool): as in ``F.grid_sample``; False matches mmcv's ``point_sample``.
+        coords (Tensor): (N, P, 2) points in ``[0, 1]``, ``(x, y)`` order; cast to the dtype
+            of ``inputs`` (``grid_sample`` needs equal dtypes).
+        align_corners (bool): as in ``F.grid_sample``. Default: False (mmcv's default).
 
     Returns:
         Tensor: (N, C, P) sampled values.
@@ -24,8 +30,7 @@ def point_sample(inputs: Tensor, coords: Tensor, align_corners: bool = False) ->
     if inputs.dim() != 4 or coords.dim() != 3 or coords.shape[-1] != 2:
         raise ValueError(f'point_sample expects (N, C, H, W) inputs and (N, P, 2) coords, got '
                          f'{tuple(inputs.shape)} and {tuple(coords.shape)}')
-    grid = (2.0 * coords - 1.0).unsqueeze(2).to(inputs.dtype)  # (N, P, 1, 2) in [-1, 1]
-    return F.grid_sample(inputs, grid, align_corners=align_corners).squeeze(3)
+    return _mmcv_point_sample(inputs, coords.to(inputs.dtype), align_corners=align_corners)
 
 
 def sample_uncertain_points(mask_logits: Tensor, num_points: int, oversample_ratio: float = 3.0,
@@ -36,6 +41,8 @@ def sample_uncertain_points(mask_logits: Tensor, num_points: int, oversample_rat
     ``importance_sample_ratio`` fraction with logits closest to 0 is kept and the rest of the
     budget is filled with fresh uniform points. Uncertainty is measured on the *sampled*
     logits, not on the coarse grid, so points between a +1 and a -1 cell count as uncertain.
+    Computed by mmseg's ``get_uncertain_point_coords_with_randomness`` (in float32: its
+    candidates are float32).
 
     Args:
         mask_logits (Tensor): (N, 1, H, W) class-agnostic mask logits.
@@ -49,15 +56,9 @@ def sample_uncertain_points(mask_logits: Tensor, num_points: int, oversample_rat
     if oversample_ratio < 1 or not 0 <= importance_sample_ratio <= 1:
         raise ValueError('need oversample_ratio >= 1 and 0 <= importance_sample_ratio <= 1, got '
                          f'{oversample_ratio} and {importance_sample_ratio}')
-    n = mask_logits.shape[0]
-    num_candidates = int(num_points * oversample_ratio)
-    candidates = torch.rand(n, num_candidates, 2, device=mask_logits.device)
-    uncertainty = -point_sample(mask_logits, candidates)[:, 0].abs()  # (N, num_candidates)
-    num_uncertain = int(importance_sample_ratio * num_points)
-    idx = uncertainty.topk(num_uncertain, dim=1).indices
-    coords = torch.gather(candidates, 1, idx[..., None].expand(-1, -1, 2))
-    num_random = num_points - num_uncertain
-    if num_random > 0:
-        coords = torch.cat(
-            [coords, torch.rand(n, num_random, 2, device=mask_logits.device)], dim=1)
-    return coords
+    if mask_logits.dim() != 4 or mask_logits.shape[1] != 1:
+        raise ValueError('sample_uncertain_points expects (N, 1, H, W) class-agnostic mask '
+                         f'logits, got {tuple(mask_logits.shape)}')
+    # labels are only read for class-specific (C > 1) logits.
+    return get_uncertain_point_coords_with_randomness(
+        mask_logits.float(), None, num_points, oversample_ratio, importance_sample_ratio)
