@@ -9,8 +9,9 @@ import open_clip
 
 import mmseg_ovseg  # noqa: F401  (registers 'ovseg-tiny-clip' with open_clip)
 from mmseg_ovseg.clip import OVCLIPTextEncoder
-from mmseg_ovseg.clip.tiny import (TINY_CLIP_NAME, build_clip, param_groups, pretrain,
-                                   state_path_for, train_step)
+from mmseg_ovseg.clip.tiny import (PRETRAIN_DEFAULTS, TINY_CLIP_NAME, ZERO_SHOT_TEMPLATE,
+                                   build_clip, dense_region_loss, param_groups, patch_cover,
+                                   pretrain, state_path_for, train_step)
 from mmseg_ovseg.datasets.captions import CaptionDataset, CaptionGenerator, to_tensor
 from mmseg_ovseg.datasets.concepts import (COLOR_NAMES, COLORS, CONCEPT_CLASSES,
                                            NUM_COMPOSITIONAL, OBJECT_NAMES, SHAPE_NAMES,
@@ -227,3 +228,105 @@ def test_pretrain_resume_is_exact(tmp_path, tiny_checkpoint):
     assert all(torch.equal(a[k], b[k]) for k in a)
     with pytest.raises(ValueError, match='other settings'):
         pretrain(out=out, resume=True, **dict(kwargs, lr=1e-4))
+
+
+# ------------------------------------------------------------------------------ region loss
+def test_sample_with_label_is_the_same_sample():
+    gen = CaptionGenerator(seed=3)
+    for i in range(6):
+        plain = gen.sample(i)
+        image, caption, classes, boxes, label = gen.sample(i, return_label=True)
+        assert np.array_equal(image, plain[0]) and caption == plain[1]
+        assert classes == plain[2] and boxes == plain[3]
+        assert label.shape == image.shape[:2]
+        # every drawn class is in the label map (unless fully occluded) and nothing else is
+        assert set(np.unique(label)) - {0} <= set(classes)
+        assert (set(np.unique(label)) - {0})
+
+
+def test_patch_cover():
+    labels = np.zeros((2, 8, 16), np.uint8)  # patch 4: a 2 x 4 grid
+    labels[0, :4, :4] = 3  # patch 0 of image 0 fully class 3
+    labels[0, 4:6, 4:8] = 1  # half of patch 5
+    labels[1, :, 12:] = 2  # column 3 of image 1
+    cover = patch_cover(labels, 4, 4)
+    assert cover.shape == (2, 4, 8)
+    assert torch.allclose(cover.sum(1), torch.ones(2, 8))
+    assert cover[0, 3, 0] == 1 and cover[0, 1, 5] == 0.5 and cover[0, 0, 5] == 0.5
+    assert cover[1, 2, 3] == 1 and cover[1, 2, 7] == 1 and cover[1, 2].sum() == 2
+    with pytest.raises(ValueError, match='multiple of the patch size'):
+        patch_cover(labels[:, :7], 4, 4)
+    with pytest.raises(ValueError, match='labels must be in'):
+        patch_cover(labels, 4, 3)
+
+
+def test_dense_region_loss_targets():
+    """Embeddings equal to their object's text embedding give a lower loss than permuted
+    ones; background-only patches do not count."""
+    torch.manual_seed(0)
+    text = torch.nn.functional.normalize(torch.randn(3, 8), dim=-1)
+    cover = torch.zeros(1, 4, 4)
+    cover[0, 0, 3] = 1  # patch 3: background
+    for p, c in enumerate((1, 2, 3)):
+        cover[0, c, p] = 1
+    right = text[[0, 1, 2, 0]][None]
+    wrong = text[[1, 2, 0, 0]][None]
+    scale = torch.tensor(20.0)
+    good, bad = dense_region_loss(right, cover, text, scale), dense_region_loss(
+        wrong, cover, text, scale)
+    assert good < 0.01 < 10 < bad
+    # the background patch's embedding does not matter
+    moved = right.clone()
+    moved[0, 3] = text[2]
+    assert torch.allclose(dense_region_loss(moved, cover, text, scale), good)
+    assert float(dense_region_loss(right, torch.zeros(1, 4, 4), text, scale)) == 0
+    with pytest.raises(ValueError, match='object classes'):
+        dense_region_loss(right, cover[:, :3], text, scale)
+
+
+def test_dense_step_lowers_region_loss():
+    from open_clip.loss import ClipLoss
+    model = build_clip(seed=0)
+    gen = CaptionGenerator(seed=0)
+    samples = [gen.sample(i, return_label=True) for i in range(16)]
+    images = torch.stack([to_tensor(s[0]) for s in samples])
+    tok = open_clip.get_tokenizer(TINY_CLIP_NAME)
+    tokens = tok([s[1] for s in samples])
+    class_tokens = tok([ZERO_SHOT_TEMPLATE.format(n) for n in CONCEPT_CLASSES[1:]])
+    cover = patch_cover(np.stack([s[4] for s in samples]), 8, len(CONCEPT_CLASSES))
+
+    def region_loss():
+        with torch.no_grad():
+            model.visual.output_tokens = True
+            _, patches = model.visual(images)
+            model.visual.output_tokens = False
+            emb = torch.nn.functional.normalize(patches @ model.visual.proj, dim=-1)
+            text = torch.nn.functional.normalize(model.encode_text(class_tokens), dim=-1)
+            return float(dense_region_loss(emb, cover, text, model.logit_scale.exp()))
+
+    opt = torch.optim.AdamW(param_groups(model, 0.1), lr=2e-3)
+    before = region_loss()
+    for _ in range(3):
+        train_step(model, opt, ClipLoss(), images, tokens, cover=cover,
+                   class_tokens=class_tokens, dense_weight=1.0)
+    assert region_loss() < before - 0.05, (before, region_loss())
+    assert model.visual.output_tokens is False
+
+
+def test_pretrain_presets_and_region_resume_guard(tmp_path):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('pretrain_clip', 'tools/pretrain_clip.py')
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    demo = tool.parse_args([])
+    assert demo.steps == PRETRAIN_DEFAULTS['steps'] and demo.dense_weight == 0
+    region = tool.parse_args(['--preset', 'region', '--steps', '7'])
+    assert region.steps == 7 and region.dense_weight > 0
+    out = str(tmp_path / 'r.pt')
+    kwargs = dict(steps=2, batch_size=4, warmup=1, eval_per_class=1, save_every=1, threads=1,
+                  progress=False, log=lambda s: None)
+    first = pretrain(out=out, stop_after=1, dense_weight=1.0, **kwargs)
+    assert first['steps'] == 1
+    with pytest.raises(ValueError, match='dense_weight'):
+        pretrain(out=out, resume=True, **kwargs)
+    assert pretrain(out=out, resume=True, dense_weight=1.0, **kwargs)['steps'] == 2

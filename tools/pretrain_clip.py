@@ -3,6 +3,7 @@
     python tools/pretrain_clip.py                       # defaults: docs/tiny_clip.md
     python tools/pretrain_clip.py --resume              # continue an interrupted run
     python tools/pretrain_clip.py --steps 2000 --out work_dirs/tiny_clip/long.pt
+    python tools/pretrain_clip.py --preset region --out work_dirs/tiny_clip_v2/region.pt
 
 Contrastive training with open_clip's tokenizer and ``ClipLoss``, AdamW with a warmup +
 cosine schedule, a progress bar with the ETA. Writes a plain open_clip state dict (``--out``,
@@ -19,12 +20,19 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from mmseg_ovseg.clip.tiny import DEFAULT_CHECKPOINT, PRETRAIN_DEFAULTS, pretrain  # noqa: E402
+from mmseg_ovseg.clip.tiny import (DEFAULT_CHECKPOINT, PRETRAIN_DEFAULTS,  # noqa: E402
+                                   PRETRAIN_PRESETS, pretrain)
 
 
 def parse_args(argv=None):
-    d = PRETRAIN_DEFAULTS
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument('--preset', choices=sorted(PRETRAIN_PRESETS), default='demo')
+    preset = pre.parse_known_args(argv)[0].preset
+    d = dict(PRETRAIN_DEFAULTS, **PRETRAIN_PRESETS[preset])
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('--preset', choices=sorted(PRETRAIN_PRESETS), default='demo',
+                   help='named recipe whose settings become the defaults of the options '
+                   'below (demo: the make-demo default; docs/tiny_clip.md)')
     p.add_argument('--out', default=DEFAULT_CHECKPOINT, help='checkpoint to write')
     p.add_argument('--model', default=d['model'], help='registered open_clip model name')
     p.add_argument('--steps', type=int, default=d['steps'], help='optimizer steps')
@@ -33,6 +41,8 @@ def parse_args(argv=None):
     p.add_argument('--warmup', type=int, default=d['warmup'], help='linear warmup steps')
     p.add_argument('--weight-decay', type=float, default=d['weight_decay'])
     p.add_argument('--seed', type=int, default=d['seed'], help='data and init seed')
+    p.add_argument('--dense-weight', type=float, default=d['dense_weight'],
+                   help='weight of the region-text loss on the patch tokens (0: plain CLIP)')
     p.add_argument('--eval-per-class', type=int, default=d['eval_per_class'],
                    help='held-out zero-shot images per class')
     p.add_argument('--eval-every', type=int, default=0,
@@ -60,7 +70,7 @@ def main(argv=None):
         progress=not args.no_progress, eval_every=args.eval_every, model=args.model,
         steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup=args.warmup,
         weight_decay=args.weight_decay, seed=args.seed, eval_per_class=args.eval_per_class,
-        save_every=args.save_every)
+        save_every=args.save_every, dense_weight=args.dense_weight)
     zs = result['zero_shot']
     worst = sorted(zs['per_class'].items(), key=lambda kv: kv[1])[:5]
     print('weakest classes: ' + ', '.join(f'{n} {a:.0f}%' for n, a in worst))

@@ -127,8 +127,10 @@ class CaptionGenerator:
         for c in self.classes:
             describe_class(int(c))
 
-    def sample(self, index: int, stream: int = TRAIN_STREAM):
-        """``(image uint8 (H, W, 3), caption str, class_indices list, boxes list)``."""
+    def sample(self, index: int, stream: int = TRAIN_STREAM, return_label: bool = False):
+        """``(image uint8 (H, W, 3), caption str, class_indices list, boxes list)``, plus the
+        uint8 ``(H, W)`` label map (indices into ``CONCEPT_CLASSES``, 0 = background) when
+        ``return_label`` (the same sample either way: the label costs no random draws)."""
         rng = np.random.default_rng([self.seed, stream, int(index)])
         n = int(rng.choice(4, p=self.num_objects_probs)) + 1
         cls: List[int] = []
@@ -138,8 +140,12 @@ class CaptionGenerator:
             else:
                 cls.append(int(self.classes[rng.integers(len(self.classes))]))
         scale = self.scale[0] if n == 1 else self.scale[1]
-        image, _, boxes = render_scene(rng, self.size, cls, scale=scale, return_boxes=True)
-        return image, self._caption(rng, cls, boxes), cls, boxes
+        image, label, boxes = render_scene(rng, self.size, cls, scale=scale,
+                                           return_boxes=True)
+        caption = self._caption(rng, cls, boxes)
+        if return_label:
+            return image, caption, cls, boxes, label
+        return image, caption, cls, boxes
 
     def _caption(self, rng: np.random.Generator, cls: List[int], boxes) -> str:
         distinct = list(dict.fromkeys(cls))  # first-appearance order
