@@ -1,9 +1,16 @@
 """Vocabularies, zero-shot splits and prompt templates (mmseg_ovseg.clip)."""
+import ast
+import hashlib
+import os
+import os.path as osp
+import subprocess
+
 import pytest
 
 from mmseg_ovseg.clip.templates import get_templates
-from mmseg_ovseg.clip.vocabularies import (SYNTHETIC_CLASSES, get_vocabulary,
-                                           get_zero_shot_split, list_vocabularies)
+from mmseg_ovseg.clip.vocabularies import (MMSEG_VOCABULARIES, SYNTHETIC_CLASSES, VOCAB_DIR,
+                                           get_vocabulary, get_zero_shot_split,
+                                           list_vocabularies)
 
 COUNTS = dict(coco_stuff171=171, ade150=150, ade847=847, pc59=59, pc459=459, voc20=20,
               synthetic=8, concepts=55)
@@ -44,6 +51,88 @@ def test_matches_mmseg_metainfo():
     assert get_vocabulary('ade150') == classes(ADE20KDataset)
     assert get_vocabulary('pc59') == classes(PascalContextDataset59)
     assert get_vocabulary('voc20') == classes(PascalVOCDataset)[1:]
+
+
+def test_mmseg_vocabularies_are_read_from_mmseg_get_classes():
+    from mmseg.utils import get_classes
+    sources = dict(coco_stuff171=('cocostuff', 0), ade150=('ade', 0), pc59=('pcontext', 0),
+                   voc20=('voc', 1))  # VOC: 'background' dropped
+    assert set(MMSEG_VOCABULARIES) == set(sources)
+    for name, (alias, skip) in sources.items():
+        assert get_vocabulary(name) == [c.strip() for c in get_classes(alias)[skip:]], name
+        # one source only: no copy of mmseg's list in the package
+        assert not osp.exists(osp.join(VOCAB_DIR, name + '.txt')), name
+    assert get_classes('voc')[0] == 'background'
+
+
+# SAN's official lists (MendelXu/SAN e19262d1a23992fc2cef934d6756b89ff50fe5c3), recorded as
+# data: count, first and last name and the sha256 of the names joined by '\n', taken with
+# ast.literal_eval from san/data/datasets/register_ade20k_full.py
+# (ADE20K_SEM_SEG_FULL_CATEGORIES, the "name" fields) and register_pcontext.py
+# (PCONTEXT_FULL_SEM_SEG_CATEGORIES).
+SAN_REPO = os.environ.get('SAN_OFFICIAL_REPO', '/work/.mirror/MendelXu+SAN/repo')
+SAN_LISTS = {
+    'ade847': (847, 'wall', 'adding machine, totalizer, totaliser',
+               'ee311c5f3b780a16a58f40726927f6c41149860a5fca6c1116ea1dca129efd8b'),
+    'pc459': (459, 'accordion', 'wool',
+              'c9fe8ff7083d2572021691666a700755d8f4e1c634585ba9919a3f3a2c834538'),
+}
+# Where SAN's registration spells a class of our mmseg-sourced vocabularies differently.
+SAN_SPELLINGS = {'pc59': {49: ('table', 'diningtable')}, 'voc20': {19: ('tvmonitor', 'tv')}}
+
+
+@pytest.mark.parametrize('name', sorted(SAN_LISTS))
+def test_san_vocabularies_are_the_recorded_official_lists(name):
+    count, first, last, sha = SAN_LISTS[name]
+    names = get_vocabulary(name)
+    assert (len(names), names[0], names[-1]) == (count, first, last)
+    assert hashlib.sha256('\n'.join(names).encode()).hexdigest() == sha
+
+
+def _san_literal(path, var):
+    try:
+        src = subprocess.run(['git', '-C', SAN_REPO, 'show', f'HEAD:{path}'], check=True,
+                             capture_output=True, text=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip(f'official SAN repository not available at {SAN_REPO}')
+    for node in ast.parse(src).body:
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], 'id', None) == var:
+            return ast.literal_eval(node.value)
+    raise AssertionError(f'{var} not found in SAN {path}')
+
+
+def test_vocabularies_against_official_san_repository():
+    """Re-derives the recorded facts from the fetched official repository (skipped without)."""
+    if not osp.isdir(SAN_REPO):
+        pytest.skip(f'official SAN repository not available at {SAN_REPO}')
+    d = 'san/data/datasets/'
+    ade = [c['name'] for c in _san_literal(d + 'register_ade20k_full.py',
+                                           'ADE20K_SEM_SEG_FULL_CATEGORIES')]
+    assert get_vocabulary('ade847') == ade
+    assert get_vocabulary('pc459') == list(
+        _san_literal(d + 'register_pcontext.py', 'PCONTEXT_FULL_SEM_SEG_CATEGORIES'))
+    coco = [c['name'] for c in _san_literal(d + 'register_coco_stuff_164k.py', 'COCO_CATEGORIES')]
+    assert get_vocabulary('coco_stuff171') == coco
+    san = dict(pc59=list(_san_literal(d + 'register_pcontext.py', 'PCONTEXT_SEM_SEG_CATEGORIES')),
+               voc20=list(_san_literal(d + 'register_voc.py', 'CLASS_NAMES')))
+    for name, official in san.items():
+        ours = get_vocabulary(name)
+        assert len(ours) == len(official)
+        diff = {i: (a, b) for i, (a, b) in enumerate(zip(ours, official)) if a != b}
+        assert diff == SAN_SPELLINGS[name], name
+
+
+def test_concepts_vocabulary_is_the_dataset_classes():
+    from mmseg_ovseg.datasets.concept_seg import CONCEPT_SEG_CLASSES
+    assert get_vocabulary('concepts') == list(CONCEPT_SEG_CLASSES)
+
+
+def test_vocabulary_files_start_with_provenance():
+    files = sorted(f for f in os.listdir(VOCAB_DIR) if f.endswith('.txt'))
+    assert files == ['ade847.txt', 'concepts.txt', 'pc459.txt']
+    for f in files:
+        with open(osp.join(VOCAB_DIR, f), encoding='utf-8') as fh:
+            assert fh.readline().startswith('# '), f
 
 
 def test_spec_forms(tmp_path):

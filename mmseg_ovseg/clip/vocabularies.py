@@ -1,18 +1,22 @@
 """Class-name vocabularies of the benchmark datasets and their zero-shot splits.
 
-Registered vocabularies live in ``clip/vocabularies/<name>.txt`` (one class name per line, in
-label-index order):
+Registered vocabularies, each a list of class names in label-index order:
 
-- ``coco_stuff171``, ``ade150``, ``pc59``: equal to the ``METAINFO['classes']`` of mmseg 1.2.2's
-  ``COCOStuffDataset``, ``ADE20KDataset`` and ``PascalContextDataset59`` (mmseg spells ADE's
-  'bed' as ``'bed '``; the trailing space is dropped here).
-- ``voc20``: mmseg's ``PascalVOCDataset`` classes without ``'background'``.
-- ``ade847``, ``pc459``: the ADE20K-full and Pascal-Context-459 category names of SAN's
-  official dataset registration (``san/data/datasets/register_ade20k_full.py`` and
-  ``register_pcontext.py``), synonyms kept as one comma-separated name, as SAN prompts them.
+- ``coco_stuff171``, ``ade150``, ``pc59``, ``voc20``: read from mmseg's class lists
+  (``mmseg.utils.get_classes``: ``'cocostuff'``, ``'ade'``, ``'pcontext'``, ``'voc'``, the
+  same lists as the datasets' ``METAINFO['classes']``), with names stripped (mmseg spells ADE's
+  'bed' as ``'bed '``) and VOC's ``'background'`` dropped. These are mmseg's spellings: SAN's
+  own registration says ``'diningtable'`` for PC-59's ``'table'`` (index 49) and ``'tv'`` for
+  VOC's ``'tvmonitor'`` (index 19); its COCO-Stuff-171 list equals mmseg's.
+- ``ade847``, ``pc459``: ``clip/vocabularies/<name>.txt``, the ADE20K-full and
+  Pascal-Context-459 category names of SAN's official dataset registration
+  (``san/data/datasets/register_ade20k_full.py`` and ``register_pcontext.py``), synonyms kept
+  as one comma-separated name, as SAN prompts them; mmseg has neither dataset.
 - ``synthetic``: :data:`SYNTHETIC_CLASSES` of the embedded synthetic shapes dataset.
-- ``concepts``: the 55 classes of the generated zero-shot benchmark over the tiny CLIP's
-  concept space (``mmseg_ovseg/datasets/concept_seg.py``).
+- ``concepts``: ``clip/vocabularies/concepts.txt``, the 55 classes of the generated zero-shot
+  benchmark over the tiny CLIP's concept space (``mmseg_ovseg/datasets/concept_seg.py``).
+
+Lines starting with ``'#'`` in the ``.txt`` files are provenance comments.
 """
 import os
 import os.path as osp
@@ -23,6 +27,15 @@ VOCAB_DIR = osp.join(osp.dirname(osp.abspath(__file__)), 'vocabularies')
 # The classes of the synthetic shapes dataset; mmseg_ovseg.datasets.synthetic imports them.
 SYNTHETIC_CLASSES = ('background', 'red circle', 'green square', 'blue triangle',
                      'yellow stripes', 'purple dots', 'orange ring', 'cyan checker')
+
+# Vocabularies read from mmseg: name -> (``mmseg.utils.get_classes`` alias, leading names
+# dropped).
+MMSEG_VOCABULARIES = {
+    'coco_stuff171': ('cocostuff', ()),
+    'ade150': ('ade', ()),
+    'pc59': ('pcontext', ()),
+    'voc20': ('voc', ('background', )),
+}
 
 # Unseen class indices of the zero-shot (inductive / transductive) benchmarks.
 _UNSEEN = {
@@ -49,7 +62,7 @@ _UNSEEN = {
 def list_vocabularies() -> List[str]:
     """Names of the registered vocabularies."""
     names = {f[:-len('.txt')] for f in os.listdir(VOCAB_DIR) if f.endswith('.txt')}
-    return sorted(names | {'synthetic'})
+    return sorted(names | set(MMSEG_VOCABULARIES) | {'synthetic'})
 
 
 def _check(names: Sequence, source: str) -> List[str]:
@@ -83,6 +96,17 @@ def _read_txt(path: str) -> List[str]:
     return [ln.strip() for ln in lines if ln.strip() and not ln.strip().startswith('#')]
 
 
+def _from_mmseg(name: str) -> List[str]:
+    from mmseg.utils import get_classes  # lazy: mmseg.utils pulls in mmengine
+
+    alias, dropped = MMSEG_VOCABULARIES[name]
+    names = list(get_classes(alias))
+    if tuple(n.strip() for n in names[:len(dropped)]) != dropped:
+        raise ValueError(f"mmseg's get_classes({alias!r}) starts with {names[:len(dropped)]}, "
+                         f'expected {list(dropped)} (vocabulary {name!r} drops them)')
+    return names[len(dropped):]
+
+
 def get_vocabulary(spec: Union[str, Sequence[str]]) -> List[str]:
     """Resolve a vocabulary spec to a list of class names.
 
@@ -105,6 +129,8 @@ def get_vocabulary(spec: Union[str, Sequence[str]]) -> List[str]:
     key = spec.strip()
     if key == 'synthetic':
         return _check(SYNTHETIC_CLASSES, "vocabulary 'synthetic'")
+    if key in MMSEG_VOCABULARIES:
+        return _check(_from_mmseg(key), f'vocabulary {key!r} (mmseg.utils.get_classes)')
     if key in list_vocabularies():
         return _check(_read_txt(osp.join(VOCAB_DIR, key + '.txt')), f'vocabulary {key!r}')
     if key.endswith('.txt') or osp.isfile(key):
