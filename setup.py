@@ -25,8 +25,9 @@ EXTRAS = {
     # TensorBoard logging (mmengine's TensorboardVisBackend) and mmseg's
     # tools/analysis_tools/analyze_logs.py (seaborn)
     'vis': ['tensorboard', 'seaborn'],
-    # a web page for open-vocabulary inference
-    'web': ['gradio'],
+    # tools/webui.py, the web page for open-vocabulary inference; tested with gradio 6.31.0,
+    # which caps Pillow below 13 (the dev venv keeps Pillow 13: gradio installed --no-deps)
+    'web': ['gradio>=6.0,<7'],
     # ONNX export and runtime checks
     'export': ['onnx', 'onnxruntime'],
 }
