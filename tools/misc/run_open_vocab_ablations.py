@@ -118,7 +118,26 @@ def parse_args(argv=None):
     parser.add_argument('--report-only', action='store_true',
                         help='write the markdown from cached results, run nothing')
     parser.add_argument('--list', action='store_true', help='print the tables and exit')
+    parser.add_argument('--clip-checkpoint', default=None,
+                        help=f'use this tiny-CLIP checkpoint wherever a config loads '
+                        f'{DEFAULT_CLIP} (random-CLIP rows stay random); use its own --out')
+    parser.add_argument('--clip-logit-scale', type=float, default=None,
+                        help='with --clip-checkpoint: its temperature (ln, printed by '
+                        'tools/misc/probe_tiny_clip.py) for configs that set '
+                        'model.decode_head.logit_scale (SAN)')
     return parser.parse_args(argv)
+
+
+DEFAULT_CLIP = 'work_dirs/tiny_clip/ovseg-tiny-clip.pt'
+
+
+def _replace_value(node, old, new):
+    """Every ``old`` string in a nested config dict/list replaced by ``new``."""
+    if isinstance(node, dict):
+        return {k: _replace_value(v, old, new) for k, v in node.items()}
+    if isinstance(node, (list, tuple)):
+        return type(node)(_replace_value(v, old, new) for v in node)
+    return new if node == old else node
 
 
 def run_key(table: str, row: str, seed: int, max_iters) -> str:
@@ -160,10 +179,16 @@ def final_metrics(work_dir: str) -> dict:
     return {k: found[k] for k in METRICS + ('mIoU', ) if k in found}
 
 
-def build_config(spec: dict, seed: int, max_iters, load_from, work_dir: str) -> str:
+def build_config(spec: dict, seed: int, max_iters, load_from, work_dir: str,
+                 clip_checkpoint=None, clip_logit_scale=None) -> str:
     """Dump the row's resolved config into its work dir; returns the path."""
     from mmengine.config import Config
     cfg = Config.fromfile(osp.join(REPO_ROOT, spec['config']))
+    if clip_checkpoint:
+        cfg = Config(_replace_value(cfg.to_dict(), DEFAULT_CLIP, clip_checkpoint))
+        if (clip_logit_scale is not None and 'logit_scale' in cfg.model.get('decode_head', {})
+                and cfg.model.backbone.get('pretrained') == clip_checkpoint):
+            cfg.model.decode_head.logit_scale = clip_logit_scale
     options = dict(spec.get('options', {}))
     options['randomness.seed'] = seed
     if load_from:
@@ -201,7 +226,8 @@ def run_one(table: str, row: str, seed: int, args, results: dict, results_path: 
     if osp.isfile(osp.join(work_dir, 'run_config.py')):
         with open(osp.join(work_dir, 'run_config.py')) as f:
             previous = f.read()
-    config = build_config(spec, seed, args.max_iters, load_from, work_dir)
+    config = build_config(spec, seed, args.max_iters, load_from, work_dir,
+                          args.clip_checkpoint, args.clip_logit_scale)
     with open(config) as f:
         same_config = f.read() == previous
     cmd = [sys.executable, osp.join(REPO_ROOT, 'tools', 'train.py'), config, '--work-dir',
@@ -237,7 +263,8 @@ def run_one(table: str, row: str, seed: int, args, results: dict, results_path: 
                                                  spec.get('options', {}).items()},
                  checkpoint=osp.join(work_dir, f'iter_{iters}.pth'), wall_s=round(wall, 1),
                  cpu_s=round(cpu, 1),
-                 threads=args.threads, load_from=load_from)
+                 threads=args.threads, load_from=load_from,
+                 clip_checkpoint=args.clip_checkpoint or DEFAULT_CLIP)
     results[key] = entry
     save_results(results_path, results, key)
     print(f'[{key}] ' + '  '.join(f'{m} {entry[m]:.2f}' for m in METRICS if m in entry)
@@ -289,6 +316,8 @@ def main(argv=None):
     if unknown:
         raise SystemExit(f'unknown rows {unknown} of table {args.table!r}; known: '
                          f'{list(TABLES[args.table])}')
+    if args.clip_checkpoint and not osp.isfile(args.clip_checkpoint):
+        raise SystemExit(f'--clip-checkpoint {args.clip_checkpoint} does not exist')
     if not args.report_only:
         import mmseg_ovseg  # noqa: F401
         from mmseg_ovseg.clip.tiny import ensure_tiny_clip
