@@ -74,7 +74,7 @@ def test_ade847_id_table_matches_san_and_our_vocabulary():
         assert table['ids'][train_id] == ade_index
     # train id t must be the t-th name of the 'ade847' vocabulary the model is prompted with
     with open(osp.join(REPO, 'mmseg_ovseg', 'clip', 'vocabularies', 'ade847.txt')) as f:
-        vocab = [line.rstrip('\n') for line in f]
+        vocab = [line.rstrip('\n') for line in f if not line.startswith('#')]  # provenance
     assert vocab == table['names']
 
 
