@@ -10,6 +10,7 @@ from open_clip.modified_resnet import ModifiedResNet
 from mmseg.registry import MODELS
 from mmseg_ovseg.clip.builder import (ClipModel, build_visual_tower, get_clip_config,
                                       load_tower_weights)
+from mmseg_ovseg.models.layers import resize_pos_embed
 
 
 def resize_attnpool_pos_embed(pos_embed: torch.Tensor,
@@ -24,21 +25,9 @@ def resize_attnpool_pos_embed(pos_embed: torch.Tensor,
         mode (str): interpolation mode (DenseCLIP uses 'bilinear', ``align_corners=False``).
 
     Returns:
-        Tensor: ``(1 + h*w, C)``. At ``size == (g, g)`` the result equals the input exactly.
+        Tensor: ``(1 + h*w, C)``. At ``size == (g, g)`` the result is the input itself.
     """
-    cls_pos, grid_pos = pos_embed[:1], pos_embed[1:]
-    # int(): under torch.jit.trace (FLOP counting) sizes are 0-dim tensors, which round() refuses
-    g = int(round(int(grid_pos.shape[0])**0.5))
-    if g * g != grid_pos.shape[0]:
-        raise ValueError(f'attnpool position embedding of {grid_pos.shape[0]} grid positions '
-                         'is not a square grid')
-    if tuple(size) == (g, g):  # the stored grid (every forward at the training size)
-        return pos_embed
-    channels = grid_pos.shape[1]
-    grid_pos = grid_pos.reshape(1, g, g, channels).permute(0, 3, 1, 2)
-    grid_pos = F.interpolate(grid_pos, size=size, mode=mode, align_corners=False)
-    grid_pos = grid_pos.reshape(channels, -1).t()
-    return torch.cat([cls_pos, grid_pos.to(cls_pos.dtype)], dim=0)
+    return resize_pos_embed(pos_embed, None, size, num_prefix=1, mode=mode)
 
 
 @MODELS.register_module()

@@ -30,6 +30,7 @@ from open_clip.transformer import QuickGELU
 
 from mmseg_ovseg.clip.builder import build_visual_tower, load_tower_weights
 from mmseg_ovseg.models.attention import attention
+from mmseg_ovseg.models.layers import resize_pos_embed
 
 # QuickGELU's constant: x * sigmoid(1.702 x).
 _QUICKGELU_ALPHA = 1.702
@@ -48,21 +49,10 @@ SLS_MASK_VALUE = -100.0
 
 def resize_clip_pos_embed(pos_embed: Tensor, src_hw: Tuple[int, int], dst_hw: Tuple[int, int],
                           num_prefix: int = 1, mode: str = 'bicubic') -> Tensor:
-    """Resize CLIP's ``(num_prefix + h*w, D)`` position embedding to another patch grid.
-
-    The prefix (CLS) rows are kept; the grid rows are interpolated (``align_corners=False``,
-    no antialiasing, as mmseg's ViT does). Identity when the grids are equal.
-    """
-    if tuple(src_hw) == tuple(dst_hw):
-        return pos_embed
-    prefix, grid = pos_embed[:num_prefix], pos_embed[num_prefix:]
-    if grid.shape[0] != src_hw[0] * src_hw[1]:
-        raise ValueError(f'position embedding has {grid.shape[0]} grid rows, expected '
-                         f'{src_hw[0]}x{src_hw[1]}')
-    grid = grid.reshape(1, src_hw[0], src_hw[1], -1).permute(0, 3, 1, 2)
-    grid = F.interpolate(grid, size=dst_hw, mode=mode, align_corners=False)
-    grid = grid.permute(0, 2, 3, 1).reshape(dst_hw[0] * dst_hw[1], -1)
-    return torch.cat([prefix, grid], dim=0)
+    """CLIP's ``(num_prefix + h*w, D)`` position embedding on another patch grid: the prefix
+    (CLS) rows kept, the grid interpolated (``align_corners=False``, no antialiasing, as
+    mmseg's ViT). Identity when the grids are equal. See :func:`resize_pos_embed`."""
+    return resize_pos_embed(pos_embed, src_hw, dst_hw, num_prefix, mode)
 
 
 def build_sls_attn_mask(attn_bias: Tensor, num_prefix: int = 1) -> Tensor:

@@ -17,6 +17,7 @@ from mmengine.model.weight_init import caffe2_xavier_init, trunc_normal_
 from torch import Tensor
 
 from mmseg_ovseg.models.attention import attention
+from mmseg_ovseg.models.layers import resize_pos_embed
 
 
 class LayerNorm2d(nn.LayerNorm):
@@ -140,11 +141,8 @@ class SideAdapterViT(BaseModule):
             super().init_weights()
 
     def _pos_embed(self, hw: Tuple[int, int]) -> Tensor:
-        pos = self.pos_embed
-        if tuple(hw) != self.pos_grid:
-            pos = pos.reshape(1, *self.pos_grid, -1).permute(0, 3, 1, 2)
-            pos = F.interpolate(pos, size=hw, mode='bicubic', align_corners=False)
-            pos = pos.flatten(2).transpose(1, 2)
+        """``(1, Q + h*w, C)``: the query positions, then the grid's resized to ``hw``."""
+        pos = resize_pos_embed(self.pos_embed, self.pos_grid, hw, mode='bicubic')
         return torch.cat([self.query_pos_embed, pos], dim=1)
 
     def _fuse(self, x: Tensor, k: int, clip_feat: Tensor, hw: Tuple[int, int]) -> Tensor:

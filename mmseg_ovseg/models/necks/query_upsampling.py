@@ -16,11 +16,11 @@ embeddings) when the 1/16 grid of the input differs; at the training size nothin
 from typing import Sequence, Tuple
 
 import torch.nn as nn
-import torch.nn.functional as F
 from mmengine.model import BaseModule
 from torch import Tensor
 
 from mmseg.registry import MODELS
+from ..layers import resize_pos_embed
 from ..utils import trunc_normal_linear_init
 
 
@@ -71,12 +71,7 @@ class QueryUpsampling(BaseModule):
 
     def grid_queries(self, hw: Tuple[int, int]) -> Tensor:
         """``(h*w, D)`` queries for an ``(h, w)`` output grid."""
-        q = self.queries.weight
-        if tuple(hw) == self.query_grid:
-            return q
-        grid = q.t().reshape(1, -1, *self.query_grid)
-        grid = F.interpolate(grid, size=tuple(hw), mode='bicubic', align_corners=False)
-        return grid[0].flatten(1).t()
+        return resize_pos_embed(self.queries.weight, self.query_grid, hw, mode='bicubic')
 
     def forward(self, inputs: Sequence[Tensor]) -> Tuple[Tensor]:
         if len(inputs) < self.num_levels:
