@@ -330,3 +330,21 @@ def test_pretrain_presets_and_region_resume_guard(tmp_path):
     with pytest.raises(ValueError, match='dense_weight'):
         pretrain(out=out, resume=True, **kwargs)
     assert pretrain(out=out, resume=True, dense_weight=1.0, **kwargs)['steps'] == 2
+
+
+def test_pretrain_init_from_checkpoint(tmp_path, tiny_checkpoint):
+    """``init`` starts from a checkpoint: with lr 0 (AdamW's decay is scaled by the lr) the
+    written weights are the initial ones; a random start differs."""
+    ref_out, _ = tiny_checkpoint
+    kwargs = dict(steps=1, batch_size=4, warmup=1, eval_per_class=1, threads=1, lr=0.0,
+                  progress=False, log=lambda s: None)
+    out = str(tmp_path / 'cont.pt')
+    pretrain(out=out, init=ref_out, **kwargs)
+    a = torch.load(ref_out, weights_only=True)
+    b = torch.load(out, weights_only=True)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    pretrain(out=str(tmp_path / 'scratch.pt'), seed=5, **kwargs)
+    c = torch.load(str(tmp_path / 'scratch.pt'), weights_only=True)
+    assert not torch.equal(a['visual.proj'], c['visual.proj'])
+    with pytest.raises(FileNotFoundError, match='init checkpoint'):
+        pretrain(out=out, init=str(tmp_path / 'missing.pt'), **kwargs)

@@ -41,6 +41,8 @@ def parse_args(argv=None):
     p.add_argument('--warmup', type=int, default=d['warmup'], help='linear warmup steps')
     p.add_argument('--weight-decay', type=float, default=d['weight_decay'])
     p.add_argument('--seed', type=int, default=d['seed'], help='data and init seed')
+    p.add_argument('--init', default=d['init'],
+                   help='start from this checkpoint (open_clip state dict) instead of random')
     p.add_argument('--dense-weight', type=float, default=d['dense_weight'],
                    help='weight of the region-text loss on the patch tokens (0: plain CLIP)')
     p.add_argument('--eval-per-class', type=int, default=d['eval_per_class'],
@@ -70,7 +72,7 @@ def main(argv=None):
         progress=not args.no_progress, eval_every=args.eval_every, model=args.model,
         steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup=args.warmup,
         weight_decay=args.weight_decay, seed=args.seed, eval_per_class=args.eval_per_class,
-        save_every=args.save_every, dense_weight=args.dense_weight)
+        save_every=args.save_every, dense_weight=args.dense_weight, init=args.init)
     zs = result['zero_shot']
     worst = sorted(zs['per_class'].items(), key=lambda kv: kv[1])[:5]
     print('weakest classes: ' + ', '.join(f'{n} {a:.0f}%' for n, a in worst))
