@@ -244,3 +244,45 @@ def test_benchmark_kernels_tiny(tmp_path):
         assert row['base_ms'] > 0 and row['ours_ms'] > 0 and row['ratio'] > 0
         # bf16 attention: bf16 rounding of the scores; float32 linear: summation order only
         assert row['max_abs_diff'] < (0.05 if 'bf16' in name else 1e-4), (name, row)
+
+
+def test_infer_py_keeps_labels_only(trained, data_root, tmp_path, monkeypatch):
+    """infer.py sets test_cfg.keep_logits=False (no full-size score map): the same label maps
+    as with the scores kept, and no ``seg_logits`` in the samples it writes from."""
+    from mmseg_ovseg.apis import OpenVocabInferencer
+    _, ckpt = trained
+    val = osp.join(data_root, 'img_dir', 'val')
+    images = []
+    for i, name in enumerate(sorted(os.listdir(val))):  # other sizes than the model's input:
+        img = cv2.imread(osp.join(val, name))           # the scores are resized
+        size = ((97, 150), (211, 64))[i % 2]
+        images.append(str(tmp_path / f'{i}.png'))
+        cv2.imwrite(images[-1], cv2.resize(img, size, interpolation=cv2.INTER_NEAREST))
+    samples = {}
+    original = OpenVocabInferencer.iter_predictions
+
+    def recording(self, *args, **kwargs):
+        for path, sample in original(self, *args, **kwargs):
+            samples.setdefault(run_name, []).append(sample)
+            yield path, sample
+
+    monkeypatch.setattr(OpenVocabInferencer, 'iter_predictions', recording)
+    infer = load_tool('infer')
+    labels = {}
+    for run_name, extra in (('default', []),
+                            ('logits', ['--cfg-options', 'model.test_cfg.keep_logits=True'])):
+        out = tmp_path / run_name
+        written = infer.main(['--config', CONFIG, '--checkpoint', ckpt, '--images', *images,
+                              '--vocabulary', 'synthetic', '--out-dir', str(out),
+                              '--no-progress'] + extra)
+        labels[run_name] = [np.array(Image.open(p)) for p in written if p.endswith('_label.png')]
+    assert len(labels['default']) == len(images) == 2
+    for a, b, path in zip(labels['default'], labels['logits'], images):
+        assert a.shape == cv2.imread(path).shape[:2]
+        np.testing.assert_array_equal(a, b)
+    assert len(np.unique(np.concatenate([a.ravel() for a in labels['default']]))) > 1
+    assert all('seg_logits' not in s and 'pred_sem_seg' in s for s in samples['default'])
+    assert all('seg_logits' in s for s in samples['logits'])
+    # what infer.py does to the model, on the segmentors that do not support it
+    from mmseg_ovseg.models.segmentors import ReSTR
+    assert infer.drop_logits(object.__new__(ReSTR)) is False

@@ -20,7 +20,10 @@ vocabulary stop the run with their names (``--oov warn`` runs anyway, reading th
 For every image writes ``<out-dir>/<name>_label.png`` (class indices into the printed classes;
 uint16 beyond 256 classes) and ``<out-dir>/<name>_overlay.png`` (the prediction over the
 image: name-keyed colours, names on the regions and a legend, text sized to the image) and
-prints their paths. Images from several folders keep their folders below their common parent
+prints their paths. Only the labels are kept (``test_cfg.keep_logits=False`` for this package's
+class segmentors: no full-size ``(C, H, W)`` score map, the same labels; docs/benchmarks.md,
+large images); ``--cfg-options model.test_cfg.keep_logits=True`` keeps the scores. Images from
+several folders keep their folders below their common parent
 (``a/x.png`` and ``b/x.png`` write ``out/a/x_*.png`` and ``out/b/x_*.png``). Existing files
 are not overwritten without ``--overwrite``.
 
@@ -182,6 +185,24 @@ def planned_outputs(stems):
     return [f'{stem}_{kind}.png' for stem in stems for kind in ('label', 'overlay')]
 
 
+KEEP_LOGITS_KEY = 'model.test_cfg.keep_logits'
+
+
+def drop_logits(model, cfg_options=None) -> bool:
+    """Set ``model.test_cfg.keep_logits = False`` where the segmentor supports it (this
+    package's :class:`TextEncoderDecoder` and its subclasses) and ``--cfg-options`` does not
+    set it: this tool writes the labels and the overlay only, so the full-size ``(C, H, W)``
+    scores need not be kept (the labels are the same). Returns whether it was set."""
+    from mmseg_ovseg.models.segmentors import TextEncoderDecoder
+    options = cfg_options or {}
+    chosen = KEEP_LOGITS_KEY in options or 'keep_logits' in (options.get('model.test_cfg')
+                                                             or {})
+    if chosen or not isinstance(model, TextEncoderDecoder):
+        return False
+    model.test_cfg.keep_logits = False
+    return True
+
+
 def main(argv=None):
     args = parse_args(argv)
     with warnings.catch_warnings(record=True) as caught:
@@ -225,6 +246,7 @@ def run(args):
     checkpoint = None if args.checkpoint is None else resolve_checkpoint_path(args.checkpoint)
     inferencer = OpenVocabInferencer(args.config, checkpoint, device=args.device,
                                      cfg_options=args.cfg_options)
+    drop_logits(inferencer.model, args.cfg_options)
     if inferencer.is_referring:
         if args.sentence is None:
             usage_error(f'{type(inferencer.model).__name__} is a referring model: give '
