@@ -182,6 +182,17 @@ def test_referring_config_takes_a_sentence(tmp_path):
     assert cache.builds == 1
 
 
+def test_command_line_refuses_bad_presets_before_serving(tmp_path):
+    cases = [(['--vocabulary', 'nope'], ValueError, "unknown vocabulary 'nope'"),
+             (['--config', str(tmp_path / 'no.py')], FileNotFoundError, 'config file not found'),
+             (['--image', str(tmp_path / 'no.png')], FileNotFoundError, 'image not found'),
+             (['--cache-size', '0'], ValueError, '--cache-size'),
+             (['--device', 'gpu0'], ValueError, "invalid device 'gpu0'")]
+    for argv, error, needle in cases:
+        with pytest.raises(error, match=needle):
+            webui.main(argv)
+
+
 # ----------------------------------------------------------------------------- the page
 def free_port():
     with socket.socket() as s:

@@ -389,11 +389,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    try:
-        import gradio  # noqa: F401
-    except ImportError:
-        raise ImportError("gradio is not installed: pip install -e '.[web]' (or pip install "
-                          'gradio)') from None
     import torch
 
     from mmseg_ovseg.utils.dist import check_device
@@ -408,6 +403,13 @@ def main(argv=None):
     if vocabulary not in vocabulary_choices():
         raise ValueError(f'--vocabulary: unknown vocabulary {args.vocabulary!r}; known: '
                          f'model, {", ".join(vocabulary_choices()[2:])}')
+    if args.cache_size < 1:
+        raise ValueError(f'--cache-size must be >= 1, got {args.cache_size}')
+    try:
+        import gradio  # noqa: F401
+    except ImportError:
+        raise ImportError("gradio is not installed: pip install -e '.[web]' (or pip install "
+                          'gradio)') from None
     cache = ModelCache(args.random_weights, device, args.cfg_options, args.cache_size)
     app = build_app(cache, args.config, args.checkpoint, image, args.classes, vocabulary,
                     args.sentence, args.run_on_load)
