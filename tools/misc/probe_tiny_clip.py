@@ -94,7 +94,7 @@ def _patch_size(model) -> int:
 
 
 def _resize(img: np.ndarray, size: int) -> np.ndarray:
-    return np.asarray(Image.fromarray(img).resize((size, size), Image.BILINEAR))
+    return np.array(Image.fromarray(img).resize((size, size), Image.BILINEAR))
 
 
 def _square_crop(img: np.ndarray, box, side: int) -> np.ndarray:
