@@ -13,7 +13,7 @@
 #   vit_large_p16_384_20220308-d4efb41d.pth -> pretrained/ (keys already mmseg's).
 _base_ = [
     '_base_/models/segvit_vit-l16.py', 'mmseg::_base_/datasets/ade20k_640x640.py',
-    '_base_/default_runtime.py'
+    '_base_/default_runtime.py', '_base_/schedules/schedule_segvit_160k.py'
 ]
 
 crop_size = (640, 640)
@@ -40,32 +40,8 @@ train_dataloader = dict(
 val_dataloader = dict(dataset=dict(reduce_zero_label=True, pipeline=test_pipeline))
 test_dataloader = val_dataloader
 
-optim_wrapper = dict(
-    type='OptimWrapper',
-    optimizer=dict(type='AdamW', lr=2e-5, betas=(0.9, 0.999), weight_decay=0.01),
-    paramwise_cfg=dict(custom_keys={
-        'norm': dict(decay_mult=0.0),
-        'ln': dict(decay_mult=0.0),
-        'head': dict(lr_mult=10.0)}),
-    clip_grad=dict(max_norm=35, norm_type=2))
-max_iters = 160000
-param_scheduler = [
-    dict(type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0, end=1500),
-    # overlapping schedulers multiply: warm-up factor x poly over all iterations (mmcv 1.x's
-    # poly with linear warm-up)
-    dict(type='PolyLR', eta_min=0.0, power=1.0, begin=0, end=max_iters, by_epoch=False)
-]
-train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=16000)
-val_cfg = dict(type='ValLoop')
-test_cfg = dict(type='TestLoop')
+# Schedule: configs/_base_/schedules/schedule_segvit_160k.py. Hooks: the runtime's, with
+# checkpoints every 16k iterations and mmseg's visualizer (a closed-vocabulary model).
 default_hooks = dict(
-    timer=dict(type='IterTimerHook'),
-    logger=dict(type='LoggerHook', interval=50, log_metric_by_epoch=False),
-    param_scheduler=dict(type='ParamSchedulerHook'),
     checkpoint=dict(by_epoch=False, interval=16000, max_keep_ckpts=2),
-    sampler_seed=dict(type='DistSamplerSeedHook'),
     visualization=dict(type='SegVisualizationHook'))
-# The official config sets it; every ATM parameter is used in each step, so it only costs time.
-find_unused_parameters = True
-# Reference total batch (4 GPUs x 2); enable with --auto-scale-lr on another GPU count.
-auto_scale_lr = dict(enable=False, base_batch_size=8)

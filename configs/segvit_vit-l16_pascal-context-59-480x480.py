@@ -7,14 +7,18 @@
 # while the README reports 59 classes (official issues #7, #9). Here: PC-59 as mmseg's
 # PascalContextDataset59 (59 classes, background 0 -> 255 ignored by reduce_zero_label), the
 # setting the README numbers name. A PC-60 run would need the 60-class dataset and head.
-# Model as the ADE20K config; what differs from ADE20K:
+# Model and schedule: the ADE20K bases (_base_/models/segvit_vit-l16.py, _base_/schedules/
+# schedule_segvit_160k.py); what differs from ADE20K:
 # - 59 classes; 480 crops (ViT img_size 480) of (520, 520) resizes x 0.5-2; test: shortest
 #   side 520, long side unbounded (official Resize(img_scale=(520, 520), keep_ratio,
 #   min_size=480): the short side goes to 520), slide 480 / 320;
 # - AdamW weight decay 0.03 (ADE 0.01), 80k iterations (ADE 160k); poly power 1.0, lr 2e-5,
 #   head lr x10, no decay on norms, 1500 warm-up iterations, grad clip 35 as ADE;
 # - 4 images per GPU x 4 GPUs = batch 16 (ADE: 8).
-_base_ = ['./segvit_vit-l16_ade20k-640x640.py']
+_base_ = [
+    '_base_/models/segvit_vit-l16.py', 'mmseg::_base_/datasets/pascal_context_59.py',
+    '_base_/default_runtime.py', '_base_/schedules/schedule_segvit_160k.py'
+]
 
 crop_size = (480, 480)
 num_classes = 59
@@ -25,7 +29,8 @@ model = dict(
     decode_head=dict(num_classes=num_classes),
     test_cfg=dict(mode='slide', crop_size=crop_size, stride=(320, 320)))
 
-dataset_type = 'PascalContextDataset59'
+# Data: mmseg's _base_/datasets/pascal_context_59.py (splits, 0 = background -> ignored, mIoU)
+# with the official pipelines.
 data_root = 'data/VOCdevkit/VOC2010'
 train_pipeline = [
     dict(type='LoadImageFromFile'),
@@ -44,29 +49,11 @@ test_pipeline = [
 ]
 train_dataloader = dict(
     batch_size=4,  # x 4 GPUs = 16 (official samples_per_gpu=4)
-    dataset=dict(
-        _delete_=True,
-        type=dataset_type,
-        data_root=data_root,
-        reduce_zero_label=True,
-        data_prefix=dict(img_path='JPEGImages', seg_map_path='SegmentationClassContext'),
-        ann_file='ImageSets/SegmentationContext/train.txt',
-        pipeline=train_pipeline))
+    dataset=dict(data_root=data_root, reduce_zero_label=True, pipeline=train_pipeline))
 val_dataloader = dict(
-    dataset=dict(
-        _delete_=True,
-        type=dataset_type,
-        data_root=data_root,
-        reduce_zero_label=True,
-        data_prefix=dict(img_path='JPEGImages', seg_map_path='SegmentationClassContext'),
-        ann_file='ImageSets/SegmentationContext/val.txt',
-        pipeline=test_pipeline))
+    dataset=dict(data_root=data_root, reduce_zero_label=True, pipeline=test_pipeline))
 test_dataloader = val_dataloader
 
-# Test-time augmentation (tools/test.py --tta; mmseg's SegTTAModel averages the softmax of the
-# scores): this file's test resize at 0.75 / 1 / 1.25 of its short side x horizontal flip, with
-# the test pipeline's image and annotation loaders (not inherited: the base's resize and labels
-# are another dataset's).
 tta_pipeline = [
     test_pipeline[0],
     dict(
@@ -86,5 +73,7 @@ param_scheduler = [
     dict(type='PolyLR', eta_min=0.0, power=1.0, begin=0, end=max_iters, by_epoch=False)
 ]
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=8000)
-default_hooks = dict(checkpoint=dict(by_epoch=False, interval=8000, max_keep_ckpts=2))
+default_hooks = dict(
+    checkpoint=dict(by_epoch=False, interval=8000, max_keep_ckpts=2),
+    visualization=dict(type='SegVisualizationHook'))
 auto_scale_lr = dict(enable=False, base_batch_size=16)

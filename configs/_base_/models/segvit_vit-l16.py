@@ -57,3 +57,5 @@ model = dict(
                          no_object_weight=0.1)),
     train_cfg=dict(),
     test_cfg=dict(mode='slide', crop_size=(640, 640), stride=(608, 608)))
+# The official config sets it; every ATM parameter is used in each step, so it only costs time.
+find_unused_parameters = True
