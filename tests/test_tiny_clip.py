@@ -348,3 +348,31 @@ def test_pretrain_init_from_checkpoint(tmp_path, tiny_checkpoint):
     assert not torch.equal(a['visual.proj'], c['visual.proj'])
     with pytest.raises(FileNotFoundError, match='init checkpoint'):
         pretrain(out=out, init=str(tmp_path / 'missing.pt'), **kwargs)
+
+
+def test_probe_tool_counts(tmp_path, tiny_checkpoint):
+    """tools/misc/probe_tiny_clip.py on a 3-image benchmark: one crop / region per object
+    class present, one patch per patch that an object covers >= 50 %."""
+    import importlib.util
+
+    from PIL import Image
+
+    from mmseg_ovseg.datasets.concept_seg import generate_concept_dataset
+    spec = importlib.util.spec_from_file_location('probe', 'tools/misc/probe_tiny_clip.py')
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    root = str(tmp_path / 'concepts')
+    generate_concept_dataset(root, num_train=1, num_val=3, size=64)
+    model = probe.load_clip(tiny_checkpoint[0], TINY_CLIP_NAME)
+    res = probe.region_probe(model, open_clip.get_tokenizer(TINY_CLIP_NAME), root, 3, 1)
+    objects = patches = 0
+    for i in range(3):
+        ann = np.asarray(Image.open(f'{root}/ann_dir/val/{i:06d}.png'))
+        objects += len(set(np.unique(ann)) - {0})
+        cover = patch_cover(ann[None], 8, 55)[0, 1:]
+        patches += int((cover.max(0).values >= 0.5).sum())
+    assert res['crop_tight']['num'] == res['crop_context']['num'] == objects > 0
+    assert res['region_pool']['num'] == objects and res['patch']['num'] == patches > 0
+    assert all(0 <= r['top1'] <= 100 for r in res.values())
+    with pytest.raises(ValueError, match='--num-val'):
+        probe.region_probe(model, open_clip.get_tokenizer(TINY_CLIP_NAME), root, 4, 1)
