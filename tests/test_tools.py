@@ -286,3 +286,78 @@ def test_infer_py_keeps_labels_only(trained, data_root, tmp_path, monkeypatch):
     # what infer.py does to the model, on the segmentors that do not support it
     from mmseg_ovseg.models.segmentors import ReSTR
     assert infer.drop_logits(object.__new__(ReSTR)) is False
+
+
+@pytest.fixture(scope='module')
+def nested_root(data_root, tmp_path_factory):
+    """The val images in two sub-folders under the same file names: a/x.png and b/x.png."""
+    root = tmp_path_factory.mktemp('nested')
+    names = sorted(os.listdir(osp.join(data_root, 'img_dir', 'val')))[:2]
+    for sub, name in zip(('a', 'b'), names):
+        for kind in ('img_dir', 'ann_dir'):
+            os.makedirs(root / kind / 'val' / sub)
+            shutil.copy(osp.join(data_root, kind, 'val', name), root / kind / 'val' / sub / 'x.png')
+    return str(root)
+
+
+def test_test_py_out_mirrors_folders(trained, nested_root, config_without_imports, tmp_path):
+    """a/x.png and b/x.png: two prediction files, each the model's prediction of its image
+    (mmseg's output_dir writes out/x.png twice, the second overwriting the first)."""
+    from mmseg_ovseg.apis import OpenVocabInferencer
+    _, ckpt = trained
+    out_dir = tmp_path / 'preds'
+    test = load_tool('test')
+    metrics = test.main([config_without_imports, ckpt, '--work-dir', str(tmp_path / 'w'),
+                         '--out', str(out_dir), '--cfg-options'] + short_options(nested_root))
+    assert 'mIoU' in metrics  # the evaluation still runs
+    written = sorted(osp.relpath(osp.join(d, f), out_dir)
+                     for d, _, files in os.walk(out_dir) for f in files)
+    assert written == ['a/x.png', 'b/x.png']
+    inferencer = OpenVocabInferencer(config_without_imports, ckpt)
+    preds = []
+    for sub in ('a', 'b'):
+        label = np.array(Image.open(out_dir / sub / 'x.png'))
+        image = osp.join(nested_root, 'img_dir', 'val', sub, 'x.png')
+        expected = inferencer(image)[0].pred_sem_seg.data[0].numpy()
+        np.testing.assert_array_equal(label, expected)
+        preds.append(label)
+    assert not np.array_equal(*preds)
+
+
+def test_prediction_writer_collision_and_wide_labels(tmp_path):
+    """Inputs outside the image folder keep their file name only: two of the same name are
+    refused with both named before the second is written; labels beyond 255 are uint16;
+    ``reduce_zero_label`` adds 1 as mmseg's IoUMetric does; referring samples get their
+    sentence id."""
+    writer = load_tool('test').PredictionWriter(str(tmp_path / 'out'),
+                                                image_roots=[str(tmp_path / 'img')])
+
+    def sample(path, label, **meta):
+        return dict(img_path=str(path), pred_sem_seg=dict(data=torch.tensor(label)[None]),
+                    **meta)
+
+    wide = np.array([[0, 300], [846, 7]])
+    writer.process({}, [sample(tmp_path / 'img' / 'a' / 'x.jpg', wide),
+                        sample(tmp_path / 'else' / 'y.jpg', np.array([[0, 149]]),
+                               reduce_zero_label=True),
+                        sample(tmp_path / 'img' / 'r.jpg', np.array([[1]]), sent_id=5),
+                        sample(tmp_path / 'img' / 'r.jpg', np.array([[0]]), sent_id=6)])
+    read = Image.open(tmp_path / 'out' / 'a' / 'x.png')
+    np.testing.assert_array_equal(np.array(read), wide)
+    np.testing.assert_array_equal(np.array(Image.open(tmp_path / 'out' / 'y.png')), [[1, 150]])
+    assert np.array(Image.open(tmp_path / 'out' / 'y.png')).dtype == np.uint8
+    assert np.array(Image.open(tmp_path / 'out' / 'r_sent6.png')).tolist() == [[0]]
+    assert np.array(Image.open(tmp_path / 'out' / 'r_sent5.png')).tolist() == [[1]]
+
+    first = str(tmp_path / 'else' / 'y.jpg')
+    second = str(tmp_path / 'other' / 'y.jpg')
+    with pytest.raises(ValueError, match=f'{first} and {second} would both be written to '
+                       f'{tmp_path / "out" / "y.png"}'):
+        writer.process({}, [sample(second, np.array([[3, 3]]))])
+    # the first one's file is intact
+    np.testing.assert_array_equal(np.array(Image.open(tmp_path / 'out' / 'y.png')), [[1, 150]])
+    # across processes: found when the results of all ranks are put together
+    results = writer.results + [(str(tmp_path / 'out' / 'y.png'), second)]
+    with pytest.raises(ValueError, match='by different processes'):
+        writer.compute_metrics(results)
+    assert writer.compute_metrics(writer.results) == {}

@@ -3,8 +3,15 @@
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out DIR] [--show-dir DIR] [--tta]
     bash tools/dist_test.sh CONFIG CHECKPOINT NUM_PROCS [args]
 
-``--out`` writes the predicted label maps as PNGs (the metric's ``output_dir``); ``--show-dir``
-turns on the visualization hook for every test image and saves the drawings there.
+``--out DIR`` writes the predicted label maps as PNGs, mirroring the images' paths below the
+dataset's image folder (``data_root/data_prefix.img_path``): ``a/x.jpg`` and ``b/x.jpg`` give
+``DIR/a/x.png`` and ``DIR/b/x.png`` (mmseg's metric ``output_dir`` writes ``DIR/x.png`` for
+both, the second overwriting the first). Values as mmseg's (``+1`` under
+``reduce_zero_label``), uint8, or uint16 where a label exceeds 255 (ADE-847, PC-459: mmseg's
+uint8 wraps them). Referring samples add ``_sent<sent_id>`` (one image, several sentences). An
+image outside the image folder keeps its file name only; two different inputs that would
+write the same file stop the run with both named. ``--show-dir`` turns on the visualization
+hook for every test image and saves the drawings there.
 
 CHECKPOINT may be a work dir (its ``last_checkpoint`` names the file). The checkpoint is checked
 against the built model before testing (``mmseg_ovseg.utils.load_guard``): a file of another
@@ -22,9 +29,12 @@ if REPO_ROOT not in sys.path:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, REPO_ROOT)
 
 import mmseg_ovseg  # noqa: E402,F401  (fills registries, registers safe checkpoint globals)
+import numpy as np  # noqa: E402
 from mmengine.config import Config, ConfigDict, DictAction  # noqa: E402
+from mmengine.evaluator import BaseMetric  # noqa: E402
 from mmengine.logging import print_log  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
+from mmseg.registry import METRICS  # noqa: E402
 
 from mmseg_ovseg.utils import setup_cpu_distributed  # noqa: E402
 from mmseg_ovseg.utils.cli import DEBUG_HELP, run_cli  # noqa: E402
@@ -36,7 +46,8 @@ def parse_args(argv=None):
     parser.add_argument('config', help='test config file path')
     parser.add_argument('checkpoint', help='checkpoint file (or a work dir: its last_checkpoint)')
     parser.add_argument('--work-dir', help='directory for logs and the metrics json')
-    parser.add_argument('--out', help='directory to save predicted label maps (PNG)')
+    parser.add_argument('--out', help='directory to save predicted label maps (PNG), in the '
+                        "folders of the images below the dataset's image folder")
     parser.add_argument('--show-dir', help='directory to save drawn predictions')
     parser.add_argument('--tta', action='store_true',
                         help='test-time augmentation (config tta_model + tta_pipeline)')
@@ -63,6 +74,109 @@ def _metric_cfgs(evaluator):
         metrics = evaluator['metrics']
         return list(metrics) if isinstance(metrics, (list, tuple)) else [metrics]
     return [evaluator]
+
+
+class OutputCollisionError(ValueError):
+    """Two different inputs would write the same prediction file."""
+
+
+@METRICS.register_module(name='OVSegPredictionWriter', force=True)
+class PredictionWriter(BaseMetric):
+    """Writes ``pred_sem_seg`` of each sample to ``output_dir``, mirroring ``img_path`` below
+    the first of ``image_roots`` that holds it (module docstring, ``--out``). Computes no
+    metric: its results are the ``(output, input)`` pairs, checked across ranks at the end.
+
+    Args:
+        output_dir (str): where the PNGs go.
+        image_roots (list[str]): the dataset's image folders.
+    """
+    default_prefix = 'out'
+
+    def __init__(self, output_dir: str, image_roots=(), collect_device: str = 'cpu',
+                 prefix=None):
+        super().__init__(collect_device=collect_device, prefix=prefix)
+        self.output_dir = osp.abspath(output_dir)
+        self.image_roots = [osp.abspath(r) for r in image_roots if r]
+        self._sources = {}  # output path -> the input that wrote it (this rank)
+
+    def output_path(self, sample) -> str:
+        img_path = osp.abspath(sample['img_path'])
+        rel = osp.basename(img_path)
+        for root in self.image_roots:
+            if img_path.startswith(root.rstrip(os.sep) + os.sep):
+                rel = osp.relpath(img_path, root)
+                break
+        stem = osp.splitext(rel)[0]
+        if sample.get('sent_id') is not None:  # referring: one image, several sentences
+            stem += f'_sent{sample["sent_id"]}'
+        return osp.join(self.output_dir, stem + '.png')
+
+    @staticmethod
+    def _source(sample) -> str:
+        sent = sample.get('sent_id')
+        return sample['img_path'] + ('' if sent is None else f' (sentence {sent})')
+
+    def process(self, data_batch, data_samples) -> None:
+        from PIL import Image
+        for sample in data_samples:
+            out, src = self.output_path(sample), self._source(sample)
+            other = self._sources.setdefault(out, src)
+            if other != src:
+                raise OutputCollisionError(
+                    f'--out: {other} and {src} would both be written to {out}')
+            data = sample['pred_sem_seg']['data']  # (1, H, W); squeeze() would drop 1 x 1
+            label = data.reshape(data.shape[-2:]).cpu().numpy()
+            if sample.get('reduce_zero_label', False):  # as mmseg's IoUMetric
+                label = label + 1
+            dtype = np.uint8 if label.max(initial=0) <= 255 else np.uint16
+            os.makedirs(osp.dirname(out), exist_ok=True)
+            Image.fromarray(label.astype(dtype)).save(out)
+            self.results.append((out, src))
+
+    def compute_metrics(self, results) -> dict:
+        """Checks the pairs of all ranks (a rank only sees its own files while writing)."""
+        seen = {}
+        for out, src in results:
+            other = seen.setdefault(out, src)
+            if other != src:
+                raise OutputCollisionError(
+                    f'--out: {other} and {src} were both written to {out} (by different '
+                    'processes; the file holds one of them)')
+        print_log(f'{len(seen)} predicted label maps written to {self.output_dir}',
+                  logger='current')
+        return {}
+
+
+def _image_roots(dataset) -> list:
+    """``data_root/data_prefix.img_path`` of a dataset config (wrappers: their datasets)."""
+    if dataset is None:
+        return []
+    if 'datasets' in dataset:  # ConcatDataset
+        return [r for d in dataset['datasets'] for r in _image_roots(d)]
+    if 'dataset' in dataset:  # RepeatDataset, ClassBalancedDataset, ...
+        return _image_roots(dataset['dataset'])
+    root = dataset.get('data_root') or ''
+    prefix = (dataset.get('data_prefix') or {}).get('img_path') or ''
+    return [osp.join(root, prefix)] if root or prefix else []
+
+
+def add_prediction_writer(cfg, out: str) -> None:
+    """``--out``: the evaluator's metrics write nothing (``output_dir`` dropped; a
+    ``format_only`` metric, which only writes, is removed) and a :class:`PredictionWriter`
+    writes the label maps."""
+    evaluator = cfg.test_evaluator
+    metrics = []
+    for metric in _metric_cfgs(evaluator):
+        metric = dict(metric)
+        metric.pop('output_dir', None)
+        if not metric.get('format_only', False):
+            metrics.append(metric)
+    roots = _image_roots(cfg.test_dataloader.get('dataset'))
+    metrics.append(dict(type='OVSegPredictionWriter', output_dir=out, image_roots=roots))
+    if isinstance(evaluator, dict) and 'metrics' in evaluator:
+        evaluator['metrics'] = metrics
+    else:
+        cfg.test_evaluator = metrics
 
 
 def setup_cfg(args):
@@ -104,8 +218,7 @@ def setup_cfg(args):
         cfg.model = cfg.tta_model
 
     if args.out is not None:
-        for metric in _metric_cfgs(cfg.test_evaluator):
-            metric['output_dir'] = args.out
+        add_prediction_writer(cfg, args.out)
     return cfg
 
 
