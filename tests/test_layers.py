@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from mmseg_ovseg.models.backbones.clip_resnet import resize_attnpool_pos_embed
 from mmseg_ovseg.models.backbones.clip_vit import resize_clip_pos_embed
 from mmseg_ovseg.models.decode_heads.side_adapter import SideAdapterViT
-from mmseg_ovseg.models.layers import resize_pos_embed
+from mmseg_ovseg.models.layers import MLP, LayerNorm2d, resize_pos_embed, trunc_normal_init_weights
+from mmseg_ovseg.models.layers.init import TRUNC_NORMAL_SAMPLERS
 from mmseg_ovseg.models.necks.query_upsampling import QueryUpsampling
 
 
@@ -136,3 +137,203 @@ def test_resize_pos_embed_gradient():
     pos = torch.randn(1 + 16, 4, requires_grad=True)
     resize_pos_embed(pos, (4, 4), (3, 5), 1).sum().backward()
     assert pos.grad is not None and pos.grad[0].eq(1).all()
+
+
+# ----------------------------------------------------------------- LayerNorm2d, MLP
+def test_layer_norm_2d():
+    """Channel LayerNorm of a map == ``F.layer_norm`` over the channel axis per pixel."""
+    norm = LayerNorm2d(6, eps=1e-6)
+    with torch.no_grad():
+        norm.weight.normal_()
+        norm.bias.normal_()
+    x = torch.randn(2, 6, 3, 5)
+    ref = F.layer_norm(x.permute(0, 2, 3, 1), (6, ), norm.weight, norm.bias, 1e-6)
+    torch.testing.assert_close(norm(x), ref.permute(0, 3, 1, 2))
+    assert list(norm.state_dict()) == ['weight', 'bias']
+
+
+@pytest.mark.parametrize('dense', [False, True])
+def test_mlp(dense):
+    """Affine layers with ReLU between them (not after the last); checkpoint keys
+    ``layers.{i}.{weight,bias}``, 1x1-conv weights when dense."""
+    mlp = MLP(4, 8, 3, num_layers=3, dense=dense)
+    assert list(mlp.state_dict()) == [f'layers.{i}.{n}' for i in range(3)
+                                      for n in ('weight', 'bias')]
+    assert mlp.layers[1].weight.shape == ((8, 8, 1, 1) if dense else (8, 8))
+    x = torch.randn(2, 4, 5, 5) if dense else torch.randn(2, 7, 4)
+    ref = x
+    for i, layer in enumerate(mlp.layers):
+        ref = layer(ref)
+        ref = ref.relu() if i < 2 else ref
+    torch.testing.assert_close(mlp(x), ref)
+    assert (mlp(x) < 0).any()  # no activation after the last layer
+    with pytest.raises(ValueError, match='num_layers'):
+        MLP(4, 8, 3, num_layers=0)
+
+
+# ----------------------------------------------------------------- initialisation
+def _old_trunc_normal_linear_init(module, std=0.02):
+    # models/utils.py (SegViT ATM head, QU neck)
+    from mmengine.model.weight_init import constant_init, trunc_normal_init
+    for m in module.modules():
+        if isinstance(m, torch.nn.Linear):
+            trunc_normal_init(m, std=std, bias=0.0)
+        elif isinstance(m, torch.nn.LayerNorm):
+            constant_init(m, val=1.0, bias=0.0)
+
+
+def _old_init_transformer_weights(module):
+    # models/masked_transformer.py (ReSTR); the same loop was in context_decoder.py and
+    # pre_model_prompting.py (DenseCLIP) as ``_reset_parameters``
+    for m in module.modules():
+        if isinstance(m, torch.nn.Linear):
+            torch.nn.init.trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                torch.nn.init.zeros_(m.bias)
+        elif isinstance(m, torch.nn.LayerNorm):
+            torch.nn.init.ones_(m.weight)
+            torch.nn.init.zeros_(m.bias)
+
+
+def _old_side_adapter_blocks(blocks):
+    # models/decode_heads/side_adapter.py: SideAdapterViT._init_params, the blocks' loop
+    from mmengine.model.weight_init import trunc_normal_
+    for m in blocks.modules():
+        if isinstance(m, torch.nn.Linear):
+            trunc_normal_(m.weight, std=0.02)
+            torch.nn.init.zeros_(m.bias)
+
+
+def _probe():
+    """Linears with and without bias, LayerNorms, an attention (its out_proj is a Linear
+    subclass, its in_proj is not a Linear), a conv (left alone)."""
+    return torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.LayerNorm(16),
+                               torch.nn.MultiheadAttention(16, 2), torch.nn.Conv2d(3, 4, 1),
+                               torch.nn.Linear(16, 4, bias=False))
+
+
+def _apply_seeded(fn, module):
+    torch.manual_seed(3)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.normal_()  # not the init values: every reset must be visible
+    torch.manual_seed(7)
+    fn(module)
+    return {k: v.clone() for k, v in module.state_dict().items()}
+
+
+def _same_state(new, old):
+    assert list(new) == list(old)
+    for k in old:
+        assert torch.equal(new[k], old[k]), k
+
+
+@pytest.mark.parametrize('sampler,old', [('torch', _old_init_transformer_weights),
+                                         ('mmengine', _old_trunc_normal_linear_init)])
+def test_init_matches_former_routines(sampler, old):
+    module = _probe()
+    ref = _apply_seeded(old, module)
+    new = _apply_seeded(lambda m: trunc_normal_init_weights(m, sampler=sampler), module)
+    _same_state(new, ref)
+    assert new['0.weight'].abs().max() <= 2.0 and 0.01 < new['0.weight'].std() < 0.03
+    assert new['0.bias'].eq(0).all() and new['1.weight'].eq(1).all()
+    assert new['2.out_proj.bias'].eq(0).all()
+
+
+def test_init_side_adapter_blocks():
+    """The side adapter's block loop (linears only) == the shared routine on fresh blocks
+    (their LayerNorms are already 1/0)."""
+    torch.manual_seed(0)
+    blocks = SideAdapterViT(embed_dims=12, depth=2, num_heads=2, num_queries=3,
+                            pos_grid=(2, 2), clip_channels=8, fusion_index=(0, )).blocks
+    fresh = {k: v.clone() for k, v in blocks.state_dict().items()}
+    torch.manual_seed(7)
+    _old_side_adapter_blocks(blocks)
+    ref = {k: v.clone() for k, v in blocks.state_dict().items()}
+    blocks.load_state_dict(fresh)
+    torch.manual_seed(7)
+    trunc_normal_init_weights(blocks, sampler='mmengine')
+    _same_state(blocks.state_dict(), ref)
+
+
+def test_init_samplers_differ():
+    """Why the sampler is a parameter: one seed, two different draws."""
+    a, b = torch.empty(64), torch.empty(64)
+    torch.manual_seed(0)
+    torch.nn.init.trunc_normal_(a, std=0.02)
+    torch.manual_seed(0)
+    TRUNC_NORMAL_SAMPLERS['mmengine'](b, std=0.02)
+    assert not torch.equal(a, b)
+    with pytest.raises(ValueError, match='sampler'):
+        trunc_normal_init_weights(_probe(), sampler='timm')
+
+
+@pytest.mark.parametrize('name', ['atm_head', 'query_upsampling', 'context_decoder',
+                                  'pre_model_prompting', 'restr_fusion', 'restr_language'])
+def test_init_call_sites(name, tmp_path):
+    """Each model's own initialisation == its former routine under the same seed."""
+    build, init, old = _INIT_SITES[name]
+    torch.manual_seed(0)
+    module = build(tmp_path)
+    ref = _apply_seeded(old, module)
+    _same_state(_apply_seeded(init, module), ref)
+
+
+def _context_decoder(tmp_path):
+    from mmseg_ovseg.models.necks.context_decoder import ContextDecoder
+    return ContextDecoder(visual_dim=8, embed_dims=8, num_heads=2, num_layers=1)
+
+
+def _pre_model_prompting(tmp_path):
+    from mmseg_ovseg.models.necks.pre_model_prompting import PreModelPrompting
+    return PreModelPrompting(visual_dim=8, token_dim=8, num_queries=2, embed_dims=8,
+                             num_heads=2, num_layers=1)
+
+
+def _old_pre_model_prompting(module):
+    torch.nn.init.trunc_normal_(module.queries, std=0.02)
+    _old_init_transformer_weights(module)
+
+
+def _restr_fusion(tmp_path):
+    from mmseg_ovseg.models.decode_heads.restr_fusion import ReSTRFusionEncoder
+    return ReSTRFusionEncoder(embed_dims=8, num_heads=2, num_layers=1)
+
+
+def _restr_language(tmp_path):
+    from mmseg_ovseg.models.language.restr_language_encoder import ReSTRLanguageEncoder
+    vocab = tmp_path / 'vocab.txt'
+    vocab.write_text('red\ncircle\n')
+    return ReSTRLanguageEncoder(str(vocab), embed_dims=8, num_heads=2, num_layers=1,
+                                out_dims=8)
+
+
+def _atm_head(tmp_path):
+    from mmseg_ovseg.models.decode_heads.atm_head import ATMHead
+    return ATMHead(in_channels=8, num_classes=3, embed_dims=8, num_heads=2,
+                   num_layers=1, use_stages=1)
+
+
+def _query_upsampling(tmp_path):
+    return QueryUpsampling(in_channels=8, embed_dims=8, query_grid=(2, 2), num_layers=1,
+                           num_heads=2, num_levels=1)
+
+
+def _reset(module):
+    module._reset_parameters()
+
+
+def _restr_init(module):
+    # both ReSTR modules initialise in __init__; the shared routine is what they call
+    trunc_normal_init_weights(module)
+
+
+_INIT_SITES = {
+    'atm_head': (_atm_head, lambda m: m.init_weights(), _old_trunc_normal_linear_init),
+    'query_upsampling': (_query_upsampling, lambda m: m.init_weights(),
+                         _old_trunc_normal_linear_init),
+    'context_decoder': (_context_decoder, _reset, _old_init_transformer_weights),
+    'pre_model_prompting': (_pre_model_prompting, _reset, _old_pre_model_prompting),
+    'restr_fusion': (_restr_fusion, _restr_init, _old_init_transformer_weights),
+    'restr_language': (_restr_language, _restr_init, _old_init_transformer_weights),
+}

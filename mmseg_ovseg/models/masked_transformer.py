@@ -107,15 +107,3 @@ def sinusoidal_positions(length: int, dim: int) -> Tensor:
     pe[:, 0::2] = torch.sin(pos * freq)
     pe[:, 1::2] = torch.cos(pos * freq)
     return pe
-
-
-def init_transformer_weights(module: nn.Module) -> None:
-    """ViT-style init: linears truncated-normal std 0.02 with zero bias, LayerNorms (1, 0)."""
-    for m in module.modules():
-        if isinstance(m, nn.Linear):
-            nn.init.trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)

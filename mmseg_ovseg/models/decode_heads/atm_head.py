@@ -24,7 +24,8 @@ from torch import Tensor
 from mmseg.models.decode_heads.decode_head import BaseDecodeHead
 from mmseg.registry import MODELS
 from mmseg.utils import ConfigType, SampleList
-from ..utils import prediction_size, trunc_normal_linear_init
+from ..layers import trunc_normal_init_weights
+from ..utils import prediction_size
 from .atm import ATMDecoder, semantic_inference
 
 
@@ -103,7 +104,7 @@ class ATMHead(BaseDecodeHead):
 
     def init_weights(self):
         """Official initialisation: truncated normal (std 0.02) linears, unit LayerNorms."""
-        trunc_normal_linear_init(self)
+        trunc_normal_init_weights(self, sampler='mmengine')
 
     def forward(self, inputs: Sequence[Tensor]) -> Tuple[List[Tensor], List[Tensor]]:
         """Class and mask logits of every supervised output (see the class docstring)."""

@@ -11,7 +11,8 @@ from mmengine.model import BaseModule
 from mmseg.registry import MODELS
 from torch import Tensor
 
-from ..masked_transformer import MaskedTransformerBlock, init_transformer_weights, padding_bias
+from ..layers import trunc_normal_init_weights
+from ..masked_transformer import MaskedTransformerBlock, padding_bias
 
 
 @MODELS.register_module()
@@ -75,7 +76,7 @@ class ReSTRFusionEncoder(BaseModule):
         self.seed_embed = nn.Parameter(torch.zeros(1, 1, embed_dims))
         self.proj_patch = nn.Parameter(scale * torch.randn(embed_dims, embed_dims))
         self.proj_cls = nn.Parameter(scale * torch.randn(embed_dims, embed_dims))
-        init_transformer_weights(self)
+        trunc_normal_init_weights(self)
         nn.init.trunc_normal_(self.seed_embed, std=0.02)
 
     def forward(self, x_v: Tensor, x_l: Tensor, valid: Tensor) -> Dict[str, Tensor]:

@@ -17,14 +17,7 @@ from mmengine.model.weight_init import caffe2_xavier_init, trunc_normal_
 from torch import Tensor
 
 from mmseg_ovseg.models.attention import attention
-from mmseg_ovseg.models.layers import resize_pos_embed
-
-
-class LayerNorm2d(nn.LayerNorm):
-    """LayerNorm over the channels of a ``(B, C, H, W)`` map."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+from mmseg_ovseg.models.layers import LayerNorm2d, resize_pos_embed, trunc_normal_init_weights
 
 
 class SideAdapterBlock(nn.Module):
@@ -128,10 +121,7 @@ class SideAdapterViT(BaseModule):
         trunc_normal_(self.pos_embed, std=0.02)
         nn.init.normal_(self.query_embed, std=0.02)
         nn.init.normal_(self.query_pos_embed, std=0.02)
-        for m in self.blocks.modules():
-            if isinstance(m, nn.Linear):
-                trunc_normal_(m.weight, std=0.02)
-                nn.init.zeros_(m.bias)
+        trunc_normal_init_weights(self.blocks, sampler='mmengine')
         for fusion in self.fusion_layers:
             caffe2_xavier_init(fusion[1])
 

@@ -10,8 +10,8 @@ from mmengine.model import BaseModule
 from mmseg.registry import MODELS
 from torch import Tensor
 
-from ..masked_transformer import (MaskedTransformerBlock, init_transformer_weights,
-                                  padding_bias, sinusoidal_positions)
+from ..layers import trunc_normal_init_weights
+from ..masked_transformer import MaskedTransformerBlock, padding_bias, sinusoidal_positions
 from .word_vocab import PAD_ID, WordVocabulary, load_glove_vectors
 
 
@@ -65,7 +65,7 @@ class ReSTRLanguageEncoder(BaseModule):
         ])
         self.proj = nn.Linear(embed_dims, out_dims)
         self.norm = nn.LayerNorm(out_dims)
-        init_transformer_weights(self)
+        trunc_normal_init_weights(self)
         self.glove_file = glove_file
         self.glove_found = None
         if glove_file is not None:

@@ -19,6 +19,7 @@ from mmengine.model import BaseModule
 from torch import Tensor
 
 from mmseg.registry import MODELS
+from ..layers import trunc_normal_init_weights
 
 
 class ContextAttention(nn.Module):
@@ -141,14 +142,7 @@ class ContextDecoder(BaseModule):
         self._reset_parameters()
 
     def _reset_parameters(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        trunc_normal_init_weights(self)
 
     def decode(self, text: Tensor, visual_context: Tensor) -> Tensor:
         """``v_post = TransDecoder(t, [z_bar; z])``: ``(B, K, C)`` before the gamma scale."""

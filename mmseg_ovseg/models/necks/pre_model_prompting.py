@@ -26,6 +26,7 @@ from mmengine.model import BaseModule
 from torch import Tensor
 
 from mmseg.registry import MODELS
+from ..layers import trunc_normal_init_weights
 from .context_decoder import ContextDecoderLayer
 
 
@@ -89,14 +90,7 @@ class PreModelPrompting(BaseModule):
 
     def _reset_parameters(self) -> None:
         nn.init.trunc_normal_(self.queries, std=0.02)
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        trunc_normal_init_weights(self)
 
     def forward(self, visual_context: Tensor) -> Tensor:
         """``(B, M, C)`` visual context -> ``(B, N, W)`` context tokens ``v_pre``."""

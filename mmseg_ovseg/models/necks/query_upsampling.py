@@ -20,8 +20,7 @@ from mmengine.model import BaseModule
 from torch import Tensor
 
 from mmseg.registry import MODELS
-from ..layers import resize_pos_embed
-from ..utils import trunc_normal_linear_init
+from ..layers import resize_pos_embed, trunc_normal_init_weights
 
 
 @MODELS.register_module()
@@ -67,7 +66,7 @@ class QueryUpsampling(BaseModule):
 
     def init_weights(self):
         """Official initialisation: truncated normal (std 0.02) linears, unit LayerNorms."""
-        trunc_normal_linear_init(self)
+        trunc_normal_init_weights(self, sampler='mmengine')
 
     def grid_queries(self, hw: Tuple[int, int]) -> Tensor:
         """``(h*w, D)`` queries for an ``(h, w)`` output grid."""
