@@ -30,7 +30,7 @@ val_dataloader = dict(
         metainfo=dict(classes=tuple(f'ade847_{i}' for i in range(847))),
         pipeline=test_pipeline))
 test_dataloader = val_dataloader
-val_evaluator = dict(type='IoUMetric', iou_metrics=['mIoU'], ignore_index=65535)
+val_evaluator = dict(_delete_=True, type='IoUMetric', iou_metrics=['mIoU'], ignore_index=65535)
 test_evaluator = val_evaluator
 
 # Test-time augmentation (tools/test.py --tta; mmseg's SegTTAModel averages the softmax of the

@@ -29,7 +29,7 @@ val_dataloader = dict(
         metainfo=dict(classes=tuple(f'pc459_{i}' for i in range(459))),
         pipeline=test_pipeline))
 test_dataloader = val_dataloader
-val_evaluator = dict(type='IoUMetric', iou_metrics=['mIoU'], ignore_index=65535)
+val_evaluator = dict(_delete_=True, type='IoUMetric', iou_metrics=['mIoU'], ignore_index=65535)
 test_evaluator = val_evaluator
 
 # Test-time augmentation (tools/test.py --tta; mmseg's SegTTAModel averages the softmax of the
