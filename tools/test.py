@@ -28,7 +28,6 @@ REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if REPO_ROOT not in sys.path:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, REPO_ROOT)
 
-import mmseg_ovseg  # noqa: E402,F401  (fills registries, registers safe checkpoint globals)
 import numpy as np  # noqa: E402
 from mmengine.config import Config, ConfigDict, DictAction  # noqa: E402
 from mmengine.evaluator import BaseMetric  # noqa: E402
@@ -36,6 +35,7 @@ from mmengine.logging import print_log  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 from mmseg.registry import METRICS  # noqa: E402
 
+import mmseg_ovseg  # noqa: E402,F401  (fills registries, registers safe checkpoint globals)
 from mmseg_ovseg.utils import setup_cpu_distributed  # noqa: E402
 from mmseg_ovseg.utils.cli import DEBUG_HELP, run_cli  # noqa: E402
 from mmseg_ovseg.utils.load_guard import check_checkpoint_file, resolve_checkpoint_path  # noqa
