@@ -12,6 +12,7 @@ from mmseg_ovseg.models.backbones.clip_vit import resize_clip_pos_embed
 from mmseg_ovseg.models.decode_heads.side_adapter import SideAdapterViT
 from mmseg_ovseg.models.layers import MLP, LayerNorm2d, resize_pos_embed, trunc_normal_init_weights
 from mmseg_ovseg.models.layers.init import TRUNC_NORMAL_SAMPLERS
+from mmseg_ovseg.models.layers.mask_inference import semantic_inference
 from mmseg_ovseg.models.necks.query_upsampling import QueryUpsampling
 
 
@@ -268,72 +269,135 @@ def test_init_samplers_differ():
         trunc_normal_init_weights(_probe(), sampler='timm')
 
 
-@pytest.mark.parametrize('name', ['atm_head', 'query_upsampling', 'context_decoder',
-                                  'pre_model_prompting', 'restr_fusion', 'restr_language'])
-def test_init_call_sites(name, tmp_path):
-    """Each model's own initialisation == its former routine under the same seed."""
-    build, init, old = _INIT_SITES[name]
-    torch.manual_seed(0)
-    module = build(tmp_path)
-    ref = _apply_seeded(old, module)
-    _same_state(_apply_seeded(init, module), ref)
-
-
-def _context_decoder(tmp_path):
-    from mmseg_ovseg.models.necks.context_decoder import ContextDecoder
-    return ContextDecoder(visual_dim=8, embed_dims=8, num_heads=2, num_layers=1)
-
-
-def _pre_model_prompting(tmp_path):
-    from mmseg_ovseg.models.necks.pre_model_prompting import PreModelPrompting
-    return PreModelPrompting(visual_dim=8, token_dim=8, num_queries=2, embed_dims=8,
-                             num_heads=2, num_layers=1)
-
-
 def _old_pre_model_prompting(module):
     torch.nn.init.trunc_normal_(module.queries, std=0.02)
     _old_init_transformer_weights(module)
 
 
-def _restr_fusion(tmp_path):
-    from mmseg_ovseg.models.decode_heads.restr_fusion import ReSTRFusionEncoder
-    return ReSTRFusionEncoder(embed_dims=8, num_heads=2, num_layers=1)
-
-
-def _restr_language(tmp_path):
-    from mmseg_ovseg.models.language.restr_language_encoder import ReSTRLanguageEncoder
-    vocab = tmp_path / 'vocab.txt'
-    vocab.write_text('red\ncircle\n')
-    return ReSTRLanguageEncoder(str(vocab), embed_dims=8, num_heads=2, num_layers=1,
-                                out_dims=8)
-
-
-def _atm_head(tmp_path):
+def _init_sites():
+    """name -> (module, its own initialisation, the former routine)."""
     from mmseg_ovseg.models.decode_heads.atm_head import ATMHead
-    return ATMHead(in_channels=8, num_classes=3, embed_dims=8, num_heads=2,
-                   num_layers=1, use_stages=1)
+    from mmseg_ovseg.models.decode_heads.restr_fusion import ReSTRFusionEncoder
+    from mmseg_ovseg.models.necks.context_decoder import ContextDecoder
+    from mmseg_ovseg.models.necks.pre_model_prompting import PreModelPrompting
+    init_weights, reset = (lambda m: m.init_weights()), (lambda m: m._reset_parameters())
+    return {
+        'atm_head': (ATMHead(in_channels=8, num_classes=3, embed_dims=8, num_heads=2,
+                             num_layers=1, use_stages=1), init_weights,
+                     _old_trunc_normal_linear_init),
+        'query_upsampling': (QueryUpsampling(in_channels=8, embed_dims=8, query_grid=(2, 2),
+                                             num_layers=1, num_heads=2, num_levels=1),
+                             init_weights, _old_trunc_normal_linear_init),
+        'context_decoder': (ContextDecoder(visual_dim=8, embed_dims=8, num_heads=2,
+                                           num_layers=1), reset, _old_init_transformer_weights),
+        'pre_model_prompting': (PreModelPrompting(visual_dim=8, token_dim=8, num_queries=2,
+                                                  embed_dims=8, num_heads=2, num_layers=1),
+                                reset, _old_pre_model_prompting),
+        # ReSTR's encoders initialise in __init__ with the shared routine's default sampler
+        'restr_fusion': (ReSTRFusionEncoder(embed_dims=8, num_heads=2, num_layers=1),
+                         trunc_normal_init_weights, _old_init_transformer_weights),
+    }
 
 
-def _query_upsampling(tmp_path):
-    return QueryUpsampling(in_channels=8, embed_dims=8, query_grid=(2, 2), num_layers=1,
-                           num_heads=2, num_levels=1)
+@pytest.mark.parametrize('name', ['atm_head', 'query_upsampling', 'context_decoder',
+                                  'pre_model_prompting', 'restr_fusion'])
+def test_init_call_sites(name):
+    """Each model's own initialisation == its former routine under the same seed."""
+    torch.manual_seed(0)
+    module, init, old = _init_sites()[name]
+    ref = _apply_seeded(old, module)
+    _same_state(_apply_seeded(init, module), ref)
 
 
-def _reset(module):
-    module._reset_parameters()
+# ----------------------------------------------------------------- mask-classification inference
+def _old_san_eq4(mask_logits, cls_logits, height, width):
+    # models/decode_heads/san_head.py: SANHead.predict_by_feat (banded Eq. 4)
+    b, q, h, w = mask_logits.shape
+    n_cls = cls_logits.shape[-1] - 1
+    device_type = mask_logits.device.type
+    low = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(
+        device_type) else None
+
+    def interp(size_in, size_out, like):
+        eye = torch.eye(size_in, dtype=like.dtype, device=like.device)
+        return F.interpolate(eye[None], size=size_out, mode='linear', align_corners=False)[0].t()
+
+    with torch.autocast(device_type, enabled=False):
+        mask_logits = mask_logits.float()
+        cls = cls_logits.float().softmax(dim=-1)[..., :-1]
+        c_pad = -(-n_cls // 16) * 16
+        if c_pad != n_cls:
+            cls = F.pad(cls, (0, c_pad - n_cls))
+        if low is not None:
+            cls = cls.to(low)
+        ry = interp(h, height, mask_logits)
+        rx_t = interp(w, width, mask_logits).t()
+        bands = []
+        for y0 in range(0, height, 32):
+            y1 = min(height, y0 + 32)
+            src = ry[y0:y1].any(dim=0).nonzero()
+            bands.append((y0, y1, int(src[0]), int(src[-1]) + 1))
+        out = cls.new_empty((b, height, width, c_pad))
+        for i in range(b):
+            wide = torch.matmul(mask_logits[i], rx_t)
+            for y0, y1, c0, c1 in bands:
+                tile = torch.matmul(ry[y0:y1, c0:c1], wide[:, c0:c1]).sigmoid_()
+                tile = tile.view(q, -1).t()
+                if low is not None:
+                    tile = tile.to(low)
+                torch.mm(tile, cls[i], out=out[i, y0:y1].view(tile.shape[0], c_pad))
+    return out[..., :n_cls].permute(0, 3, 1, 2)
 
 
-def _restr_init(module):
-    # both ReSTR modules initialise in __init__; the shared routine is what they call
-    trunc_normal_init_weights(module)
+def _old_atm(cls_logits, mask_logits, size, align_corners=False):
+    # models/decode_heads/atm_head.py: ATMHead.predict_by_feat + atm.semantic_inference
+    mask_logits = F.interpolate(mask_logits.float(), size=size, mode='bilinear',
+                                align_corners=align_corners)
+    prob = F.softmax(cls_logits.float(), dim=-1)[..., :-1]
+    return torch.einsum('bqc,bqhw->bchw', prob, mask_logits.sigmoid())
 
 
-_INIT_SITES = {
-    'atm_head': (_atm_head, lambda m: m.init_weights(), _old_trunc_normal_linear_init),
-    'query_upsampling': (_query_upsampling, lambda m: m.init_weights(),
-                         _old_trunc_normal_linear_init),
-    'context_decoder': (_context_decoder, _reset, _old_init_transformer_weights),
-    'pre_model_prompting': (_pre_model_prompting, _reset, _old_pre_model_prompting),
-    'restr_fusion': (_restr_fusion, _restr_init, _old_init_transformer_weights),
-    'restr_language': (_restr_language, _restr_init, _old_init_transformer_weights),
-}
+def _close(new, old, tol=1e-6):
+    assert new.shape == old.shape and new.dtype == old.dtype
+    diff = (new.float() - old.float()).abs().max().item()
+    assert diff <= tol, diff
+    assert torch.equal(new.argmax(1), old.argmax(1))
+    return diff
+
+
+# (Q, h, w, C+1, output size): SAN's x16 grids, a non-integer scale, C = 171 (padded to 176),
+# an unchanged size, a change along one axis only, a band boundary inside the output.
+INFERENCE_CASES = [(5, 7, 9, 4, (112, 144)), (5, 7, 9, 4, (100, 130)), (8, 4, 4, 172, (64, 64)),
+                   (6, 6, 5, 3, (6, 5)), (6, 6, 5, 3, (6, 40)), (3, 9, 2, 21, (70, 2))]
+
+
+@pytest.mark.parametrize('q,h,w,c,size', INFERENCE_CASES)
+def test_semantic_inference_equals_former_san(q, h, w, c, size):
+    torch.manual_seed(0)
+    masks, cls = torch.randn(2, q, h, w) * 4, torch.randn(2, q, c) * 3
+    _close(semantic_inference(cls, masks, size), _old_san_eq4(masks, cls, *size), tol=0)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        new, old = semantic_inference(cls, masks, size), _old_san_eq4(masks, cls, *size)
+    assert new.dtype == torch.bfloat16
+    assert torch.equal(new, old)
+
+
+@pytest.mark.parametrize('q,h,w,c,size', INFERENCE_CASES)
+@pytest.mark.parametrize('align_corners', [False, True])
+def test_semantic_inference_equals_former_atm(q, h, w, c, size, align_corners):
+    torch.manual_seed(1)
+    masks, cls = torch.randn(2, q, h, w) * 4, torch.randn(2, q, c) * 3
+    new = semantic_inference(cls, masks, size, align_corners=align_corners)
+    _close(new, _old_atm(cls, masks, size, align_corners))
+    assert new.min() >= 0
+
+
+def test_semantic_inference_default_size_and_inf():
+    """No size: the masks' own grid, without a resize (so -inf logits give 0, not NaN)."""
+    masks, cls = torch.randn(1, 4, 3, 5), torch.randn(1, 4, 6)
+    masks[0, 1, 2, 2] = -float('inf')
+    out = semantic_inference(cls, masks)
+    expected = sum(cls.softmax(-1)[:, i, :-1, None, None] * masks[:, i, None].sigmoid()
+                   for i in range(4))
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out, expected)

@@ -16,8 +16,10 @@ from typing import List, Tuple
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torch import Tensor
+
+# SegViT's inference rule, shared with SAN (the name stays importable from here).
+from mmseg_ovseg.models.layers import semantic_inference  # noqa: F401
 
 
 class ATMCrossAttention(nn.Module):
@@ -134,17 +136,3 @@ class ATMDecoder(nn.Module):
             query, mask = layer(query, memory)
             outs.append((query, mask))
         return outs
-
-
-def semantic_inference(cls_logits: Tensor, mask_logits: Tensor) -> Tensor:
-    """SegViT's inference rule (ATM part): ``sum_q softmax(cls_q)[:C] * sigmoid(mask_q)``.
-
-    Args:
-        cls_logits (Tensor): (B, Q, C+1) class logits, last = no object.
-        mask_logits (Tensor): (B, Q, H, W) mask logits.
-
-    Returns:
-        Tensor: (B, C, H, W) class probabilities (not logits).
-    """
-    prob = F.softmax(cls_logits, dim=-1)[..., :-1]
-    return torch.einsum('bqc,bqhw->bchw', prob, mask_logits.sigmoid())

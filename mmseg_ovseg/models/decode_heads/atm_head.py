@@ -8,7 +8,7 @@ first, by their own :class:`~.atm.ATMDecoder` (3 layers). One set of learnable c
 prediction ``Linear(D -> C+1)`` of its updated queries and the mask logits of its last layer;
 the mask logits are summed cumulatively over levels (as the official code), resized to the
 last level's grid. The last level is the prediction, earlier levels are deep-supervised.
-Inference: :func:`~.atm.semantic_inference`.
+Inference: :func:`~mmseg_ovseg.models.layers.semantic_inference`.
 
 The Shrunk variant (method, "Shrunk structure") decodes one up-sampled feature map (from
 :class:`~mmseg_ovseg.models.necks.QueryUpsampling`) with ``use_proj=False``,
@@ -24,9 +24,9 @@ from torch import Tensor
 from mmseg.models.decode_heads.decode_head import BaseDecodeHead
 from mmseg.registry import MODELS
 from mmseg.utils import ConfigType, SampleList
-from ..layers import trunc_normal_init_weights
+from ..layers import semantic_inference, trunc_normal_init_weights
 from ..utils import prediction_size
-from .atm import ATMDecoder, semantic_inference
+from .atm import ATMDecoder
 
 
 @MODELS.register_module()
@@ -153,12 +153,12 @@ class ATMHead(BaseDecodeHead):
             batch_img_metas (list[dict]): ``img_shape`` of a slide crop, else ``pad_shape``.
 
         Returns:
-            Tensor: (B, C, H, W) probabilities ``sum_q p_q(c) sigmoid(m_q)``.
+            Tensor: (B, C, H, W) probabilities ``sum_q p_q(c) sigmoid(m_q)`` (a channels-last
+            view, see :func:`~mmseg_ovseg.models.layers.semantic_inference`).
         """
         cls_logits, mask_logits = seg_logits
-        mask_logits = F.interpolate(mask_logits.float(), size=prediction_size(batch_img_metas),
-                                    mode='bilinear', align_corners=self.align_corners)
-        return semantic_inference(cls_logits.float(), mask_logits)
+        return semantic_inference(cls_logits, mask_logits, prediction_size(batch_img_metas),
+                                  align_corners=self.align_corners)
 
     # ------------------------------------------------------------------ training
     def loss(self, inputs: Sequence[Tensor], batch_data_samples: SampleList,

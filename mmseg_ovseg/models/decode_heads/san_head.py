@@ -27,23 +27,10 @@ from torch import Tensor
 from mmseg.models.decode_heads.decode_head import BaseDecodeHead
 from mmseg.registry import MODELS
 from mmseg.utils import ConfigType, SampleList, seg_data_to_instance_data
+from ..layers import semantic_inference
 from ..utils import prediction_size
 from .san_decoders import AttentionBiasDecoder, MaskDecoder
 from .side_adapter import SideAdapterViT
-
-
-# Eq. 4 is evaluated in bands of this many output rows (measured on a 2-core AVX-512 CPU:
-# 32 rows keep each band's upsampled masks at ~8 MB for Q = 100 at 640 px width).
-_BAND_ROWS = 32
-# Score rows are padded to a multiple of this many classes (the GEMM's vector width).
-_CLASS_ALIGN = 16
-
-
-def _interp_matrix(size_in: int, size_out: int, like: Tensor) -> Tensor:
-    """``(size_out, size_in)`` weights of 1-D linear interpolation (``align_corners=False``),
-    taken from ``F.interpolate`` itself so that the products match its values."""
-    eye = torch.eye(size_in, dtype=like.dtype, device=like.device)
-    return F.interpolate(eye[None], size=size_out, mode='linear', align_corners=False)[0].t()
 
 
 @MODELS.register_module()
@@ -191,50 +178,7 @@ class SANHead(BaseDecodeHead):
             buffer; float32, or the autocast dtype under autocast.
         """
         mask_logits, cls_logits = seg_logits
-        height, width = prediction_size(batch_img_metas)
-        b, q, h, w = mask_logits.shape
-        n_cls = cls_logits.shape[-1] - 1
-        device_type = mask_logits.device.type
-        # Under autocast the class product (the dominant GEMM) runs in the autocast dtype and
-        # the scores are stored in it, as any autocast GEMM output is; the interpolation and
-        # the sigmoid stay float32.
-        low = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(
-            device_type) else None
-        with torch.autocast(device_type, enabled=False):
-            mask_logits = mask_logits.float()
-            cls = cls_logits.float().softmax(dim=-1)[..., :-1]  # (B, Q, C)
-            # The score rows are padded to a multiple of 16 classes: (pixels, Q) x (Q, C)
-            # with C = 171 runs ~1.6x slower than with C = 176 on AVX-512.
-            c_pad = -(-n_cls // _CLASS_ALIGN) * _CLASS_ALIGN
-            if c_pad != n_cls:
-                cls = F.pad(cls, (0, c_pad - n_cls))
-            if low is not None:
-                cls = cls.to(low)
-            # Bilinear upsampling (align_corners=False) is separable: rows = R_y @ M @ R_x^T
-            # with the interpolation matrices of F.interpolate itself (2 non-zeros per row).
-            ry = _interp_matrix(h, height, mask_logits)  # (H, h)
-            rx_t = _interp_matrix(w, width, mask_logits).t()  # (w, W)
-            # Each band of output rows and the source rows it reads (the same for all images).
-            bands = []
-            for y0 in range(0, height, _BAND_ROWS):
-                y1 = min(height, y0 + _BAND_ROWS)
-                src = ry[y0:y1].any(dim=0).nonzero()
-                bands.append((y0, y1, int(src[0]), int(src[-1]) + 1))
-            # Scores are written channels-last: each band's (pixels, C) product lands in one
-            # contiguous block, and the argmax over classes that follows reads contiguous
-            # memory. The returned tensor is a (B, C, H, W) view of it.
-            out = cls.new_empty((b, height, width, c_pad))
-            for i in range(b):
-                wide = torch.matmul(mask_logits[i], rx_t)  # (Q, h, W): width interpolated
-                # Upsample -> sigmoid -> class product per band of rows, so the (Q, H, W)
-                # upsampled masks never exist in full and each band's tile stays small.
-                for y0, y1, c0, c1 in bands:
-                    tile = torch.matmul(ry[y0:y1, c0:c1], wide[:, c0:c1]).sigmoid_()
-                    tile = tile.view(q, -1).t()  # (pixels, Q)
-                    if low is not None:
-                        tile = tile.to(low)
-                    torch.mm(tile, cls[i], out=out[i, y0:y1].view(tile.shape[0], c_pad))
-        return out[..., :n_cls].permute(0, 3, 1, 2)
+        return semantic_inference(cls_logits, mask_logits, prediction_size(batch_img_metas))
 
     # ------------------------------------------------------------------ training
     def loss(self, inputs: dict, batch_data_samples: SampleList,

@@ -1,7 +1,10 @@
 """Layers shared by the methods of the package (one implementation each)."""
 from .init import trunc_normal_init_weights
+from .mask_inference import semantic_inference
 from .mlp import MLP
 from .norm import LayerNorm2d
 from .pos_embed import resize_pos_embed
 
-__all__ = ['LayerNorm2d', 'MLP', 'resize_pos_embed', 'trunc_normal_init_weights']
+__all__ = [
+    'LayerNorm2d', 'MLP', 'resize_pos_embed', 'semantic_inference', 'trunc_normal_init_weights'
+]
