@@ -401,3 +401,27 @@ def test_semantic_inference_default_size_and_inf():
                    for i in range(4))
     assert torch.isfinite(out).all()
     torch.testing.assert_close(out, expected)
+
+
+def test_semantic_inference_traced_is_the_plain_math():
+    """Under a tracer (FLOP counting, export) the scores are the plain F.interpolate + einsum
+    (the former ATM computation, so the documented FLOP counts hold) and equal the eager ones."""
+    from mmengine.analysis import FlopAnalyzer
+
+    class Rule(torch.nn.Module):
+
+        def __init__(self, fn):
+            super().__init__()
+            self.fn = fn
+
+        def forward(self, cls, masks):
+            return self.fn(cls, masks, (40, 24))
+
+    torch.manual_seed(2)
+    cls, masks = torch.randn(1, 6, 8), torch.randn(1, 6, 5, 3) * 4
+    eager = semantic_inference(cls, masks, (40, 24))
+    traced = torch.jit.trace(Rule(semantic_inference), (cls, masks))
+    _close(traced(cls, masks), eager)
+    flops = [FlopAnalyzer(Rule(fn), (cls, masks)).total() for fn in (semantic_inference, _old_atm)]
+    # the class product (B Q C H W) and mmengine's 4 per upsampled mask value (B Q H W)
+    assert flops[0] == flops[1] == 6 * 7 * 40 * 24 + 4 * 6 * 40 * 24

@@ -44,6 +44,10 @@ def semantic_inference(cls_logits: Tensor, mask_logits: Tensor,
                        align_corners: bool = False) -> Tensor:
     """``sum_q softmax(cls_q)[:C] * sigmoid(up(mask_q))``.
 
+    Eager calls take the row-banded path; tracers (FLOP counting, export) see the plain math
+    (``F.interpolate``, sigmoid, one ``einsum``): writes into views do not trace, and the
+    class product is then counted as the official heads compute it.
+
     Args:
         cls_logits (Tensor): ``(B, Q, C+1)`` class logits, the last one "no object".
         mask_logits (Tensor): ``(B, Q, h, w)`` mask logits.
@@ -51,40 +55,55 @@ def semantic_inference(cls_logits: Tensor, mask_logits: Tensor,
         align_corners (bool): of the bilinear upsampling. Default: False.
 
     Returns:
-        Tensor: ``(B, C, H, W)`` non-negative scores, a view of a channels-last buffer;
-        float32, or the autocast dtype under autocast (the class product, the dominant GEMM,
-        runs in it as any autocast GEMM does; the interpolation and the sigmoid stay float32).
+        Tensor: ``(B, C, H, W)`` non-negative scores (eager: a view of a channels-last
+        buffer); float32, or the autocast dtype under autocast (the class product, the
+        dominant GEMM, runs in it as any autocast GEMM does; the interpolation and the
+        sigmoid stay float32).
     """
-    b, q, h, w = mask_logits.shape
-    height, width = (h, w) if size is None else (int(size[0]), int(size[1]))
-    n_cls = cls_logits.shape[-1] - 1
+    h, w = mask_logits.shape[-2:]
+    size = (h, w) if size is None else (int(size[0]), int(size[1]))
     device_type = mask_logits.device.type
     low = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(
         device_type) else None
     with torch.autocast(device_type, enabled=False):
-        mask_logits = mask_logits.float()
         cls = cls_logits.float().softmax(dim=-1)[..., :-1]  # (B, Q, C)
-        c_pad = -(-n_cls // _CLASS_ALIGN) * _CLASS_ALIGN
-        if c_pad != n_cls:
-            cls = F.pad(cls, (0, c_pad - n_cls))
-        if low is not None:
-            cls = cls.to(low)
-        # An unchanged axis is not multiplied by an identity (exact, and no 0 * inf).
-        ry = None if height == h else _interp_matrix(h, height, mask_logits, align_corners)
-        rx_t = None if width == w else _interp_matrix(w, width, mask_logits,
-                                                      align_corners).t()  # (w, W)
-        bands = [(y0, min(height, y0 + _BAND_ROWS), y0, min(height, y0 + _BAND_ROWS))
-                 for y0 in range(0, height, _BAND_ROWS)] if ry is None else _bands(ry, height)
-        # Scores are written channels-last: each band's (pixels, C) product lands in one
-        # contiguous block, and an argmax over classes reads contiguous memory.
-        out = cls.new_empty((b, height, width, c_pad))
-        for i in range(b):
-            wide = mask_logits[i] if rx_t is None else torch.matmul(mask_logits[i], rx_t)
-            for y0, y1, c0, c1 in bands:  # (Q, h, W) -> per band (Q, y1 - y0, W)
-                tile = wide[:, y0:y1].sigmoid() if ry is None else torch.matmul(
-                    ry[y0:y1, c0:c1], wide[:, c0:c1]).sigmoid_()
-                tile = tile.reshape(q, -1).t()  # (pixels, Q)
-                if low is not None:
-                    tile = tile.to(low)
-                torch.mm(tile, cls[i], out=out[i, y0:y1].view(tile.shape[0], c_pad))
+        if torch.jit.is_tracing() or torch.compiler.is_compiling():
+            masks = mask_logits.float()
+            if tuple(size) != (h, w):
+                masks = F.interpolate(masks, size=size, mode='bilinear',
+                                      align_corners=align_corners)
+            seg = torch.einsum('bqc,bqhw->bchw', cls, masks.sigmoid())
+            return seg if low is None else seg.to(low)
+        return _banded_inference(cls, mask_logits.float(), size, align_corners, low)
+
+
+def _banded_inference(cls: Tensor, mask_logits: Tensor, size: Tuple[int, int],
+                      align_corners: bool, low: Optional[torch.dtype]) -> Tensor:
+    """The eager path of :func:`semantic_inference` on class probabilities ``(B, Q, C)``."""
+    b, q, h, w = mask_logits.shape
+    height, width = size
+    n_cls = cls.shape[-1]
+    c_pad = -(-n_cls // _CLASS_ALIGN) * _CLASS_ALIGN
+    if c_pad != n_cls:
+        cls = F.pad(cls, (0, c_pad - n_cls))
+    if low is not None:
+        cls = cls.to(low)
+    # An unchanged axis is not multiplied by an identity (exact, and no 0 * inf).
+    ry = None if height == h else _interp_matrix(h, height, mask_logits, align_corners)
+    rx_t = None if width == w else _interp_matrix(w, width, mask_logits,
+                                                  align_corners).t()  # (w, W)
+    bands = [(y0, min(height, y0 + _BAND_ROWS), y0, min(height, y0 + _BAND_ROWS))
+             for y0 in range(0, height, _BAND_ROWS)] if ry is None else _bands(ry, height)
+    # Scores are written channels-last: each band's (pixels, C) product lands in one
+    # contiguous block, and an argmax over classes reads contiguous memory.
+    out = cls.new_empty((b, height, width, c_pad))
+    for i in range(b):
+        wide = mask_logits[i] if rx_t is None else torch.matmul(mask_logits[i], rx_t)
+        for y0, y1, c0, c1 in bands:  # (Q, h, W) -> per band (Q, y1 - y0, W)
+            tile = wide[:, y0:y1].sigmoid() if ry is None else torch.matmul(
+                ry[y0:y1, c0:c1], wide[:, c0:c1]).sigmoid_()
+            tile = tile.reshape(q, -1).t()  # (pixels, Q)
+            if low is not None:
+                tile = tile.to(low)
+            torch.mm(tile, cls[i], out=out[i, y0:y1].view(tile.shape[0], c_pad))
     return out[..., :n_cls].permute(0, 3, 1, 2)
