@@ -5,7 +5,7 @@
 # Data and vocabulary (once):
 #   .venv/bin/python -c "from mmseg_ovseg.datasets import generate_referring_dataset as g; \
 #     g('data/synthetic_referring', splits=dict(train=200, val=50, testA=25, testB=25))"
-#   .venv/bin/python tools/build_word_vocab.py 'data/synthetic_referring/refsyn/refs(unc).p' \
+#   .venv/bin/python tools/dataset_converters/build_word_vocab.py 'data/synthetic_referring/refsyn/refs(unc).p' \
 #     --out data/synthetic_referring/refsyn/vocab.txt
 # Train: .venv/bin/python tools/train.py configs/restr_tiny_synthetic.py
 # Measured (30 Nov 2026, ViT LayerNorm eps 1e-5): 2000 iterations; synthetic val oIoU 79.25,

@@ -5,7 +5,7 @@
 # (T = 20 for every dataset there); its vocabulary is data/vocabulary_Gref.txt, shared by all
 # COCO-based datasets (12,112 rows incl. <pad> <go> <eos> <unk>; embedding Gref_emb.npy).
 # Here: a vocabulary built from RefCOCO+'s own refs (docs/restr.md, "Vocabularies"):
-#   python tools/build_word_vocab.py 'data/refer/refcoco+/refs(unc).p' \
+#   python tools/dataset_converters/build_word_vocab.py 'data/refer/refcoco+/refs(unc).p' \
 #     --out data/refer/refcoco+/vocab.txt
 # Evaluate testA / testB with --cfg-options test_dataloader.dataset.split=testA (or testB).
 _base_ = ['./restr_vit-b16_refcoco-480x480.py']

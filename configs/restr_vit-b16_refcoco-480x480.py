@@ -16,7 +16,7 @@
 #     https://download.openmmlab.com/mmsegmentation/v0.5/pretrain/segmenter/
 #     vit_base_p16_384_20220308-96dfe169.pth), or convert timm weights with mmseg's
 #     tools/model_converters/vit2mmseg.py;
-#   data/refer/refcoco/vocab.txt: python tools/build_word_vocab.py \
+#   data/refer/refcoco/vocab.txt: python tools/dataset_converters/build_word_vocab.py \
 #     'data/refer/refcoco/refs(unc).p' --out data/refer/refcoco/vocab.txt
 #   optional GloVe vectors: language_encoder.glove_file='data/glove/glove.840B.300d.txt'.
 _base_ = [

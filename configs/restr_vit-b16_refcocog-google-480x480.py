@@ -4,7 +4,7 @@
 # REFER('refcocog', splitBy='google'), sets train and val, T = 20 words; its vocabulary
 # data/vocabulary_Gref.txt (12,112 rows incl. <pad> <go> <eos> <unk>; Gref_emb.npy) is
 # shared by all COCO datasets. Here one is built from the Google refs (docs/restr.md):
-#   python tools/build_word_vocab.py 'data/refer/refcocog/refs(google).p' \
+#   python tools/dataset_converters/build_word_vocab.py 'data/refer/refcocog/refs(google).p' \
 #     --out data/refer/refcocog/vocab_google.txt
 _base_ = ['./restr_vit-b16_refcoco-480x480.py']
 

@@ -5,7 +5,7 @@
 # official one otherwise, T = 20 words (build_batches.py's T for every dataset). Vocabulary:
 # the official code shares data/vocabulary_Gref.txt over all COCO datasets; here one is
 # built from the UMD refs (docs/restr.md, "Vocabularies"):
-#   python tools/build_word_vocab.py 'data/refer/refcocog/refs(umd).p' \
+#   python tools/dataset_converters/build_word_vocab.py 'data/refer/refcocog/refs(umd).p' \
 #     --out data/refer/refcocog/vocab_umd.txt
 # Evaluate the test split with --cfg-options test_dataloader.dataset.split=test.
 _base_ = ['./restr_vit-b16_refcoco-480x480.py']

@@ -8,7 +8,7 @@
 # training validates on the first 10,000 test samples in glob order; here on all of them).
 # T = 20 words (build_batches.py). Vocabulary: official data/vocabulary_referit.txt (8,803
 # rows incl. <pad> <go> <eos> <unk>; referit_emb.npy); here one built from the query files:
-#   python tools/build_word_vocab.py data/referit/referit_query_trainval.json \
+#   python tools/dataset_converters/build_word_vocab.py data/referit/referit_query_trainval.json \
 #     data/referit/referit_query_test.json --out data/referit/vocab.txt
 _base_ = ['./restr_vit-b16_refcoco-480x480.py']
 

@@ -57,7 +57,7 @@ def cli(name, argv, capsys):
     """Run tools/<name>.py's main through run_cli; return (status, stdout, stderr)."""
     _rebind_console_loggers()
     capsys.readouterr()
-    rc = run_cli(tool(name).main, f'{name}.py', [str(a) for a in argv])
+    rc = run_cli(tool(name).main, f"{name.split('/')[-1]}.py", [str(a) for a in argv])
     out, err = capsys.readouterr()
     return rc, out, err
 
@@ -367,17 +367,17 @@ def test_train_py_errors(tmp_path, capsys):
 
 
 def test_get_flops_and_benchmark_errors(bad_ckpts, tmp_path, capsys):
-    rc, _, err = cli('get_flops', [tmp_path / 'nope.py'], capsys)
+    rc, _, err = cli('analysis_tools/get_flops', [tmp_path / 'nope.py'], capsys)
     error_line(rc, err, 'get_flops.py', 'config file not found')
-    rc, _, err = cli('get_flops', [CONFIG, '--checkpoint', bad_ckpts['other_arch'],
+    rc, _, err = cli('analysis_tools/get_flops', [CONFIG, '--checkpoint', bad_ckpts['other_arch'],
                                    '--shape', '32', '32'], capsys)
     error_line(rc, err, 'get_flops.py', *CKPT_CASES['other_arch'])
-    rc, _, err = cli('benchmark', [CONFIG, '--checkpoint', bad_ckpts['zero_bytes'],
+    rc, _, err = cli('analysis_tools/benchmark', [CONFIG, '--checkpoint', bad_ckpts['zero_bytes'],
                                    '--shape', '32', '32', '--runs', '1', '--warmup', '0'],
                      capsys)
     error_line(rc, err, 'benchmark.py', *CKPT_CASES['zero_bytes'])
     if not torch.cuda.is_available():
-        rc, _, err = cli('benchmark', [CONFIG, '--device', 'cuda:0', '--shape', '32', '32'],
+        rc, _, err = cli('analysis_tools/benchmark', [CONFIG, '--device', 'cuda:0', '--shape', '32', '32'],
                          capsys)
         error_line(rc, err, 'benchmark.py', 'CUDA is not available')
 

@@ -420,7 +420,7 @@ def test_clip_pretrained_is_one_variable_for_every_tower():
 
 
 def test_get_flops_cfg_options(capsys):
-    get_flops = load_tool('get_flops')
+    get_flops = load_tool('analysis_tools/get_flops')
     full = get_flops.get_flops(CONFIG, (32, 32))
     res = get_flops.main([CONFIG, '--shape', '32', '32', '--cfg-options',
                           'model.vocabulary=cat,dog', 'clip_pretrained=no_such_file.pt'])

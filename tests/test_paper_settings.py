@@ -218,7 +218,7 @@ FLOPS = os.environ.get('OVSEG_FLOPS_TESTS') == '1'
     ('segvit-shrunk_vit-l16_pascal-context-59-480x480', 480, 186.9),
 ])
 def test_flops_against_the_readme(name, shape, readme):
-    """tools/get_flops.py; DenseCLIP: ``_forward`` without the (cached) text tower at the
+    """tools/analysis_tools/get_flops.py; DenseCLIP: ``_forward`` without the (cached) text tower at the
     official get_flops.py default 1024x1024; SegViT: ``predict`` (the inference rule's class
     product counted, as the official head computes it) at the crop size, with PyTorch's
     MultiheadAttention fast path off so that its projections are counted."""
@@ -228,7 +228,7 @@ def test_flops_against_the_readme(name, shape, readme):
     fastpath = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)
     try:
-        res = load_tool('get_flops').get_flops(
+        res = load_tool('analysis_tools/get_flops').get_flops(
             osp.join(REPO, 'configs', f'{name}.py'), (shape, shape),
             'predict' if segvit else 'tensor', None, opts)
     finally:

@@ -172,7 +172,7 @@ def test_coco_based_configs_load_samples(name, tmp_path):
         gt = out['data_samples'].gt_sem_seg.data[0].numpy()  # at the original size
         assert (gt == _box_mask(BOXES[ref['ref_id']])).all()
     # the expression as the model sees it: vocabulary from the refs, T = 20
-    vocab = load_tool('build_word_vocab')
+    vocab = load_tool('dataset_converters/build_word_vocab')
     out_file = str(tmp_path / 'vocab.txt')
     assert vocab.main([str(tmp_path / refs_file), '--out', out_file]) == 0
     v = WordVocabulary.from_file(out_file)
@@ -229,7 +229,7 @@ def test_referit_config_loads_samples(tmp_path):
     assert gt[y0 * 12 + 6, x0 * 12 + 6] == 1 and gt[(y1 + 2) * 12, (x1 + 2) * 12] == 0
 
     # vocabulary from the query files (the tool), then the model's tokens
-    tool = load_tool('build_word_vocab')
+    tool = load_tool('dataset_converters/build_word_vocab')
     out_file = str(tmp_path / 'vocab.txt')
     files = [str(tmp_path / f'referit_query_{s}.json') for s in ('trainval', 'test')]
     assert tool.main(files + ['--out', out_file]) == 0
@@ -286,7 +286,7 @@ def test_referit_bad_files(tmp_path, capsys):
     with pytest.raises(FileNotFoundError, match='77_3.mat'):
         ds.pipeline(ds.get_data_info(0))
     # the vocabulary tool on ReferIt files: kinds not mixed, refs-only options refused
-    tool = load_tool('build_word_vocab')
+    tool = load_tool('dataset_converters/build_word_vocab')
     assert tool.main([str(q), 'refs(unc).p', '--out', str(tmp_path / 'v.txt')]) == 1
     assert 'not both' in capsys.readouterr().err
     assert tool.main([str(q), '--splits', 'train', '--out', str(tmp_path / 'v.txt')]) == 1
@@ -309,7 +309,7 @@ def test_config_builds_model_and_predicts_a_sample(name, tmp_path):
         _fake_refer(str(root), refs_file, ref_splits)
         srcs = [str(root / refs_file)]
     vocab = str(tmp_path / 'vocab.txt')
-    assert load_tool('build_word_vocab').main(srcs + ['--out', vocab]) == 0
+    assert load_tool('dataset_converters/build_word_vocab').main(srcs + ['--out', vocab]) == 0
     m = cfg.model
     m.backbone.update(embed_dims=32, num_layers=1, num_heads=2, init_cfg=None)
     m.language_encoder.update(vocab_file=vocab, embed_dims=16, out_dims=32, num_layers=1,

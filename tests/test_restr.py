@@ -80,7 +80,7 @@ def test_build_vocab_from_refs_and_tool(tmp_path, capsys):
     assert WordVocabulary.from_file(str(tmp_path / 'v.txt')).words == vocab.words
     only_train = build_vocab_from_refs(refs, splits=['train'])
     assert set(only_train.words) <= set(vocab.words)
-    tool = load_tool('build_word_vocab')
+    tool = load_tool('dataset_converters/build_word_vocab')
     assert tool.main([refs, '--out', str(tmp_path / 'o' / 'v.txt')]) == 0
     assert (tmp_path / 'o' / 'v.txt').read_text().split() == vocab.words
     assert tool.main([str(tmp_path / 'nope.p'), '--out', str(tmp_path / 'x.txt')]) == 1

@@ -176,7 +176,7 @@ def test_inferencer_api(tmp_path):
 
 
 def test_benchmark_models_function():
-    bench = load_tool('benchmark')
+    bench = load_tool('analysis_tools/benchmark')
     x = torch.randn(1, 3, 32, 32)
     conv = torch.nn.Conv2d(3, 8, 3)
     res = bench.benchmark_models({'a': lambda t: t + 1, 'conv': conv}, x, warmup=1, runs=3)
@@ -189,7 +189,7 @@ def test_benchmark_models_function():
 
 
 def test_benchmark_cli_with_reference(tmp_path, capsys):
-    bench = load_tool('benchmark')
+    bench = load_tool('analysis_tools/benchmark')
     out = tmp_path / 'bench.json'
     bench.main([CONFIG, '--reference-config', CONFIG, '--shape', '64', '64', '--warmup', '1',
                 '--runs', '2', '--threads', '1', '--out', str(out)])
@@ -205,7 +205,7 @@ def test_benchmark_cli_with_reference(tmp_path, capsys):
 
 
 def test_get_flops():
-    flops = load_tool('get_flops').get_flops(CONFIG, shape=(64, 64))
+    flops = load_tool('analysis_tools/get_flops').get_flops(CONFIG, shape=(64, 64))
     assert flops['flops'] > 0 and flops['params'] > 0
     # attention matmuls are counted by our handle (mmengine 0.10.7 has none)
     assert 'aten::scaled_dot_product_attention' not in flops['unsupported']
@@ -215,7 +215,7 @@ def test_get_flops():
 def test_benchmark_against_mmseg_san_tiny(tmp_path):
     """The SAN-vs-mmseg comparison runs end to end (tiny widths) and checks parity."""
     out = tmp_path / 'bench.json'
-    res = subprocess.run([sys.executable, osp.join(REPO, "tools", "benchmark.py"),
+    res = subprocess.run([sys.executable, osp.join(REPO, "tools", "analysis_tools", "benchmark.py"),
                           '--against-mmseg-san', '--tiny', '--shape', '96', '128', '--runs', '2',
                           '--warmup', '1', '--threads', '1', '--vocabulary',
                           'cat,dog,grass,sky,person', '--out', str(out)],
@@ -234,7 +234,7 @@ def test_benchmark_against_mmseg_san_tiny(tmp_path):
 def test_benchmark_kernels_tiny(tmp_path):
     """--kernels times each of our CPU kernels against PyTorch's op and checks they agree."""
     out = tmp_path / 'kernels.json'
-    res = subprocess.run([sys.executable, osp.join(REPO, 'tools', 'benchmark.py'), '--kernels',
+    res = subprocess.run([sys.executable, osp.join(REPO, 'tools', 'analysis_tools', 'benchmark.py'), '--kernels',
                           '--tiny', '--runs', '2', '--threads', '1', '--out', str(out)],
                          capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-2000:]

@@ -7,7 +7,7 @@ REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 
 def load_tool(name: str):
-    """``load_tool('get_flops')`` or ``load_tool('model_converters/san2ovseg')``.
+    """``load_tool('analysis_tools/get_flops')`` or ``load_tool('model_converters/san2ovseg')``.
 
     The script's own folder goes on ``sys.path`` first, as when it is run, so that sibling
     imports (``san2ovseg`` imports ``mmseg_san2ovseg``) resolve.

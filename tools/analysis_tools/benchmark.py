@@ -1,19 +1,19 @@
 """Inference latency and peak memory of a segmentor, optionally side by side with a reference.
 
-    python tools/benchmark.py CONFIG [--checkpoint CKPT] [--shape 512 512] [--warmup 3]
+    python tools/analysis_tools/benchmark.py CONFIG [--checkpoint CKPT] [--shape 512 512] [--warmup 3]
         [--runs 10] [--threads 2] [--bf16] [--mode predict|tensor]
         [--reference-config REF_CONFIG [--reference-checkpoint CKPT]] [--out result.json]
 
     # our SAN (float32 and bf16 autocast) against mmsegmentation's own SAN, same weights:
-    python tools/benchmark.py --against-mmseg-san [--shape 640 640] [--threads 2] [--runs 7]
+    python tools/analysis_tools/benchmark.py --against-mmseg-san [--shape 640 640] [--threads 2] [--runs 7]
         [--warmup 1] [--vocabulary coco_stuff171] [--tiny] [--out result.json]
 
     # the kernels behind SAN's CPU speed, each against PyTorch's default, at SAN's shapes:
-    python tools/benchmark.py --kernels [--threads 2] [--runs 20] [--tiny] [--out result.json]
+    python tools/analysis_tools/benchmark.py --kernels [--threads 2] [--runs 20] [--tiny] [--out result.json]
 
     # tools/infer.py on one large image: time and peak RSS, mmseg's one-window slide path and
     # visualizer vs batched windows (+ prediction only), each in a fresh process:
-    python tools/benchmark.py CONFIG --large-image [--shape 3000 4000] [--full-resolution]
+    python tools/analysis_tools/benchmark.py CONFIG --large-image [--shape 3000 4000] [--full-resolution]
         [--slide H_CROP W_CROP H_STRIDE W_STRIDE] [--batch-windows N] [--runs 1] [--threads 2]
 
 Every model runs on the same input tensor (already normalised, batch 1 unless ``--batch``),
@@ -27,7 +27,7 @@ memory run above the level before it (CPU: resident set size sampled from
 Other code can time any callables with :func:`benchmark_models`, e.g. to add mmseg's own SAN
 as a reference::
 
-    sys.path.insert(0, 'tools')  # tools/ is not a package
+    sys.path.insert(0, 'tools/analysis_tools')  # tools/ is not a package
     from benchmark import benchmark_models, build_segmentor, predict_fn
     fns = {'ours': predict_fn(build_segmentor(cfg_a)), 'mmseg': predict_fn(build_segmentor(cfg_b))}
     results = benchmark_models(fns, torch.randn(1, 3, 512, 512), warmup=3, runs=10)
@@ -46,7 +46,7 @@ import time
 from contextlib import nullcontext
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 if REPO_ROOT not in sys.path:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, REPO_ROOT)
 

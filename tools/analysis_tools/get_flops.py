@@ -1,6 +1,6 @@
 """FLOPs and parameter count of a segmentor (mmengine.analysis ``FlopAnalyzer``).
 
-    python tools/get_flops.py CONFIG [--shape 512 512] [--mode tensor|predict] [--table]
+    python tools/analysis_tools/get_flops.py CONFIG [--shape 512 512] [--mode tensor|predict] [--table]
                               [--cfg-options KEY=VALUE ...]
 
 The model is built without reading the CLIP weight files (they are loaded by
@@ -16,7 +16,7 @@ import argparse
 import os.path as osp
 import sys
 
-REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 if REPO_ROOT not in sys.path:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, REPO_ROOT)
 

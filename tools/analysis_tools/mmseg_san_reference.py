@@ -1,12 +1,12 @@
 """mmsegmentation 1.2.2's own SAN as a reference for ours: configs, random init, conversion.
 
-Shared by ``tests/test_san_parity.py`` (numerical parity) and ``tools/benchmark.py
+Shared by ``tests/test_san_parity.py`` (numerical parity) and ``tools/analysis_tools/benchmark.py
 --against-mmseg-san`` (speed side by side). mmseg's ``MultimodalEncoderDecoder`` +
 ``SideAdapterCLIPHead`` is built from a random state, its state dict is converted with
 ``tools/model_converters/mmseg_san2ovseg.py`` and loaded into ours through
 ``OpenVocabInferencer(config, checkpoint, classes=..., templates=...)``.
 
-``tools/`` is not a package: ``sys.path.insert(0, 'tools')`` and ``import mmseg_san_reference``.
+``tools/`` is not a package: ``sys.path.insert(0, 'tools/analysis_tools')`` and ``import mmseg_san_reference``.
 """
 import importlib.util
 import os.path as osp
@@ -17,7 +17,7 @@ import torch.nn as nn
 from mmengine.config import Config, ConfigDict
 from mmengine.registry import init_default_scope
 
-REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 if REPO_ROOT not in sys.path:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, REPO_ROOT)
 

@@ -1,10 +1,10 @@
 """Build ReSTR's word vocabulary (one word per line) from REFER refs pickles.
 
-    python tools/build_word_vocab.py "data/refer/refcoco/refs(unc).p" \
+    python tools/dataset_converters/build_word_vocab.py "data/refer/refcoco/refs(unc).p" \
         --out data/refer/refcoco/vocab.txt [--splits train] [--min-count 1]
-    python tools/build_word_vocab.py "data/synthetic_referring/refsyn/refs(unc).p" \
+    python tools/dataset_converters/build_word_vocab.py "data/synthetic_referring/refsyn/refs(unc).p" \
         --out data/synthetic_referring/refsyn/vocab.txt
-    python tools/build_word_vocab.py data/referit/referit_query_trainval.json \
+    python tools/dataset_converters/build_word_vocab.py data/referit/referit_query_trainval.json \
         data/referit/referit_query_test.json --out data/referit/vocab.txt
 
 ``.json`` inputs are ReferIt query files (``{"<image>_<region>": [expressions]}``, see
@@ -20,7 +20,7 @@ import os
 import os.path as osp
 import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
 from mmseg_ovseg.datasets.referit import build_vocab_from_referit  # noqa: E402
 from mmseg_ovseg.models.language.word_vocab import build_vocab_from_refs  # noqa: E402

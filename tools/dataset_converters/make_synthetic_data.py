@@ -1,6 +1,6 @@
 """Write the synthetic shapes segmentation dataset (mmseg layout) used by the demo and tests.
 
-    python tools/make_synthetic_data.py --data-root data/synthetic --num-train 400 \
+    python tools/dataset_converters/make_synthetic_data.py --data-root data/synthetic --num-train 400 \
         --num-val 100 --seed 0 --size 128
 
 Deterministic from ``--seed``; does nothing if the same dataset is already there.
@@ -9,7 +9,7 @@ import argparse
 import os.path as osp
 import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
 from mmseg_ovseg.datasets.synthetic import generate_synthetic_dataset  # noqa: E402
 

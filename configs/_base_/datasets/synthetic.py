@@ -1,5 +1,5 @@
 # The procedural synthetic shapes dataset (mmseg_ovseg/datasets/synthetic.py): 8 classes,
-# 128x128 RGB images. Generate it with `python tools/make_synthetic_data.py`.
+# 128x128 RGB images. Generate it with `python tools/dataset_converters/make_synthetic_data.py`.
 dataset_type = 'SyntheticShapesDataset'
 data_root = 'data/synthetic'
 crop_size = (128, 128)

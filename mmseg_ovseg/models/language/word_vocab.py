@@ -77,7 +77,7 @@ class WordVocabulary:
         """Read a vocabulary file (one word per line; blank lines are errors)."""
         if not osp.isfile(path):
             raise FileNotFoundError(f'WordVocabulary: vocabulary file {path} not found; build '
-                                    'it with tools/build_word_vocab.py from a refs pickle')
+                                    'it with tools/dataset_converters/build_word_vocab.py from a refs pickle')
         with open(path, encoding='utf-8') as f:
             lines = f.read().splitlines()
         while lines and not lines[-1].strip():  # tolerate trailing blank lines only
