@@ -65,6 +65,7 @@ def weights_root(tmp_path):
     return root
 
 
+@pytest.mark.slow
 def test_full_size_configs_follow_the_weight_convention():
     """Every weight file a full-size config names is under pretrained/; CLIP files carry the
     name of OpenAI's release of the config's own open_clip model."""

@@ -185,6 +185,7 @@ def test_runner_checkpoints_fit_their_model(config, tmp_path):
     check_state_dict(model, state, config)
 
 
+@pytest.mark.slow
 def test_guard_loads_a_good_checkpoint_and_refuses_others(trained, bad_ckpts):
     from mmseg.registry import MODELS
     work_dir, good = trained
@@ -205,6 +206,7 @@ def test_guard_loads_a_good_checkpoint_and_refuses_others(trained, bad_ckpts):
 
 # ------------------------------------------------------------------------------ tools/test.py
 @pytest.mark.parametrize('case', sorted(CKPT_CASES))
+@pytest.mark.slow
 def test_test_py_refuses_bad_checkpoint(case, bad_ckpts, data_root, capsys, tmp_path):
     rc, out, err = cli('test', [CONFIG, bad_ckpts[case], '--work-dir', tmp_path,
                                 '--cfg-options'] + loader_opts(data_root), capsys)
@@ -212,6 +214,7 @@ def test_test_py_refuses_bad_checkpoint(case, bad_ckpts, data_root, capsys, tmp_
     assert 'Iter(test)' not in out  # nothing was evaluated
 
 
+@pytest.mark.slow
 def test_test_py_accepts_good_checkpoint_and_work_dir(trained, data_root, capsys, tmp_path):
     work_dir, ckpt = trained
     for path in (ckpt, work_dir):
@@ -221,6 +224,7 @@ def test_test_py_accepts_good_checkpoint_and_work_dir(trained, data_root, capsys
         assert 'Iter(test)' in out and 'mIoU:' in out
 
 
+@pytest.mark.slow
 def test_test_py_debug_prints_traceback(bad_ckpts, data_root, capsys, tmp_path):
     rc, _, err = cli('test', [CONFIG, bad_ckpts['nan'], '--debug', '--work-dir', tmp_path,
                               '--cfg-options'] + loader_opts(data_root), capsys)
@@ -229,6 +233,7 @@ def test_test_py_debug_prints_traceback(bad_ckpts, data_root, capsys, tmp_path):
     assert err.strip().splitlines()[-1].startswith('test.py: error: checkpoint ')
 
 
+@pytest.mark.slow
 def test_test_py_traceback_goes_to_the_log(bad_ckpts, data_root, capsys, tmp_path):
     """The Runner's log file (work_dir/<timestamp>/<timestamp>.log) gets the traceback; the
     error line names it."""
@@ -273,6 +278,7 @@ def test_infer_py_bad_images(tmp_path, capsys):
         error_line(rc, err, 'infer.py', image, *needles)
 
 
+@pytest.mark.slow
 def test_infer_py_bad_checkpoint(bad_ckpts, tmp_path, capsys):
     image = _png(tmp_path / 'a.png')
     for case in ('other_arch', 'nan', 'random_bytes', 'empty_last_checkpoint'):
@@ -292,6 +298,7 @@ def test_infer_py_cuda_without_cuda(tmp_path, capsys):
     error_line(rc, err, 'infer.py', "invalid device 'gpu0'")
 
 
+@pytest.mark.slow
 def test_infer_py_same_name_in_two_folders(trained, tmp_path, capsys):
     _, ckpt = trained
     a = _png(tmp_path / 'a' / 'x.png', (20, 30))
@@ -314,6 +321,7 @@ def test_infer_py_same_name_in_two_folders(trained, tmp_path, capsys):
 
 
 # -------------------------------------------------------------------- the inferencer (API)
+@pytest.mark.slow
 def test_inferencer_bad_arrays(trained):
     from mmseg_ovseg.apis import OpenVocabInferencer
     _, ckpt = trained
@@ -366,6 +374,7 @@ def test_train_py_errors(tmp_path, capsys):
     error_line(rc, err, 'train.py', 'NoSuchHead')
 
 
+@pytest.mark.slow
 def test_get_flops_and_benchmark_errors(bad_ckpts, tmp_path, capsys):
     rc, _, err = cli('analysis_tools/get_flops', [tmp_path / 'nope.py'], capsys)
     error_line(rc, err, 'get_flops.py', 'config file not found')
@@ -391,6 +400,7 @@ def _script(args, **kw):
     return proc
 
 
+@pytest.mark.slow
 def test_scripts_print_one_line(bad_ckpts, data_root, tmp_path):
     proc = _script(['tools/test.py', CONFIG, bad_ckpts['other_arch'], '--work-dir', tmp_path,
                     '--cfg-options'] + loader_opts(data_root))

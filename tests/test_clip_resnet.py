@@ -41,6 +41,7 @@ def _tiny(**kwargs):
     return model.eval()
 
 
+@pytest.mark.slow
 def test_parity_with_open_clip_at_native_size():
     model = _tiny()
     ref = model.visual  # open_clip's own forward on the very same weights
@@ -109,6 +110,7 @@ def test_out_indices_and_no_attnpool():
         CLIPResNetWithAttention(clip_model=vit)
 
 
+@pytest.mark.slow
 def test_load_clip_checkpoint(tmp_path):
     torch.manual_seed(3)
     clip = create_clip(TINY).eval()
@@ -151,6 +153,7 @@ def test_input_resolution_resizes_pos_grid_at_load(tmp_path):
         assert model.eval()(torch.randn(1, 3, 96, 64))[-2].shape == (1, 32, 3, 2)
 
 
+@pytest.mark.slow
 def test_frozen_flags():
     model = _tiny(frozen_stages=2).train()
     v = model.visual

@@ -182,6 +182,7 @@ def test_zero_shot_vocabulary_hook_switches_names():
 
 
 # ------------------------------------------------------------------------ SAN without bias
+@pytest.mark.slow
 def test_san_mask_pool_recognition_uses_the_masks_as_bias():
     """SANHead(recognition='mask_pool'): the SAN ablation without the attention bias."""
     import torch

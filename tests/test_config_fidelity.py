@@ -55,6 +55,7 @@ def _openai_archive(path, cfg, seed=0):
 
 
 # ---------------------------------------------------------------- builder guard
+@pytest.mark.slow
 def test_torchscript_archive_refused_for_gelu_towers_with_the_fix_named(tmp_path):
     path = tmp_path / 'RN_tiny.pt'
     clip = _openai_archive(path, TINY_RN)
@@ -218,6 +219,7 @@ def test_shipped_config_openai_towers_are_quickgelu(path):
     assert quickgelu_violations(cfg.model.to_dict()) == []
 
 
+@pytest.mark.slow
 def test_configs_with_openai_weights_are_all_seen():
     """The walk finds the towers of every config that loads CLIP weights (so a renamed field
     cannot make the check above pass vacuously)."""

@@ -60,6 +60,7 @@ def test_without_pretrained_switches_off_every_weight_file():
     assert cfg['heads'][0]['init_cfg'] == dict(type='Normal', std=0.01)  # not a file: kept
 
 
+@pytest.mark.slow
 def test_config_option_accepts_a_fitting_checkpoint(official, tmp_path, capsys):
     tool = load_tool('model_converters/san2ovseg')
     src, dst = tmp_path / 'official.pth', tmp_path / 'san.pth'
@@ -71,6 +72,7 @@ def test_config_option_accepts_a_fitting_checkpoint(official, tmp_path, capsys):
         set(tool.convert(official)[0])
 
 
+@pytest.mark.slow
 def test_config_option_refuses_a_checkpoint_that_does_not_fit(official, tmp_path, capsys):
     """Keys the converter accepts but the config's model does not: one error lists the
     missing, unexpected and mis-shaped keys, exit status 1, DST not written (and an existing

@@ -41,6 +41,7 @@ def test_amp_configs_fall_back_to_bf16_on_cpu():
     assert san.optim_wrapper.type == 'CPUAmpOptimWrapper'
 
 
+@pytest.mark.slow
 def test_train_py_amp_runs_on_cpu(data_root, tmp_path):  # noqa: F811
     proc, out = run([PY, 'tools/train.py', CONFIG, '--amp', '--work-dir', str(tmp_path),
                      '--cfg-options'] + short_options(data_root))

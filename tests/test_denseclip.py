@@ -161,6 +161,7 @@ def test_context_decoder_attends_to_the_visual_context():
 
 
 # ---------------------------------------------------------------- segmentor
+@pytest.mark.slow
 def test_score_map_and_fpn_inputs():
     model = _model().eval()
     x = torch.randn(2, 3, 64, 96)
@@ -190,6 +191,7 @@ def test_score_map_and_fpn_inputs():
                                                   (2, 16, 4, 6), (2, 16, 2, 3)]
 
 
+@pytest.mark.slow
 def test_losses_include_identity_aux_on_score_map_over_tau():
     model = _model(tau=0.05).train()
     x = torch.randn(2, 3, 64, 64)
@@ -207,6 +209,7 @@ def test_losses_include_identity_aux_on_score_map_over_tau():
     assert set(no_aux.loss(x, samples)) == {'decode.loss_ce', 'decode.acc_seg'}
 
 
+@pytest.mark.slow
 def test_gradients_reach_prompts_and_decoder_not_frozen_tower():
     model = _model().train()
     losses = model.loss(torch.randn(2, 3, 64, 64), _samples(2, 64, 64))
@@ -225,6 +228,7 @@ def test_gradients_reach_prompts_and_decoder_not_frozen_tower():
     assert not hasattr(model.identity_head, 'conv_seg')
 
 
+@pytest.mark.slow
 def test_identity_aux_loss_alone_trains_the_prompts():
     """The aux loss reaches the contexts through the score map (Sec. 3.4)."""
     model = _model().train()
@@ -371,6 +375,7 @@ def check_values_landed(model, official, text_rows=13):
         assert torch.equal(value, src), key
 
 
+@pytest.mark.slow
 def test_converter_official_r50_into_the_shipped_config():
     keys = official_keys('denseclip_r50')
     assert keys['backbone.attnpool.positional_embedding'] == [1 + 16 * 16, 2048]
@@ -381,6 +386,7 @@ def test_converter_official_r50_into_the_shipped_config():
     check_values_landed(model, official)
 
 
+@pytest.mark.slow
 def test_converter_official_r101_into_the_shipped_config():
     """Official denseclip_fpn_res101_512x512_80k.py (layers [3, 4, 23, 3], 512-d embeddings)
     into the shipped RN101 config."""
@@ -474,6 +480,7 @@ def _groups_by_param(optim_wrapper, model):
     return {ids[id(p)]: g for g in optim_wrapper.optimizer.param_groups for p in g['params']}
 
 
+@pytest.mark.slow
 def test_tiny_config_builds_and_trains_one_step():
     cfg = Config.fromfile(osp.join(REPO, 'configs', 'denseclip_tiny_synthetic.py'))
     cfg.model.data_preprocessor.size = (64, 64)  # smaller crops keep the test fast
@@ -510,6 +517,7 @@ def test_tiny_config_builds_and_trains_one_step():
                        after['text_encoder.token_embedding.weight'])
 
 
+@pytest.mark.slow
 def test_ade20k_config_follows_the_official_recipe():
     cfg = Config.fromfile(osp.join(REPO, 'configs', 'denseclip_fpn_r50_ade20k-512x512.py'))
     m = cfg.model

@@ -82,6 +82,7 @@ def test_config_is_closed_set_on_the_concepts_with_the_tiny_clip(name):
 
 
 @pytest.mark.parametrize('name', [DENSECLIP, FPN])
+@pytest.mark.slow
 def test_config_builds_and_trains_one_step_on_generated_images(name, concept_root):
     cfg = _cfg(name)
     model = _build(cfg)
@@ -114,6 +115,7 @@ def test_config_builds_and_trains_one_step_on_generated_images(name, concept_roo
         assert 'text_encoder.token_embedding.weight' not in changed  # text tower frozen
 
 
+@pytest.mark.slow
 def test_plain_fpn_has_no_language_parts_in_its_graph():
     from mmseg_ovseg.models.necks.context_decoder import ContextDecoder
     from mmseg_ovseg.models.decode_heads.identity_head import IdentityHead

@@ -134,6 +134,7 @@ def test_module_shapes_and_explicit_computation():
         m(torch.randn(3, 4, 11))
 
 
+@pytest.mark.slow
 def test_module_sizes_mirror_the_post_model_decoder():
     """Same decoder as post-model prompting (RN50 sizes), with the N x C queries instead of
     gamma and an output projection to the token width W = 512 instead of C = 1024."""
@@ -225,6 +226,7 @@ def test_per_image_text_embeddings_differ_and_batching_is_per_image():
     torch.testing.assert_close(text[1:2], text_b, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_gradients_reach_the_query_tokens_and_not_the_frozen_tower():
     model = _model().train()
     losses = model.loss(torch.randn(2, 3, 64, 64), _samples(2, 64, 64))
@@ -268,6 +270,7 @@ def test_pre_and_post_prompting_together():
 
 
 @pytest.mark.parametrize('mode', ['whole', 'slide'])
+@pytest.mark.slow
 def test_predict(mode):
     test_cfg = dict(mode='whole') if mode == 'whole' else dict(
         mode='slide', crop_size=(32, 32), stride=(24, 24))
@@ -296,6 +299,7 @@ def _groups_by_param(optim_wrapper, model):
     return {ids[id(p)]: g for g in optim_wrapper.optimizer.param_groups for p in g['params']}
 
 
+@pytest.mark.slow
 def test_tiny_pre_config_trains_one_step():
     cfg = Config.fromfile(osp.join(REPO, 'configs', 'denseclip-pre_tiny_synthetic.py'))
     assert cfg.model.context_decoder is None

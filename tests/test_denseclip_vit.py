@@ -122,6 +122,7 @@ def test_fpn_adapter_patch8_layout_defaults_and_errors():
 
 
 # ---------------------------------------------------------------- segmentor
+@pytest.mark.slow
 def test_tiny_vit_denseclip_features_follow_the_official_order():
     model = _tiny_model().eval()
     x = torch.randn(2, 3, 64, 64)
@@ -150,6 +151,7 @@ def test_tiny_vit_denseclip_features_follow_the_official_order():
     assert logits.shape == (2, K, 16, 16)
 
 
+@pytest.mark.slow
 def test_tiny_vit_denseclip_loss_gradients_and_predict():
     model = _tiny_model().train()
     x = torch.randn(2, 3, 64, 64)
@@ -193,6 +195,7 @@ def test_vit_channel_checks():
         MODELS.build(bad)
 
 
+@pytest.mark.slow
 def test_tiny_vit_config_trains_one_step():
     cfg = Config.fromfile(TINY_CFG)
     cfg.model.data_preprocessor.size = (64, 64)
@@ -238,6 +241,7 @@ CONTEXTS = 8 * 512
 VIT_B16_TRAINABLE = VIT_B16_VISUAL + ADAPTER + CONTEXT_DECODER + FPN + FPN_HEAD + CONTEXTS
 
 
+@pytest.mark.slow
 def test_ade20k_vit_config_follows_the_official_recipe_and_counts_params():
     assert (VIT_B16_VISUAL, ADAPTER, CONTEXT_DECODER, FPN, FPN_HEAD) == (
         87270912, 7087872, 3553536, 3186176, 4170902)
@@ -288,6 +292,7 @@ def test_ade20k_vit_config_follows_the_official_recipe_and_counts_params():
 
 
 # ---------------------------------------------------------------- converter
+@pytest.mark.slow
 def test_converter_official_vit_b_into_the_shipped_config():
     """Official denseclip_fpn_vit-b_640x640_80k.py checkpoint layout (recorded fixture) ->
     converter -> strict load into configs/denseclip_fpn_vit-b16_ade20k-640x640.py."""

@@ -26,6 +26,8 @@ from mmengine.dist import get_rank, get_world_size
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 
+pytestmark = pytest.mark.slow  # every test here takes seconds
+
 
 @HOOKS.register_module()
 class RankMarkerHook(Hook):

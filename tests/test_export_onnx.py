@@ -24,6 +24,7 @@ def config(name):
 
 
 @pytest.mark.parametrize('name', CONFIGS)
+@pytest.mark.slow
 def test_onnxruntime_agrees_with_pytorch(name, tmp_path):
     model = export_onnx.build_model(config(name), None, random_weights=True)
     wrapper = export_onnx.make_exportable(model, CLASSES)

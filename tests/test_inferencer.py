@@ -98,6 +98,7 @@ def _capture_visualizer_classes(monkeypatch):
     return seen
 
 
+@pytest.mark.slow
 def test_mmseg_init_model_inference_and_show_result_label_the_new_vocabulary(
         ckpt, tmp_path, monkeypatch):
     from mmseg.apis import inference_model, init_model, show_result_pyplot
@@ -138,6 +139,7 @@ def test_inferencer_is_mmseg_inferencer_with_classes_and_templates(ckpt, tmp_pat
         inf(png(tmp_path / 'a.png'), sentences='a cat')
 
 
+@pytest.mark.slow
 def test_inferencer_folders_batches_and_out_dir(inferencer, tmp_path):
     a = png(tmp_path / 'in' / 'x.png', seed=1)
     b = png(tmp_path / 'in' / 'sub' / 'x.png', seed=2)
@@ -191,6 +193,7 @@ def restr_vocab(tmp_path_factory):
     return str(path)
 
 
+@pytest.mark.slow
 def test_referring_inferencer_reports_unknown_words(restr_vocab, tmp_path):
     opts = {'model.language_encoder.vocab_file': restr_vocab}
     inf = ReferringInferencer(RESTR_CONFIG, cfg_options=opts)
@@ -255,6 +258,7 @@ def test_infer_py_usage_errors_exit_2(ckpt, tmp_path, capsys):
         one_error_line(err, *needles)
 
 
+@pytest.mark.slow
 def test_infer_py_vocabulary_syntax_inputs_and_outputs(ckpt, tmp_path, capsys):
     d = tmp_path / 'imgs'
     a, b = png(d / 'a.png', seed=1), png(d / 'deep' / 'a.png', seed=2)
@@ -296,6 +300,7 @@ def test_infer_py_vocabulary_syntax_inputs_and_outputs(ckpt, tmp_path, capsys):
     one_error_line(err, 'no image files match')
 
 
+@pytest.mark.slow
 def test_infer_py_referring_sentence(restr_vocab, tmp_path, capsys):
     image = png(tmp_path / 'a.png', (64, 64))
     common = ['--config', RESTR_CONFIG, '--random-weights', '--images', image, '--out-dir',
@@ -348,6 +353,7 @@ def test_vit_loads_clip_in_init_weights_once_and_in_place(tmp_path):
         missing.init_weights()
 
 
+@pytest.mark.slow
 def test_runner_training_runs_init_weights(tmp_path):
     """mmengine's Runner calls model.init_weights() in train(): the CLIP file named by
     clip_pretrained reaches both (frozen) towers."""
@@ -371,6 +377,7 @@ def test_runner_training_runs_init_weights(tmp_path):
                        clip.token_embedding.weight)
 
 
+@pytest.mark.slow
 def test_full_config_loads_a_checkpoint_without_the_clip_file(tmp_path):
     """init_model(san_vitb16_coco-stuff.py, ckpt) and our inferencer with the CLIP file
     (pretrained/ViT-B-16.pt) absent: the checkpoint holds every weight."""
@@ -394,6 +401,7 @@ def test_full_config_loads_a_checkpoint_without_the_clip_file(tmp_path):
     assert torch.equal(inf.model.state_dict()[key], model.state_dict()[key])
 
 
+@pytest.mark.slow
 def test_clip_pretrained_is_one_variable_for_every_tower():
     """Every shipped config that names clip_pretrained passes it to all its CLIP towers, and
     --cfg-options clip_pretrained=X changes all of them (mmengine alone changes none)."""
@@ -419,6 +427,7 @@ def test_clip_pretrained_is_one_variable_for_every_tower():
     assert checked >= 8
 
 
+@pytest.mark.slow
 def test_get_flops_cfg_options(capsys):
     get_flops = load_tool('analysis_tools/get_flops')
     full = get_flops.get_flops(CONFIG, (32, 32))

@@ -240,6 +240,7 @@ def _samples(n, h, w, sentences=None, ori=None):
     return out
 
 
+@pytest.mark.slow
 def test_gradients_reach_every_trainable_parameter(vocab_file):
     model = MODELS.build(_tiny_cfg(vocab_file).model)
     model.init_weights()
@@ -301,6 +302,7 @@ def test_predict_letterboxed_input_and_errors(vocab_file):
         MODELS.build(cfg.model)
 
 
+@pytest.mark.slow
 def test_480_config_builds_with_derived_parameter_count(tmp_path):
     vocab = tmp_path / 'vocab.txt'
     num_words = 50
@@ -350,6 +352,7 @@ def test_tiny_config_layer_norms_are_official(vocab_file):
                                  num_fusion=2 * 4 + 1)
 
 
+@pytest.mark.slow
 def test_tiny_config_trains_two_iterations_with_runner(tmp_path):
     from mmengine.runner import Runner
     root = str(tmp_path / 'data')

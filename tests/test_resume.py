@@ -42,6 +42,8 @@ KILL_AT = int(os.environ.get('RESUME_TEST_KILL_AT', '0'))
 KILL_PHASE = os.environ.get('RESUME_TEST_KILL_PHASE', 'after')
 KILL_IN_SAVE = int(os.environ.get('RESUME_TEST_KILL_IN_SAVE', '0'))
 
+pytestmark = pytest.mark.slow  # every test here takes seconds
+
 
 def die():
     sys.stdout.flush()

@@ -190,6 +190,7 @@ def test_mask_classification_loss_empty_and_bad_input():
 
 
 # ---------------------------------------------------------------------- side adapter
+@pytest.mark.slow
 def test_side_adapter_shapes_fusion_and_errors():
     torch.manual_seed(0)
     net = SideAdapterViT(embed_dims=32, depth=4, num_heads=2, patch_size=8, num_queries=5,
@@ -236,6 +237,7 @@ def test_decoders_match_their_equations():
 
 
 # ---------------------------------------------------------------------- segmentor
+@pytest.mark.slow
 def test_san_loss_backward_and_freezing(san):
     san.train()
     inputs = torch.randn(2, 3, 64, 64)
@@ -260,6 +262,7 @@ def test_san_loss_backward_and_freezing(san):
         assert grad is not None and grad.abs().sum() > 0, name
 
 
+@pytest.mark.slow
 def test_san_predict_is_eq4_and_vocabulary_switch(san):
     san.eval()
     x = torch.randn(1, 3, 64, 64)
@@ -304,6 +307,7 @@ def test_san_config_errors():
         MODELS.build(bad)
 
 
+@pytest.mark.slow
 def test_vitb16_trainable_parameter_count():
     """Paper: 8.37M trainable parameters for ViT-B/16 (Table 1 / Sec. 4.2)."""
     init_default_scope('mmseg')
@@ -352,6 +356,7 @@ def official_vitb16():
     return random_official_state('san_vit-b16_official')
 
 
+@pytest.mark.slow
 def test_official_vitb16_checkpoint_converts_and_loads_strictly(vitb16_model, official_vitb16):
     """Official SAN ViT-B/16 release layout (random values) -> san2ovseg -> strict load into
     configs/san_vitb16_coco-stuff.py; every tensor lands where the mapping says."""
@@ -385,6 +390,7 @@ def test_official_vitb16_checkpoint_converts_and_loads_strictly(vitb16_model, of
         assert torch.equal(sd[dst], official[src]), (src, dst)
 
 
+@pytest.mark.slow
 def test_vitl14_checkpoints_convert_and_fit_the_config():
     """Official SAN ViT-L/14@336 and mmseg's SAN ViT-L/14 release layouts -> san2ovseg /
     mmseg_san2ovseg -> exactly the key names and shapes of configs/san_vitl14_coco-stuff.py,
@@ -404,6 +410,7 @@ def test_vitl14_checkpoints_convert_and_fit_the_config():
         model.load_state_dict(converted, strict=True)
 
 
+@pytest.mark.slow
 def test_mmseg_vitb16_checkpoint_converts_and_loads_strictly(vitb16_model):
     """mmseg 1.2's SAN ViT-B/16 layout (its own config) -> mmseg_san2ovseg -> strict load."""
     model, _ = vitb16_model
@@ -425,6 +432,7 @@ def test_mmseg_vitb16_checkpoint_converts_and_loads_strictly(vitb16_model):
                        src['decode_head.side_adapter_network.conv_clips.2.1.conv.weight'])
 
 
+@pytest.mark.slow
 def test_official_converter_errors_and_cli(tmp_path):
     tool = _load_tool('san2ovseg')
     # the official key names with one-element tensors: the converter only renames
@@ -505,6 +513,7 @@ def test_forward_sls_without_visual_output(san):
     assert torch.allclose(sls_a, sls_b, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_tiny_synthetic_config_trains_a_step():
     """configs/san_tiny_synthetic.py builds; one optimiser step lowers nothing to NaN."""
     init_default_scope('mmseg')
@@ -539,6 +548,7 @@ VOCAB_SIZES = {'coco-stuff': 171, 'ade-150': 150, 'ade-847': 847, 'pc-59': 59, '
 
 
 @pytest.mark.parametrize('name', SAN_CONFIGS)
+@pytest.mark.slow
 def test_every_san_config_builds_on_cpu(name):
     """Every shipped SAN config builds its model on CPU with its vocabulary; the ViT-L/14
     model has the paper's 9.32M trainable parameters."""

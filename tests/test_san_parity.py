@@ -14,6 +14,7 @@ is ``python tools/analysis_tools/benchmark.py --against-mmseg-san`` (see docs/be
 import os.path as osp
 import sys
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -24,6 +25,8 @@ from mmseg_san_reference import (CLASSES, build_mmseg_san, convert_and_load,  # 
                                  tiny_ours_cfg)
 
 TOL = 1e-4
+
+pytestmark = pytest.mark.slow  # every test here takes seconds
 
 
 def mmseg_outputs(model, x, deep_sup):

@@ -121,6 +121,7 @@ def test_predict_without_and_with_data_samples(model):
     assert int(out[1].pred_sem_seg.data.max()) < n
 
 
+@pytest.mark.slow
 def test_whole_and_slide_inference(model):
     model.eval()
     n = len(SYNTHETIC_CLASSES)
@@ -138,6 +139,7 @@ def test_whole_and_slide_inference(model):
     torch.testing.assert_close(single, whole)
 
 
+@pytest.mark.slow
 def test_set_vocabulary_changes_outputs_and_caches_text(model):
     model.eval()
     runs = []

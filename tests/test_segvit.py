@@ -110,6 +110,7 @@ def test_atm_layer_is_a_post_norm_transformer_decoder_layer():
                                    rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_head_levels_order_and_cumulative_masks():
     head = _head().eval()
     feats = [torch.randn(2, 32, 4, 6), torch.randn(2, 32, 4, 6), torch.randn(2, 32, 2, 3)]
@@ -262,6 +263,7 @@ def test_shrunk_vit_qd_token_counts_and_equivalence():
         ShrunkVisionTransformer(shrink_idx=4, **VIT)
 
 
+@pytest.mark.slow
 def test_query_upsampling_shapes_and_query_grid():
     neck = MODELS.build(dict(type='QueryUpsampling', in_channels=32, embed_dims=16,
                              query_grid=(8, 8), num_layers=2, num_heads=2, num_levels=2))
@@ -304,6 +306,7 @@ def _segvit(shrunk=False, num_classes=5):
 
 
 @pytest.mark.parametrize('shrunk', [False, True])
+@pytest.mark.slow
 def test_segmentor_gradients_and_deep_supervision(shrunk):
     model = _segvit(shrunk)
     model.train()
@@ -322,6 +325,7 @@ def test_segmentor_gradients_and_deep_supervision(shrunk):
 
 
 @pytest.mark.parametrize('shrunk', [False, True])
+@pytest.mark.slow
 def test_predict_odd_sizes(shrunk):
     model = _segvit(shrunk).eval()
     for h, w in ((61, 75), (40, 33)):
@@ -336,6 +340,7 @@ def test_predict_odd_sizes(shrunk):
 
 
 @pytest.mark.parametrize('name', ['segvit_tiny_synthetic', 'segvit-shrunk_tiny_synthetic'])
+@pytest.mark.slow
 def test_tiny_config_builds_and_trains_a_step(name):
     cfg = Config.fromfile(osp.join(ROOT, 'configs', f'{name}.py'))
     assert cfg.model.type == 'EncoderDecoder'
@@ -431,6 +436,7 @@ def _shipped_model(config):
 
 
 @pytest.mark.parametrize('shrunk', [False, True])
+@pytest.mark.slow
 def test_official_checkpoint_converts_and_loads_strictly_into_the_shipped_config(
         shrunk, tmp_path, capsys):
     """Fails without ``patch_bias=True`` in the config (the official checkpoints carry
@@ -521,6 +527,7 @@ def test_converted_checkpoint_with_a_wrong_shape_is_named():
 SEGVIT_CONFIGS = sorted(glob.glob(osp.join(ROOT, 'configs', 'segvit*.py')))
 
 
+@pytest.mark.slow
 def test_every_segvit_config_builds_the_official_patch_bias():
     names = [osp.basename(p) for p in SEGVIT_CONFIGS]
     assert {'segvit_tiny_synthetic.py', 'segvit-shrunk_tiny_synthetic.py',

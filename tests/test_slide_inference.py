@@ -71,6 +71,7 @@ def test_window_spans_follow_mmseg():
 
 
 @pytest.mark.parametrize('batch_windows', [1, 3, 100])
+@pytest.mark.slow
 def test_batched_slide_equals_mmseg_one_window_at_a_time(batch_windows):
     """Odd image size, windows shifted back at the right/bottom borders, two images."""
     model = _patch_text_model()
@@ -89,6 +90,7 @@ def test_batched_slide_equals_mmseg_one_window_at_a_time(batch_windows):
 
 
 @pytest.mark.parametrize('batch_windows', [1, 3, 64])
+@pytest.mark.slow
 def test_batched_slide_san_equals_mmseg(batch_windows):
     """Tiny SAN (patch 8, clip_scale 0.5): crop larger than the image in height, windows at
     the borders in width."""
@@ -122,6 +124,7 @@ def _count_calls(monkeypatch, obj, name):
 
 
 @pytest.mark.parametrize('mode', ['whole', 'slide'])
+@pytest.mark.slow
 def test_class_embeddings_once_per_inference(monkeypatch, mode):
     """A trainable text encoder runs once per predict call, not once per window."""
     model = _patch_text_model()
@@ -143,6 +146,7 @@ def test_class_embeddings_once_per_inference(monkeypatch, mode):
     assert len(encoder_calls) == 4
 
 
+@pytest.mark.slow
 def test_san_class_embeddings_once_per_inference(monkeypatch):
     model = _san_model()
     calls = _count_calls(monkeypatch, model.text_encoder, 'encode')
@@ -152,6 +156,7 @@ def test_san_class_embeddings_once_per_inference(monkeypatch):
     assert len(calls) == 1
 
 
+@pytest.mark.slow
 def test_denseclip_text_features_once_per_inference(monkeypatch):
     cfg = Config.fromfile('configs/denseclip_tiny_synthetic.py').model
     cfg.pop('data_preprocessor')
@@ -212,6 +217,7 @@ def test_keep_logits_default_keeps_the_contract():
         model.postprocess_result(logits, _samples_with(metas))
 
 
+@pytest.mark.slow
 def test_san_prediction_only_slide_predict_equals_plain_path():
     """End to end on SAN: padded input, slide windows, resize to another original size."""
     model = _san_model()

@@ -31,6 +31,8 @@ SIZES = ((48, 64), (40, 40))
 NAMES = ('2008_000003', '2008_000007')  # VOC-style names, used for every benchmark
 VOCABS = dict(ade847=847, pc459=459, ade150=150, pc59=59, voc=20)
 
+pytestmark = pytest.mark.slow  # every test here takes seconds
+
 
 @pytest.fixture(scope='module')
 def tiny_ckpt(tmp_path_factory):

@@ -159,6 +159,7 @@ def test_tiny_clip_registered():
         {k: v.shape for k, v in ref.state_dict().items()}
 
 
+@pytest.mark.slow
 def test_one_step_lowers_loss_on_fixed_batch():
     from open_clip.loss import ClipLoss
     torch.manual_seed(0)
@@ -214,6 +215,7 @@ def test_checkpoint_loads_into_both_towers(tiny_checkpoint):
         initialized(CLIPVisionTransformer(TINY_CLIP_NAME, pretrained=out + '.bad'))
 
 
+@pytest.mark.slow
 def test_pretrain_resume_is_exact(tmp_path, tiny_checkpoint):
     ref_out, _ = tiny_checkpoint
     out = str(tmp_path / 'resumed.pt')
@@ -284,6 +286,7 @@ def test_dense_region_loss_targets():
         dense_region_loss(right, cover[:, :3], text, scale)
 
 
+@pytest.mark.slow
 def test_dense_step_lowers_region_loss():
     from open_clip.loss import ClipLoss
     model = build_clip(seed=0)
@@ -313,6 +316,7 @@ def test_dense_step_lowers_region_loss():
     assert model.visual.output_tokens is False
 
 
+@pytest.mark.slow
 def test_pretrain_presets_and_region_resume_guard(tmp_path):
     import importlib.util
     spec = importlib.util.spec_from_file_location('pretrain_clip', 'tools/pretrain_clip.py')
@@ -332,6 +336,7 @@ def test_pretrain_presets_and_region_resume_guard(tmp_path):
     assert pretrain(out=out, resume=True, dense_weight=1.0, **kwargs)['steps'] == 2
 
 
+@pytest.mark.slow
 def test_pretrain_init_from_checkpoint(tmp_path, tiny_checkpoint):
     """``init`` starts from a checkpoint: with lr 0 (AdamW's decay is scaled by the lr) the
     written weights are the initial ones; a random start differs."""
@@ -350,6 +355,7 @@ def test_pretrain_init_from_checkpoint(tmp_path, tiny_checkpoint):
         pretrain(out=out, init=str(tmp_path / 'missing.pt'), **kwargs)
 
 
+@pytest.mark.slow
 def test_probe_tool_counts(tmp_path, tiny_checkpoint):
     """tools/misc/probe_tiny_clip.py on a 3-image benchmark: one crop / region per object
     class present, one patch per patch that an object covers >= 50 %."""

@@ -20,6 +20,8 @@ REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIG = osp.join(REPO, 'configs', 'baseline_tiny_synthetic.py')
 PY = sys.executable
 
+pytestmark = pytest.mark.slow  # every test here takes seconds
+
 
 def short_options(data_root, max_iters=2):
     """--cfg-options making the tiny config train/test in seconds on a tiny dataset."""

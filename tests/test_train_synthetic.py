@@ -3,6 +3,7 @@ generated dataset: the config, dataset, segmentor, head, metric and checkpointin
 together (seconds on CPU)."""
 import os.path as osp
 
+import pytest
 import torch
 from mmengine.config import Config
 from mmengine.runner import Runner
@@ -11,6 +12,8 @@ from mmseg_ovseg.datasets.synthetic import generate_synthetic_dataset
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIG = osp.join(REPO, 'configs', 'baseline_tiny_synthetic.py')
+
+pytestmark = pytest.mark.slow  # every test here takes seconds
 
 
 def _tiny_config(data_root, work_dir, max_iters=3):

@@ -18,6 +18,7 @@ CONFIG = osp.join(REPO, 'configs', 'san_tiny_synthetic.py')
 NO_TTA_DATASETS = {'RefCOCODataset', 'ReferItDataset'}
 
 
+@pytest.mark.slow
 def test_tta_runs_scales_and_flips(tmp_path, monkeypatch):
     root = str(tmp_path / 'synthetic')
     generate_synthetic_dataset(root, num_train=1, num_val=2, seed=0, size=64)

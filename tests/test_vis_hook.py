@@ -18,6 +18,8 @@ REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIG = osp.join(REPO, 'configs', 'baseline_tiny_synthetic.py')
 VOCAB = ['sky', 'lion', 'tiger', 'boat', 'tree', 'road', 'cup', 'kite']  # as many, other names
 
+pytestmark = pytest.mark.slow  # every test here takes seconds
+
 
 @pytest.fixture(scope='module')
 def data_root(tmp_path_factory):

@@ -307,6 +307,7 @@ def _official_dropped(key: str) -> bool:
     ('zegclip_vitb16_voc12-zs.py', 'zegclip_voc12', 10),
     ('zegclip_vitb16_coco-stuff-zs.py', 'zegclip_coco', 100),
 ])
+@pytest.mark.slow
 def test_converted_official_checkpoint_loads_strictly_into_config(config, fixture, prompts):
     """The official segmentor's key/shape list (tests/fixtures/official, recorded from the
     official code), filled with random values, converts and loads strictly into the model the
@@ -521,6 +522,7 @@ def test_variant_configs(name):
     assert cfg.val_evaluator.type == 'ZeroShotIoUMetric'
 
 
+@pytest.mark.slow
 def test_every_zegclip_config_builds_the_official_cls_token_and_no_drop_path():
     """Each ZegCLIP config folds class_embedding into CLIP's position row at load (the
     official CLS token); the ViT-B ones train without stochastic depth, as the official
@@ -538,6 +540,7 @@ def test_every_zegclip_config_builds_the_official_cls_token_and_no_drop_path():
 
 
 # ---------------------------------------------------------------- end to end
+@pytest.mark.slow
 def test_tiny_config_short_train_and_zero_shot_eval(tmp_path):
     """The tiny config trains a few iterations through mmengine's Runner on seen classes and
     evaluates all classes with the zero-shot metric; its checkpoint feeds self-training."""
