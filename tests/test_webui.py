@@ -99,6 +99,7 @@ def test_area_table_counts_every_present_class_and_sums_to_100():
 
 
 # ----------------------------------------------------------------------------- requests
+@pytest.mark.slow
 def test_request_with_random_weights_caches_the_model(cache):
     img = image()
     overlay, rows, status = webui.run_request(cache, CONFIG, '', img, webui.CUSTOM,
@@ -145,6 +146,7 @@ def test_bad_input_is_one_line_on_the_page(cache, tmp_path):
                 'no checkpoint', '--random-weights')
 
 
+@pytest.mark.slow
 def test_checkpoint_is_loaded_and_keyed(cache, tmp_path):
     model = cache.get(CONFIG, None).model
     state = {k: v.clone() for k, v in model.state_dict().items()}
@@ -200,6 +202,7 @@ def free_port():
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_page_served_and_called_with_the_gradio_client(cache, tmp_path, monkeypatch):
     pytest.importorskip('gradio')
     client_mod = pytest.importorskip('gradio_client')
