@@ -117,8 +117,8 @@ def test_config_builds_and_trains_one_step_on_generated_images(name, concept_roo
 
 @pytest.mark.slow
 def test_plain_fpn_has_no_language_parts_in_its_graph():
-    from mmseg_ovseg.models.necks.context_decoder import ContextDecoder
     from mmseg_ovseg.models.decode_heads.identity_head import IdentityHead
+    from mmseg_ovseg.models.necks.context_decoder import ContextDecoder
     dense, plain = _build(_cfg(DENSECLIP)), _build(_cfg(FPN))
 
     def kinds(model):
