@@ -19,14 +19,14 @@ from mmseg_ovseg.datasets.synthetic import generate_synthetic_dataset
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIG = osp.join(REPO, 'configs', 'baseline_tiny_synthetic.py')
 
+pytestmark = pytest.mark.slow  # every test here takes seconds
+
 # A hook that makes every rank report what it trained (mmengine logs from rank 0 only).
 MARKER = '''
 import json, os.path as osp
 from mmengine.dist import get_rank, get_world_size
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
-
-pytestmark = pytest.mark.slow  # every test here takes seconds
 
 
 @HOOKS.register_module()
