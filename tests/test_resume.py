@@ -25,6 +25,7 @@ from mmseg_ovseg.engine import check_checkpoint
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 PY = sys.executable
+pytestmark = pytest.mark.slow  # every test here takes seconds
 
 DRIVER = r'''
 import importlib.util, json, os, signal, sys
@@ -41,8 +42,6 @@ LOSSES = os.environ['RESUME_TEST_LOSSES']
 KILL_AT = int(os.environ.get('RESUME_TEST_KILL_AT', '0'))
 KILL_PHASE = os.environ.get('RESUME_TEST_KILL_PHASE', 'after')
 KILL_IN_SAVE = int(os.environ.get('RESUME_TEST_KILL_IN_SAVE', '0'))
-
-pytestmark = pytest.mark.slow  # every test here takes seconds
 
 
 def die():
