@@ -195,15 +195,15 @@ def test_san_mask_pool_recognition_uses_the_masks_as_bias():
     x = torch.randn(1, 3, 64, 64)
     feats = model.extract_feat(x)
     seen_bias = []
-    recognize = feats['feats']['recognize']
+    recognize = model.recognize
 
-    def spy(bias):
+    def spy(split_tokens, bias):
         seen_bias.append(bias)
-        return recognize(bias)
+        return recognize(split_tokens, bias)
 
-    feats['feats']['recognize'] = spy
+    model.recognize = spy  # the segmentor calls CLIP's recognition with each pooled bias
     with torch.no_grad():
-        all_masks, all_cls = head(feats, deep_supervision=False)
+        all_masks, all_cls = model.decode(feats, deep_supervision=False)
         masks, query_embed = head.mask_decoder(*head.side_adapter(
             x, feats['feats']['clip_feats'], (head.side_adapter.depth, ))[0])
     heads = head.bias_decoder.num_heads
@@ -215,7 +215,7 @@ def test_san_mask_pool_recognition_uses_the_masks_as_bias():
     # differs from the learned bias of the paper's recognition
     head.recognition = 'attn_bias'
     with torch.no_grad():
-        _, cls_bias = head(feats, deep_supervision=False)
+        _, cls_bias = model.decode(feats, deep_supervision=False)
     assert not torch.allclose(cls_bias[-1], all_cls[-1])
     with pytest.raises(ValueError, match='recognition'):
         cfg.model.decode_head.recognition = 'pool'

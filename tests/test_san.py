@@ -268,7 +268,7 @@ def test_san_predict_is_eq4_and_vocabulary_switch(san):
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         feats = san.extract_feat(x)
-        masks, cls = san.decode_head.forward(feats)
+        masks, cls = san.decode(feats)
         assert len(masks) == 1 and masks[0].shape == (1, 6, 8, 8)
         assert cls[0].shape == (1, 6, len(CLASSES) + 1)
         seg = san.predict(x)[0].seg_logits.data

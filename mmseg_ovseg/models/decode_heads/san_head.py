@@ -13,29 +13,36 @@ https://arxiv.org/abs/2302.12242):
   masks upsampled to the input size before the sigmoid;
 - Sec. 4.1: Hungarian-matched mask-classification loss with deep supervision.
 
-The CLIP layers that run the SLS tokens belong to the backbone: the segmentor (:class:`SAN`)
-passes a ``recognize(attn_bias) -> (B, Q, D)`` callable in ``inputs['feats']``.
+The CLIP layers that run the SLS tokens belong to the backbone, so the segmentor
+(:class:`~mmseg_ovseg.models.segmentors.SAN`) walks Fig. 2 and calls this head's steps in turn:
+:meth:`SANHead.forward` (side adapter: mask proposals, attention biases), :meth:`pool_bias`,
+then, after CLIP's recognition, :meth:`classify` and :meth:`predict_by_feat` (Eq. 4) or
+:meth:`loss_by_feat`. Alone, the head cannot ``predict`` nor ``loss``.
 """
 import math
-from typing import Callable, Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch import Tensor
-
 from mmseg.models.decode_heads.decode_head import BaseDecodeHead
 from mmseg.registry import MODELS
 from mmseg.utils import ConfigType, SampleList, seg_data_to_instance_data
+from torch import Tensor
+
 from ..layers import semantic_inference
 from ..utils import prediction_size
 from .san_decoders import AttentionBiasDecoder, MaskDecoder
 from .side_adapter import SideAdapterViT
 
+_NEEDS_SEGMENTOR = ('SANHead classifies masks with the CLIP backbone between its proposals and '
+                    'its classes; run it through the SAN segmentor (SAN.encode_decode for '
+                    'scores, SAN.loss for losses, SAN.decode for the logits)')
+
 
 @MODELS.register_module()
 class SANHead(BaseDecodeHead):
-    """SAN head (side adapter, decoders, recognition, mask-classification loss).
+    """SAN head (side adapter, decoders, classification, Eq. 4, mask-classification loss).
 
     Args:
         num_classes (int): vocabulary size (set by the segmentor; may change at run time).
@@ -57,8 +64,9 @@ class SANHead(BaseDecodeHead):
         **kwargs: other :class:`BaseDecodeHead` arguments (``align_corners``,
             ``ignore_index``, ``init_cfg``).
 
-    Forward input: ``dict(inputs=(B, 3, H, W), class_embeds=(C, D), feats=dict(
-    clip_feats=[(B, D_clip, h', w'), ...], clip_hw=(h', w'), recognize=callable))``.
+    Forward input (``SAN.extract_feat``): ``dict(inputs=(B, 3, H, W), class_embeds=(C, D),
+    feats=dict(clip_feats=[(B, D_clip, h', w'), ...], clip_hw=(h', w'),
+    split_tokens=(B, 1 + h'*w', D_clip)))``; the head reads ``inputs`` and ``clip_feats``.
     """
 
     def __init__(self,
@@ -123,50 +131,53 @@ class SANHead(BaseDecodeHead):
             attn_bias = F.adaptive_max_pool2d(attn_bias.reshape(b, n * q, h, w), clip_hw)
         return attn_bias.reshape(b, n, q, -1)
 
-    def forward(self, inputs: dict, deep_supervision: bool = None) -> Tuple[List[Tensor],
-                                                                             List[Tensor]]:
-        """Mask and class logits of the supervised side blocks.
+    def forward(self, inputs: dict, deep_supervision: Optional[bool] = None
+                ) -> Tuple[List[Tensor], List[Tensor]]:
+        """Side adapter branch of Fig. 2: mask proposals and attention biases.
 
         Args:
             inputs (dict): see the class docstring.
             deep_supervision (bool): also return the auxiliary outputs (default: in training).
 
         Returns:
-            tuple[list[Tensor], list[Tensor]]: mask logits (B, Q, H/16, W/16) and class
-            logits (B, Q, C+1) per output, auxiliary ones first, the final one last.
+            tuple[list[Tensor], list[Tensor]]: mask logits (B, Q, H/16, W/16) and attention
+            biases (B, heads, Q, H/16, W/16) on the side grid, per supervised side block,
+            auxiliary ones first, the final one last.
         """
         if deep_supervision is None:
             deep_supervision = self.training
-        feats = inputs['feats']
-        recognize: Callable[[Tensor], Tensor] = feats['recognize']
         out_indices = (self.deep_supervision_idxs if deep_supervision else ()) + (
             self.side_adapter.depth, )
-        side_outs = self.side_adapter(inputs['inputs'], feats['clip_feats'], out_indices)
-        classifier = self.classifier(inputs['class_embeds'])
-        all_masks, all_cls = [], []
+        side_outs = self.side_adapter(inputs['inputs'], inputs['feats']['clip_feats'],
+                                      out_indices)
+        all_masks, all_biases = [], []
         for query, x in side_outs:
             masks, query_embed = self.mask_decoder(query, x)
             if self.recognition == 'attn_bias':
-                bias = self.bias_decoder(query_embed, x)  # (B, heads, Q, h, w)
+                bias = self.bias_decoder(query_embed, x)
             else:  # the mask itself as the bias of every head
                 heads = self.bias_decoder.num_heads
                 bias = F.logsigmoid(masks).unsqueeze(1).expand(-1, heads, -1, -1, -1)
-            bias = self.pool_bias(bias, feats['clip_hw'])
-            mask_embeds = F.normalize(recognize(bias), dim=-1)  # (B, Q, D)
             all_masks.append(masks)
-            all_cls.append(torch.matmul(mask_embeds, classifier.t().to(mask_embeds.dtype)))
-        return all_masks, all_cls
+            all_biases.append(bias)
+        return all_masks, all_biases
+
+    def classify(self, mask_embeds: Tensor, class_embeds: Tensor) -> Tensor:
+        """Class logits ``(B, Q, C+1)``: 100 x cosine of the ``(B, Q, D)`` mask embeddings
+        (SLS outputs) with the ``(C, D)`` class embeddings and the background."""
+        classifier = self.classifier(class_embeds)
+        mask_embeds = F.normalize(mask_embeds, dim=-1)
+        return torch.matmul(mask_embeds, classifier.t().to(mask_embeds.dtype))
 
     # ------------------------------------------------------------------ inference
     def predict(self, inputs: dict, batch_img_metas: List[dict],
                 test_cfg: ConfigType) -> Tensor:
-        """Segmentation logits (B, C, H_pad, W_pad) from the final side block."""
-        all_masks, all_cls = self.forward(inputs, deep_supervision=False)
-        return self.predict_by_feat((all_masks[-1], all_cls[-1]), batch_img_metas)
+        """Not available on the head alone (see the module docstring)."""
+        raise RuntimeError(_NEEDS_SEGMENTOR)
 
     def predict_by_feat(self, seg_logits: Tuple[Tensor, Tensor],
                         batch_img_metas: List[dict]) -> Tensor:
-        """Eq. 4: ``sum_q softmax(cls)[q, :C] * sigmoid(upsampled mask_q)``.
+        """Step 5, Eq. 4: ``sum_q softmax(cls)[q, :C] * sigmoid(upsampled mask_q)``.
 
         Args:
             seg_logits (tuple[Tensor, Tensor]): mask logits (B, Q, h, w), class logits
@@ -183,12 +194,18 @@ class SANHead(BaseDecodeHead):
     # ------------------------------------------------------------------ training
     def loss(self, inputs: dict, batch_data_samples: SampleList,
              train_cfg: ConfigType) -> Dict[str, Tensor]:
-        """Losses of the final output and, prefixed ``d{i}.``, of each auxiliary output."""
-        all_masks, all_cls = self.forward(inputs, deep_supervision=True)
-        return self.loss_by_feat((all_masks, all_cls), batch_data_samples)
+        """Not available on the head alone (see the module docstring)."""
+        raise RuntimeError(_NEEDS_SEGMENTOR)
 
     def loss_by_feat(self, seg_logits: Tuple[List[Tensor], List[Tensor]],
                      batch_data_samples: SampleList) -> Dict[str, Tensor]:
+        """Losses of the final output and, prefixed ``d{i}.``, of each auxiliary output.
+
+        Args:
+            seg_logits (tuple[list[Tensor], list[Tensor]]): mask logits (B, Q, h, w) and
+                class logits (B, Q, C+1) per output, auxiliary ones first.
+            batch_data_samples (list[SegDataSample]): with ``gt_sem_seg``.
+        """
         all_masks, all_cls = seg_logits
         gt_instances = seg_data_to_instance_data(self.ignore_index, batch_data_samples)
         names = [f'd{i}.' for i in self.deep_supervision_idxs][-(len(all_masks) - 1):] \

@@ -5,13 +5,22 @@ the frozen CLIP ViT sees the image at a reduced scale (0.5 for ViT-B/16: 640 -> 
 ViT-L/14: 640 -> 448, position embeddings resized), its post-``ln_pre`` embedding and some
 layer outputs are fused into the side adapter (which sees full scale), and its layers from the
 split on run the SLS tokens steered by the side adapter's attention bias (Sec. 3.3).
+
+The segmentor walks Fig. 2 itself, as the official ``SAN.forward`` does:
+
+1. :meth:`SAN.extract_feat`: CLIP up to the split (fusion maps, tokens at the split);
+2. ``SANHead.forward``: side adapter -> mask proposals and attention biases;
+3. :meth:`SAN.recognize`: CLIP's last blocks with SLS tokens steered by each bias;
+4. ``SANHead.classify``: mask embeddings vs. class text embeddings (+ background);
+5. ``SANHead.predict_by_feat``: Eq. 4 (or ``SANHead.loss_by_feat`` in training).
 """
-from typing import Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import torch.nn.functional as F
+from mmseg.registry import MODELS
+from mmseg.utils import OptSampleList, SampleList, add_prefix
 from torch import Tensor
 
-from mmseg.registry import MODELS
 from .text_encoder_decoder import TextEncoderDecoder
 
 
@@ -54,15 +63,18 @@ class SAN(TextEncoderDecoder):
         self.fusion_layers = tuple(fusion_layers)
         self.split_layer = split_layer
 
+    # ------------------------------------------------------------------ Fig. 2, step by step
     def extract_feat(self, inputs: Tensor) -> dict:
-        """CLIP features for fusion and a recognition callable for the head.
+        """Step 1: CLIP on the downscaled image, up to the split layer.
+
+        Args:
+            inputs (Tensor): (B, 3, H, W) images.
 
         Returns:
             dict: ``inputs`` (B, 3, H, W), ``class_embeds`` (C, D) and ``feats`` with
-            ``clip_feats`` (one (B, D_clip, h', w') map per fusion layer), ``clip_hw`` and
-            ``recognize(attn_bias (B, heads, Q, h'*w')) -> (B, Q, D)`` that runs the CLIP
-            blocks from ``split_layer`` on with SLS tokens (copies of CLS) and projects them
-            with ``ln_post``/``proj``.
+            ``clip_feats`` (one (B, D_clip, h', w') map per fusion layer, for the side
+            adapter), ``clip_hw`` (h', w') and ``split_tokens`` (B, 1 + h'*w', D_clip), the
+            tokens entering block ``split_layer`` (for :meth:`recognize`). Tensors only.
         """
         if inputs.dim() != 4:
             raise ValueError(f'expected (B, 3, H, W) images, got {tuple(inputs.shape)}')
@@ -78,13 +90,67 @@ class SAN(TextEncoderDecoder):
             backbone.tokens_to_map(tokens if i == 0 else outs[i - 1], hw)
             for i in self.fusion_layers
         ]
-
-        def recognize(attn_bias: Tensor) -> Tensor:
-            sls, _ = backbone.forward_sls(split_tokens, attn_bias, self.split_layer,
-                                          return_visual=False)
-            return backbone.project(sls)
-
         return dict(
             inputs=inputs,
-            feats=dict(clip_feats=clip_feats, clip_hw=hw, recognize=recognize),
+            feats=dict(clip_feats=clip_feats, clip_hw=hw, split_tokens=split_tokens),
             class_embeds=self.inference_class_embeds(inputs))
+
+    def recognize(self, split_tokens: Tensor, attn_bias: Tensor) -> Tensor:
+        """Step 3: CLIP's blocks from ``split_layer`` on with SLS tokens (Sec. 3.3).
+
+        Args:
+            split_tokens (Tensor): (B, 1 + h'*w', D_clip) from :meth:`extract_feat`.
+            attn_bias (Tensor): (B, heads, Q, h'*w') bias on the CLIP grid.
+
+        Returns:
+            Tensor: (B, Q, D) mask embeddings: the SLS tokens (copies of CLS at the split)
+            after ``ln_post``/``proj``, not normalised. The visual tokens' last block is
+            skipped (only its keys/values are needed).
+        """
+        sls, _ = self.backbone.forward_sls(split_tokens, attn_bias, self.split_layer,
+                                           return_visual=False)
+        return self.backbone.project(sls)
+
+    def decode(self, feats: dict, deep_supervision: Optional[bool] = None
+               ) -> Tuple[List[Tensor], List[Tensor]]:
+        """Steps 2-4 on the output of :meth:`extract_feat`.
+
+        2. side adapter (fused with ``clip_feats``): mask proposals and attention biases of
+           each supervised side block (:meth:`SANHead.forward`);
+        3. each bias max-pooled to the CLIP grid steers the SLS tokens (:meth:`recognize`);
+        4. the mask embeddings are classified against the class text embeddings and the
+           background (:meth:`SANHead.classify`).
+
+        Args:
+            feats (dict): from :meth:`extract_feat`.
+            deep_supervision (bool): also the auxiliary outputs (default: in training).
+
+        Returns:
+            tuple[list[Tensor], list[Tensor]]: mask logits (B, Q, H/16, W/16) and class
+            logits (B, Q, C+1) per supervised side block, auxiliary ones first.
+        """
+        head = self.decode_head
+        clip = feats['feats']
+        all_masks, all_biases = head(feats, deep_supervision)
+        all_cls = []
+        for bias in all_biases:
+            bias = head.pool_bias(bias, clip['clip_hw'])  # (B, heads, Q, h'*w')
+            mask_embeds = self.recognize(clip['split_tokens'], bias)
+            all_cls.append(head.classify(mask_embeds, feats['class_embeds']))
+        return all_masks, all_cls
+
+    def encode_decode(self, inputs: Tensor, batch_img_metas: List[dict]) -> Tensor:
+        """Steps 1-5: (B, 3, H, W) images -> (B, C, H_pad, W_pad) Eq. 4 scores of the final
+        side block."""
+        all_masks, all_cls = self.decode(self.extract_feat(inputs), deep_supervision=False)
+        return self.decode_head.predict_by_feat((all_masks[-1], all_cls[-1]), batch_img_metas)
+
+    def _decode_head_forward_train(self, inputs: dict, data_samples: SampleList) -> dict:
+        """Losses (``decode.*``) of the final and the deeply supervised side blocks."""
+        seg_logits = self.decode(inputs, deep_supervision=True)
+        return add_prefix(self.decode_head.loss_by_feat(seg_logits, data_samples), 'decode')
+
+    def _forward(self, inputs: Tensor, data_samples: OptSampleList = None
+                 ) -> Tuple[List[Tensor], List[Tensor]]:
+        """Raw outputs (mmseg's ``mode='tensor'``): :meth:`decode` of the images."""
+        return self.decode(self.extract_feat(inputs))
