@@ -102,6 +102,7 @@ def test_template_ensemble_equals_direct(clip, ckpt, templates):
         atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_memory_cache_and_invalidation(clip, ckpt):
     enc = initialized(OVCLIPTextEncoder(tiny_cfg(), pretrained=ckpt, templates='single'))
     calls = count_calls(enc.transformer)
@@ -130,6 +131,7 @@ def test_memory_cache_and_invalidation(clip, ckpt):
     assert not torch.allclose(first, third, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_disk_cache_round_trip(clip, ckpt, tmp_path):
     cache_dir = tmp_path / 'cache'
     enc = initialized(OVCLIPTextEncoder(tiny_cfg(), pretrained=ckpt, templates='vild',

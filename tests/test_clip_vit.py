@@ -36,6 +36,7 @@ def _backbone(clip, **kwargs):
     return bb
 
 
+@pytest.mark.slow
 def test_global_embedding_matches_open_clip(clip):
     bb = _backbone(clip, out_indices=(0, 2), output_dense=True)
     x = torch.randn(2, 3, 64, 64)
@@ -211,6 +212,7 @@ def test_resnet_name_is_rejected():
         CLIPVisionTransformer('RN50')
 
 
+@pytest.mark.slow
 def test_prompts_leave_after_the_last_prompted_layer(clip):
     """With prompt_depth < layers, the last prompted layer's prompt outputs are dropped."""
     bb = _backbone(clip, num_prompt_tokens=3, prompt_depth=2, output_dense=True)
@@ -224,6 +226,7 @@ def test_prompts_leave_after_the_last_prompted_layer(clip):
     assert dense.shape == (1, 32, 4, 4) and glob.shape == (1, 32)
 
 
+@pytest.mark.slow
 def test_autocast_reuses_low_precision_weight_copies(clip):
     """Under autocast the frozen weights are cast once (not per call), outputs unchanged, and
     the copy follows in-place updates of the parameter."""
@@ -285,6 +288,7 @@ def test_autocast_training_keeps_gradients_of_trainable_weights(clip):
 
 
 @pytest.mark.skipif(not clip_vit_module._ONEDNN_LINEAR, reason='no oneDNN linear op')
+@pytest.mark.slow
 def test_float32_inference_linears_on_reordered_onednn_weights(clip):
     """Float32 inference runs every block linear on a oneDNN weight reordered once (with
     QuickGELU folded into c_fc, and c_proj's bias left unscaled); results equal F.linear's."""

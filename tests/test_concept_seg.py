@@ -103,6 +103,7 @@ def _seen_unseen_train_images(root, n=40):
 
 
 @pytest.mark.parametrize('path', CONFIGS, ids=[osp.basename(c) for c in CONFIGS])
+@pytest.mark.slow
 def test_config_builds_and_train_pipeline_hides_unseen(path, tmp_path):
     from mmseg.registry import DATASETS, MODELS
     cfg = Config.fromfile(path)

@@ -83,6 +83,7 @@ def test_torchscript_archive_refused_for_gelu_towers_with_the_fix_named(tmp_path
                       QuickGELU)
 
 
+@pytest.mark.slow
 def test_vit_image_tower_is_checked_too(tmp_path):
     path = tmp_path / 'ViT_tiny.pt'
     _openai_archive(path, TINY_VIT)
@@ -91,6 +92,7 @@ def test_vit_image_tower_is_checked_too(tmp_path):
     load_tower_weights(build_visual_tower(_quick(TINY_VIT)), str(path), 'visual')
 
 
+@pytest.mark.slow
 def test_state_dict_from_an_openai_archive_is_recognised(tmp_path):
     archive = tmp_path / 'RN_tiny.pt'
     _openai_archive(archive, TINY_RN)

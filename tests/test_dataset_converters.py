@@ -14,6 +14,7 @@ import os
 import os.path as osp
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from tool_loader import REPO, load_tool
@@ -258,6 +259,7 @@ def test_layout_check_missing_and_partial(tmp_path):
     assert '3 images in' in problems[1] and '2000' in problems[1]
 
 
+@pytest.mark.slow
 def test_check_datasets_tool(tmp_path, capsys):
     """tools/misc/check_datasets.py on the PC-459 config: MISSING with the expected path
     before the conversion, ok after it (paths relocated with --data-root)."""

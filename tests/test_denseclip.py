@@ -117,6 +117,7 @@ def _explicit_decoder(dec: ContextDecoder, text, ctx):
     return text + dec.gamma * v_post, v_post
 
 
+@pytest.mark.slow
 def test_context_decoder_matches_explicit_computation():
     torch.manual_seed(0)
     dec = ContextDecoder(visual_dim=12, embed_dims=8, num_heads=2, num_layers=2, dropout=0.1)
@@ -240,6 +241,7 @@ def test_identity_aux_loss_alone_trains_the_prompts():
 
 
 @pytest.mark.parametrize('mode', ['whole', 'slide'])
+@pytest.mark.slow
 def test_predict_odd_sizes(mode):
     test_cfg = dict(mode='whole') if mode == 'whole' else dict(
         mode='slide', crop_size=(32, 32), stride=(24, 24))
@@ -281,6 +283,7 @@ def test_vocabulary_size_is_fixed_and_channels_checked():
                                     num_heads=2, num_layers=1))
 
 
+@pytest.mark.slow
 def test_vit_backbone_is_accepted():
     vit = dict(embed_dim=32, vision_cfg=dict(image_size=32, layers=2, width=32, head_width=16,
                                              patch_size=8),

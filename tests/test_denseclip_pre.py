@@ -168,6 +168,7 @@ def test_text_encoder_per_image_contexts_equal_one_encoder_call_per_image():
 
 
 # ---------------------------------------------------------------- the segmentor
+@pytest.mark.slow
 def test_text_tower_receives_the_visual_context_as_its_context_tokens():
     model = _model().eval()
     seen = {}
@@ -208,6 +209,7 @@ def test_text_tower_receives_the_visual_context_as_its_context_tokens():
     torch.testing.assert_close(score, expected)
 
 
+@pytest.mark.slow
 def test_per_image_text_embeddings_differ_and_batching_is_per_image():
     model = _model().eval()
     g = torch.Generator().manual_seed(1)
@@ -247,6 +249,7 @@ def test_gradients_reach_the_query_tokens_and_not_the_frozen_tower():
     assert model.context_decoder is None
 
 
+@pytest.mark.slow
 def test_aux_loss_alone_reaches_the_queries_through_the_text_tower():
     model = _model().train()
     _, score, _ = model.forward_features(torch.randn(2, 3, 64, 64))
@@ -254,6 +257,7 @@ def test_aux_loss_alone_reaches_the_queries_through_the_text_tower():
     assert model.pre_prompting.queries.grad.abs().sum() > 0
 
 
+@pytest.mark.slow
 def test_pre_and_post_prompting_together():
     """Not a paper setting, but the switch composes: v_pre contexts, then post refinement."""
     post = dict(type='ContextDecoder', visual_dim=C, embed_dims=16, num_heads=2,

@@ -66,6 +66,7 @@ def test_static_adaptive_max_pool_equals_pytorch(in_hw, out_hw):
     assert torch.equal(export_onnx.adaptive_max_pool2d_static(x, out_hw), expected)
 
 
+@pytest.mark.slow
 def test_cli_exports_and_verifies(tmp_path, capsys):
     out = tmp_path / 'baseline.onnx'
     argv = [config('baseline_tiny_synthetic'), '--random-weights', '--out', str(out),

@@ -115,6 +115,7 @@ def test_mmseg_init_model_inference_and_show_result_label_the_new_vocabulary(
     assert seen == [['sky', 'cat', 'dog']]
 
 
+@pytest.mark.slow
 def test_mmseg_inferencer_labels_the_new_vocabulary(ckpt, tmp_path, monkeypatch):
     from mmseg.apis import MMSegInferencer
     seen = _capture_visualizer_classes(monkeypatch)

@@ -98,6 +98,7 @@ def test_every_full_size_config_is_indexed():
     assert not missing, f'configs not in model-index.yml metafiles: {missing}'
 
 
+@pytest.mark.slow
 def test_mim_search_reads_the_index(tmp_path, monkeypatch):
     """mim's search code (what `mim search mmseg-ovseg` runs) on our index. mim looks for
     <installed package>/.mim/model-index.yml; point it at a folder whose .mim links here."""

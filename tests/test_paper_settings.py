@@ -53,6 +53,7 @@ def _pipeline_step(pipeline, kind):
 
 
 # ---------------------------------------------------------------- DenseCLIP RN101
+@pytest.mark.slow
 def test_denseclip_r101_config_and_parameter_count():
     """Official denseclip_fpn_res101_512x512_80k.py: RN101 towers, 512-d embeddings, the RN50
     recipe; README 67.8M parameters without the text encoder."""
@@ -175,6 +176,7 @@ def test_segvit_configs_build_the_official_architecture(name):
     ('zegclip_vitb16_coco-stuff-to-voc', 'san_vitb16_voc', 'voc20', 'zegclip_voc'),
     ('zegclip_vitb16_coco-stuff-to-pc-59', 'san_vitb16_pc-59', 'pc59', 'zegclip'),
 ])
+@pytest.mark.slow
 def test_zegclip_cross_dataset_configs(name, bench, vocabulary, templates):
     """The COCO-Stuff model (same weights layout) with another vocabulary, no seen/unseen
     split; the benchmark data and labels as SAN's cross configs (what tools/test_ov.py uses)."""

@@ -6,6 +6,7 @@ import os.path as osp
 import re
 
 import numpy as np
+import pytest
 import torch
 from mmengine.logging import MessageHub
 
@@ -71,6 +72,7 @@ def test_publish_bad_input(tmp_path, capsys):
     assert torch.load(str(tmp_path / name), weights_only=True)['state_dict']['w'].sum() == 2
 
 
+@pytest.mark.slow
 def test_browse_dataset(tmp_path, capsys):
     """tools/misc/browse_dataset.py (mmseg 1.2.2's stops at OpenCV 5 on a non-contiguous
     image): draws the val samples of the tiny synthetic config with their ground truth; a

@@ -150,6 +150,7 @@ def test_configs_official_facts(name):
 
 # ----------------------------------------------------------------- RefCOCO+ / RefCOCOg
 @pytest.mark.parametrize('name', list(COCO_CONFIGS))
+@pytest.mark.slow
 def test_coco_based_configs_load_samples(name, tmp_path):
     refs_file, ref_splits, eval_splits = COCO_CONFIGS[name]
     refs = _fake_refer(str(tmp_path), refs_file, ref_splits)
@@ -204,6 +205,7 @@ def test_coco_based_configs_bad_files(name, tmp_path):
 
 
 # ------------------------------------------------------------------------------- ReferIt
+@pytest.mark.slow
 def test_referit_config_loads_samples(tmp_path):
     boxes = _fake_referit(str(tmp_path))
     cfg = _cfg('referit')
@@ -296,6 +298,7 @@ def test_referit_bad_files(tmp_path, capsys):
 
 # ------------------------------------------------------------------------------- models
 @pytest.mark.parametrize('name', list(COCO_CONFIGS) + ['referit'])
+@pytest.mark.slow
 def test_config_builds_model_and_predicts_a_sample(name, tmp_path):
     """Each config's model (tiny widths, the config's T, vocabulary and data preprocessor)
     predicts one fabricated sample of its own dataset at the original image size."""

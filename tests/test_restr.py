@@ -132,6 +132,7 @@ def _fusion(mask_padding=True):
                               num_heads=2, drop_path_rate=0.0, mask_padding=mask_padding).eval()
 
 
+@pytest.mark.slow
 def test_fusion_ignores_padding_and_official_bug_would_not():
     fusion = _fusion()
     x_v = torch.randn(2, 12, 3, 4)
@@ -258,6 +259,7 @@ def test_gradients_reach_every_trainable_parameter(vocab_file):
     assert model.language_encoder.embedding.weight.grad[PAD_ID].abs().sum() == 0
 
 
+@pytest.mark.slow
 def test_predict_letterboxed_input_and_errors(vocab_file):
     model = MODELS.build(_tiny_cfg(vocab_file).model).eval()
     # a 50x40 image resized (keep ratio) to 64x51, padded to 64x64 by the preprocessor

@@ -226,6 +226,7 @@ def test_atm_loss_ignore_index_and_errors():
         ATMLoss()(cls[:, :2], masks[:, :2], label, 255)
 
 
+@pytest.mark.slow
 def test_shrunk_vit_qd_token_counts_and_equivalence():
     torch.manual_seed(0)
     plain = _vit(out_indices=(0, 1, 2, 3))

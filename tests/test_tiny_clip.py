@@ -115,6 +115,7 @@ def _named_classes(caption):
     return found
 
 
+@pytest.mark.slow
 def test_caption_vocabulary_coverage_and_truth():
     gen = CaptionGenerator(seed=0)
     named_all = set()

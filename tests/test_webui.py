@@ -163,6 +163,7 @@ def test_checkpoint_is_loaded_and_keyed(cache, tmp_path):
     assert overlay is not None and strict.builds == 1, status
 
 
+@pytest.mark.slow
 def test_referring_config_takes_a_sentence(tmp_path):
     vocab = tmp_path / 'vocab.txt'
     WordVocabulary(['the', 'red', 'circle', 'blue', 'square', 'left']).save(str(vocab))

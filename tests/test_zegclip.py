@@ -201,6 +201,7 @@ def test_frozen_and_trainable_sets():
     assert not any(n.startswith(('text_encoder.', 'backbone.visual.')) for n in trainable)
 
 
+@pytest.mark.slow
 def test_inductive_training_uses_seen_text_and_test_calibrates_seen_scores():
     model = _model()
     model.train()
@@ -254,6 +255,7 @@ def test_self_training_pseudo_labels_only_marked_pixels_with_unseen_argmax():
         _model(zero_shot_split=None, self_training=True)
 
 
+@pytest.mark.slow
 def test_softmax_cross_entropy_ablation():
     model = _model(score_act='softmax', seen_calibration=0.0, decode_head=dict(
         type='ZegCLIPHead', in_channels=16, channels=16, num_layers=2, num_heads=2,
@@ -483,6 +485,7 @@ def _count(model):
 
 @pytest.mark.parametrize('name,prompts', [('zegclip_vitb16_voc12-zs.py', 10),
                                           ('zegclip_vitb16_coco-stuff-zs.py', 100)])
+@pytest.mark.slow
 def test_vitb16_configs_trainable_parameters(name, prompts):
     """The image tower and the head of the real configs (the frozen text tower adds nothing
     trainable; building it is left to the full-model check in the report)."""
