@@ -216,6 +216,7 @@ def test_the_check_catches_plain_openai_names():
 
 
 @pytest.mark.parametrize('path', CONFIGS, ids=[osp.basename(p) for p in CONFIGS])
+@pytest.mark.slow
 def test_shipped_config_openai_towers_are_quickgelu(path):
     cfg = Config.fromfile(path)
     assert quickgelu_violations(cfg.model.to_dict()) == []

@@ -433,6 +433,7 @@ def test_configs_found():
 
 
 @pytest.mark.parametrize('config', CONFIGS, ids=[osp.basename(c) for c in CONFIGS])
+@pytest.mark.slow
 def test_config_uses_safe_checkpoint_and_finite_loss(config):
     cfg = Config.fromfile(config)
     hooks = cfg.default_hooks

@@ -50,6 +50,7 @@ def _configs():
 
 
 @pytest.mark.parametrize('path', _configs(), ids=osp.basename)
+@pytest.mark.slow
 def test_every_config_has_a_tta_pipeline(path):
     cfg = Config.fromfile(path)
     dataset = cfg.test_dataloader.dataset
