@@ -285,6 +285,39 @@ def test_san_predict_is_eq4_and_vocabulary_switch(san):
         assert int(seg2.pred_sem_seg.data.max()) <= 1
 
 
+def test_san_walks_fig2_with_tensors_only(san):
+    """The segmentor walks Fig. 2: ``feats`` holds tensors only (no callables); side adapter
+    (proposals, biases) -> pooled bias -> CLIP SLS recognition -> classification, as
+    ``SAN.decode``; the head alone cannot predict (CLIP sits between its steps)."""
+    san.eval()
+    head = san.decode_head
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        feats = san.extract_feat(x)
+        clip = feats['feats']
+        assert set(clip) == {'clip_feats', 'clip_hw', 'split_tokens'}
+        assert not any(callable(v) for v in clip.values())
+        assert tuple(clip['clip_hw']) == (4, 4)  # 64 * 0.5 / 8
+        assert clip['split_tokens'].shape == (1, 1 + 16, san.backbone.width)
+        masks, biases = head(feats)
+        assert masks[-1].shape == (1, 6, 8, 8) and biases[-1].shape == (1, 2, 6, 8, 8)
+        bias = head.pool_bias(biases[-1], clip['clip_hw'])
+        assert bias.shape == (1, 2, 6, 16)
+        mask_embeds = san.recognize(clip['split_tokens'], bias)
+        assert mask_embeds.shape == (1, 6, 32)
+        cls = head.classify(mask_embeds, feats['class_embeds'])
+        all_masks, all_cls = san.decode(feats)
+        torch.testing.assert_close(all_masks[-1], masks[-1])
+        torch.testing.assert_close(all_cls[-1], cls)
+        # the recognition depends on the bias (CLIP is really steered by the side adapter)
+        other = san.recognize(clip['split_tokens'], torch.zeros_like(bias))
+        assert not torch.allclose(other, mask_embeds)
+    for call in (lambda: head.predict(feats, [dict(img_shape=(64, 64))], san.test_cfg),
+                 lambda: head.loss(feats, _samples(1, 64, 64), san.train_cfg)):
+        with pytest.raises(RuntimeError, match='SAN segmentor'):
+            call()
+
+
 def test_san_odd_and_small_inputs(san):
     san.eval()
     with torch.no_grad():
