@@ -4,8 +4,10 @@
 imports this package, which registers every model, dataset, transform and metric into mmseg's
 registries.
 """
-from .version import __version__  # noqa: F401
 from . import utils  # noqa: F401,E402  (first: patches checkpoint loading)
+from .version import __version__  # noqa: F401
+
+# isort: split
 from . import clip, datasets, engine, evaluation, models  # noqa: F401,E402
 
 __all__ = ['__version__']

@@ -23,8 +23,7 @@ from mmengine.runner.checkpoint import get_state_dict, weights_to_cpu
 
 from mmseg_ovseg.datasets.synthetic import generate_synthetic_dataset
 from mmseg_ovseg.utils.cli import error_message, run_cli
-from mmseg_ovseg.utils.load_guard import (CheckpointError, check_state_dict,
-                                          load_checkpoint_checked)
+from mmseg_ovseg.utils.load_guard import CheckpointError, check_state_dict, load_checkpoint_checked
 from tool_loader import load_tool
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -386,8 +385,8 @@ def test_get_flops_and_benchmark_errors(bad_ckpts, tmp_path, capsys):
                      capsys)
     error_line(rc, err, 'benchmark.py', *CKPT_CASES['zero_bytes'])
     if not torch.cuda.is_available():
-        rc, _, err = cli('analysis_tools/benchmark', [CONFIG, '--device', 'cuda:0', '--shape', '32', '32'],
-                         capsys)
+        rc, _, err = cli('analysis_tools/benchmark',
+                         [CONFIG, '--device', 'cuda:0', '--shape', '32', '32'], capsys)
         error_line(rc, err, 'benchmark.py', 'CUDA is not available')
 
 

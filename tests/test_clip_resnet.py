@@ -4,8 +4,10 @@ import torch
 import torch.nn.functional as F
 
 from mmseg_ovseg.clip.builder import create_clip
-from mmseg_ovseg.models.backbones.clip_resnet import (CLIPResNetWithAttention,
-                                                      resize_attnpool_pos_embed)
+from mmseg_ovseg.models.backbones.clip_resnet import (
+    CLIPResNetWithAttention,
+    resize_attnpool_pos_embed,
+)
 
 
 def initialized(module):
@@ -179,6 +181,7 @@ def test_frozen_flags():
 
 def test_registry_build():
     from mmseg.registry import MODELS
+
     import mmseg_ovseg  # noqa: F401  (registers the module)
     model = MODELS.build(
         dict(type='CLIPResNetWithAttention', clip_model=TINY, out_indices=(0, 1, 2, 3)))

@@ -5,8 +5,11 @@ import torch.nn.functional as F
 
 import mmseg_ovseg.models.backbones.clip_vit as clip_vit_module
 from mmseg_ovseg.clip.builder import create_clip
-from mmseg_ovseg.models.backbones.clip_vit import (CLIPVisionTransformer, build_sls_attn_mask,
-                                                   resize_clip_pos_embed)
+from mmseg_ovseg.models.backbones.clip_vit import (
+    CLIPVisionTransformer,
+    build_sls_attn_mask,
+    resize_clip_pos_embed,
+)
 
 
 def initialized(module):

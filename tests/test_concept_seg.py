@@ -13,8 +13,12 @@ from mmengine.config import Config
 from PIL import Image
 
 from mmseg_ovseg.clip.vocabularies import get_vocabulary, get_zero_shot_split
-from mmseg_ovseg.datasets.concept_seg import (CONCEPT_INDEX, CONCEPT_SEG_CLASSES,
-                                              generate_concept_dataset, render_concept_sample)
+from mmseg_ovseg.datasets.concept_seg import (
+    CONCEPT_INDEX,
+    CONCEPT_SEG_CLASSES,
+    generate_concept_dataset,
+    render_concept_sample,
+)
 from mmseg_ovseg.datasets.concepts import CONCEPT_CLASSES, describe_class
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -156,6 +160,7 @@ def test_config_builds_and_train_pipeline_hides_unseen(path, tmp_path):
 # ------------------------------------------------------------------------ vocabulary hook
 def test_zero_shot_vocabulary_hook_switches_names():
     from mmseg.registry import MODELS
+
     from mmseg_ovseg.engine import ZeroShotVocabularyHook
     cfg = Config.fromfile(osp.join(REPO, 'configs', 'san_tiny_concepts-randclip.py'))
     model = MODELS.build(cfg.model)

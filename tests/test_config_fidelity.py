@@ -16,8 +16,13 @@ from mmengine.config import Config
 from open_clip.transformer import QuickGELU
 
 from mmseg_ovseg.clip import builder
-from mmseg_ovseg.clip.builder import (build_text_tower, build_visual_tower, create_clip,
-                                      get_clip_config, load_tower_weights)
+from mmseg_ovseg.clip.builder import (
+    build_text_tower,
+    build_visual_tower,
+    create_clip,
+    get_clip_config,
+    load_tower_weights,
+)
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIGS = sorted(glob.glob(osp.join(REPO, 'configs', '*.py')))

@@ -7,8 +7,14 @@ import torch.nn as nn
 from mmengine.config import Config
 from mmseg.registry import OPTIM_WRAPPERS
 
-from test_tools import CONFIG, PY, load_tool, run, short_options  # noqa: F401
-from test_tools import data_root  # noqa: F401  (fixture)
+from test_tools import (  # noqa: F401
+    CONFIG,
+    PY,
+    data_root,  # noqa: F401  (fixture)
+    load_tool,
+    run,
+    short_options,
+)
 
 
 def test_wrapper_autocasts_forward_and_steps():

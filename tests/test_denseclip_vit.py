@@ -10,14 +10,19 @@ import torch.nn.functional as F
 from mmengine.config import Config, ConfigDict
 from mmengine.optim import build_optim_wrapper
 from mmengine.registry import init_default_scope
-
 from mmseg.registry import MODELS
 
 import mmseg_ovseg  # noqa: F401  (registers everything)
 from mmseg_ovseg.models.necks import FPNAdapter
 from official_fixtures import official_keys
-from test_denseclip import (_official_name, _quiet, _small_official,  # noqa: F401
-                            check_values_landed, convert_official_into, shipped_model)
+from test_denseclip import (  # noqa: F401
+    _official_name,
+    _quiet,
+    _small_official,
+    check_values_landed,
+    convert_official_into,
+    shipped_model,
+)
 from test_denseclip import _samples as _denseclip_samples
 from tool_loader import load_tool
 

@@ -23,8 +23,13 @@ from mmengine.runner import Runner
 from mmseg.registry import HOOKS
 from torch.utils.data import Dataset
 
-from mmseg_ovseg.engine import (FiniteLossHook, NonFiniteLossError, SafeCheckpointHook,
-                                check_checkpoint, find_resumable_checkpoint)
+from mmseg_ovseg.engine import (
+    FiniteLossHook,
+    NonFiniteLossError,
+    SafeCheckpointHook,
+    check_checkpoint,
+    find_resumable_checkpoint,
+)
 from mmseg_ovseg.engine.resume import capture_rng_state, restore_rng_state
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))

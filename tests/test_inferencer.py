@@ -12,12 +12,18 @@ import pytest
 import torch
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
+from mmseg.registry import MODELS
 from PIL import Image
 
 import mmseg_ovseg  # noqa: F401
-from mmseg.registry import MODELS
-from mmseg_ovseg.apis import (OpenVocabInferencer, ReferringInferencer, class_palette,
-                              draw_overlay, merge_cfg_options, name_color)
+from mmseg_ovseg.apis import (
+    OpenVocabInferencer,
+    ReferringInferencer,
+    class_palette,
+    draw_overlay,
+    merge_cfg_options,
+    name_color,
+)
 from mmseg_ovseg.apis.config import clip_towers
 from mmseg_ovseg.apis.overlay import font_for, text_size_for
 from mmseg_ovseg.apis.palette import MIN_DISTANCE
@@ -262,7 +268,8 @@ def test_infer_py_usage_errors_exit_2(ckpt, tmp_path, capsys):
 @pytest.mark.slow
 def test_infer_py_vocabulary_syntax_inputs_and_outputs(ckpt, tmp_path, capsys):
     d = tmp_path / 'imgs'
-    a, b = png(d / 'a.png', seed=1), png(d / 'deep' / 'a.png', seed=2)
+    a = png(d / 'a.png', seed=1)
+    png(d / 'deep' / 'a.png', seed=2)
     c = png(tmp_path / 'other' / 'c.jpg', seed=3)
     lst = tmp_path / 'list.txt'
     lst.write_text(f'# images\n{c}\n')

@@ -11,10 +11,9 @@ import pytest
 import torch
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
+from mmseg.registry import DATASETS, MODELS
 from torch.overrides import TorchFunctionMode
 from torch.utils._device import _device_constructors
-
-from mmseg.registry import DATASETS, MODELS
 
 import mmseg_ovseg  # noqa: F401
 from mmseg_ovseg.clip.vocabularies import get_vocabulary
@@ -220,9 +219,9 @@ FLOPS = os.environ.get('OVSEG_FLOPS_TESTS') == '1'
     ('segvit-shrunk_vit-l16_pascal-context-59-480x480', 480, 186.9),
 ])
 def test_flops_against_the_readme(name, shape, readme):
-    """tools/analysis_tools/get_flops.py; DenseCLIP: ``_forward`` without the (cached) text tower at the
-    official get_flops.py default 1024x1024; SegViT: ``predict`` (the inference rule's class
-    product counted, as the official head computes it) at the crop size, with PyTorch's
+    """tools/analysis_tools/get_flops.py; DenseCLIP: ``_forward`` without the (cached) text
+    tower at the official get_flops.py default 1024x1024; SegViT: ``predict`` (the inference
+    rule's class product counted, as the official head computes it) at the crop size, with PyTorch's
     MultiheadAttention fast path off so that its projections are counted."""
     segvit = name.startswith('segvit')
     opts = None if segvit else {'model.backbone.pretrained': None,

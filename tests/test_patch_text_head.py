@@ -3,9 +3,9 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from mmseg.registry import MODELS
 
 import mmseg_ovseg  # noqa: F401
-from mmseg.registry import MODELS
 
 
 def _head(**kwargs):

@@ -78,6 +78,7 @@ def test_browse_dataset(tmp_path, capsys):
     image): draws the val samples of the tiny synthetic config with their ground truth; a
     missing dataset is named."""
     from PIL import Image
+
     from mmseg_ovseg.datasets.synthetic import generate_synthetic_dataset
     browse = load_tool('misc/browse_dataset')
     cfg = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'configs',

@@ -13,12 +13,21 @@ from mmengine.structures import PixelData
 from mmseg.registry import DATASETS, METRICS, TRANSFORMS
 from mmseg.structures import SegDataSample
 
-from mmseg_ovseg.datasets.coco_mask import (decode_rle_string, encode_rle_string, mask_to_rle,
-                                            polygons_to_mask, rle_to_mask,
-                                            segmentation_to_mask)
+from mmseg_ovseg.datasets.coco_mask import (
+    decode_rle_string,
+    encode_rle_string,
+    mask_to_rle,
+    polygons_to_mask,
+    rle_to_mask,
+    segmentation_to_mask,
+)
 from mmseg_ovseg.datasets.refcoco import RefCOCODataset, ref_in_split
-from mmseg_ovseg.datasets.synthetic_referring import (COLORS, INSTANCES_FILE, REFS_FILE,
-                                                      generate_referring_dataset)
+from mmseg_ovseg.datasets.synthetic_referring import (
+    COLORS,
+    INSTANCES_FILE,
+    REFS_FILE,
+    generate_referring_dataset,
+)
 from mmseg_ovseg.utils.safe_pickle import UnsafePickleError, load_plain_pickle
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -388,6 +397,7 @@ def _dist_worker(rank, world_size, port, out_file):
 def test_metric_two_process_gloo(tmp_path):
     """A real two-rank evaluation (gloo, CPU) equals the single-process numbers."""
     import socket
+
     import torch.multiprocessing as mp
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0))

@@ -19,8 +19,12 @@ from mmengine.config import Config
 from mmengine.dataset import pseudo_collate
 from mmseg.registry import DATASETS, MODELS
 
-from mmseg_ovseg.datasets.referit import (LoadReferItMask, build_vocab_from_referit,
-                                          load_referit_mask, load_referit_queries)
+from mmseg_ovseg.datasets.referit import (
+    LoadReferItMask,
+    build_vocab_from_referit,
+    load_referit_mask,
+    load_referit_queries,
+)
 from mmseg_ovseg.models.language import WordVocabulary, split_words
 from tool_loader import load_tool
 

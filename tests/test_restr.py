@@ -14,9 +14,15 @@ from mmseg.structures import SegDataSample
 from mmseg_ovseg.datasets import generate_referring_dataset
 from mmseg_ovseg.models.decode_heads.restr_decoder import ReSTRCoarseToFineDecoder
 from mmseg_ovseg.models.decode_heads.restr_fusion import ReSTRFusionEncoder
-from mmseg_ovseg.models.language import (PAD_ID, UNK_ID, ReSTRLanguageEncoder, WordVocabulary,
-                                         build_vocab_from_refs, load_glove_vectors,
-                                         split_words)
+from mmseg_ovseg.models.language import (
+    PAD_ID,
+    UNK_ID,
+    ReSTRLanguageEncoder,
+    WordVocabulary,
+    build_vocab_from_refs,
+    load_glove_vectors,
+    split_words,
+)
 from mmseg_ovseg.models.losses.restr_loss import ReSTRLoss, patch_targets
 from tool_loader import load_tool
 
@@ -408,8 +414,11 @@ def test_backbone_loads_a_smaller_grid_checkpoint_with_bicubic_positions(tmp_pat
 def test_masked_block_equals_torch_encoder_layer(pre_norm):
     """Pre-norm (fusion) and post-norm (language) blocks = torch's TransformerEncoderLayer
     (GELU, no dropout) with a key-padding mask; positions are the sinusoidal encodings."""
-    from mmseg_ovseg.models.masked_transformer import (MaskedTransformerBlock, padding_bias,
-                                                       sinusoidal_positions)
+    from mmseg_ovseg.models.masked_transformer import (
+        MaskedTransformerBlock,
+        padding_bias,
+        sinusoidal_positions,
+    )
     blk = MaskedTransformerBlock(8, 2, 16, pre_norm=pre_norm)
     ref = torch.nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, activation='gelu',
                                            batch_first=True, norm_first=pre_norm)

@@ -11,10 +11,10 @@ import torch.nn.functional as F
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 from mmengine.structures import InstanceData, PixelData
-
-import mmseg_ovseg  # noqa: F401  (registers the plugin's modules)
 from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
+
+import mmseg_ovseg  # noqa: F401  (registers the plugin's modules)
 from mmseg_ovseg.models.decode_heads.san_decoders import AttentionBiasDecoder, MaskDecoder
 from mmseg_ovseg.models.decode_heads.side_adapter import SideAdapterViT
 from mmseg_ovseg.models.losses.mask_classification_loss import MaskClassificationLoss

@@ -3,8 +3,8 @@
 mmseg's ``MultimodalEncoderDecoder`` + ``SideAdapterCLIPHead`` is built from a random state,
 saved, converted with ``tools/model_converters/mmseg_san2ovseg.py`` and loaded into ours through
 ``OpenVocabInferencer(config, checkpoint, classes=..., templates=...)`` (helpers in
-``tools/analysis_tools/mmseg_san_reference.py``); segmentation logits and the intermediate mask and class
-logits must agree in float32 whole-image inference.
+``tools/analysis_tools/mmseg_san_reference.py``); segmentation logits and the intermediate mask
+and class logits must agree in float32 whole-image inference.
 
 ``test_san_parity_vitb16_640`` is the full-size check the issue asks for (ViT-B/16, 640x640,
 about a minute on 2 CPU cores); run it alone with ``pytest tests/test_san_parity.py -k 640``.
@@ -20,9 +20,15 @@ import torch.nn.functional as F
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, osp.join(ROOT, 'tools', 'analysis_tools'))
-from mmseg_san_reference import (CLASSES, build_mmseg_san, convert_and_load,  # noqa: E402
-                                 mmseg_san_cfg, ours_vitb16_cfg, tiny_mmseg_san_cfg,
-                                 tiny_ours_cfg)
+from mmseg_san_reference import (  # noqa: E402
+    CLASSES,
+    build_mmseg_san,
+    convert_and_load,
+    mmseg_san_cfg,
+    ours_vitb16_cfg,
+    tiny_mmseg_san_cfg,
+    tiny_ours_cfg,
+)
 
 TOL = 1e-4
 

@@ -5,10 +5,10 @@ import torch
 from mmengine.config import ConfigDict
 from mmengine.registry import init_default_scope
 from mmengine.structures import PixelData
-
-import mmseg_ovseg  # noqa: F401  (registers the plugin's modules)
 from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
+
+import mmseg_ovseg  # noqa: F401  (registers the plugin's modules)
 from mmseg_ovseg.clip.vocabularies import SYNTHETIC_CLASSES
 
 CLIP = dict(

@@ -8,15 +8,18 @@ import torch
 import torch.nn.functional as F
 from mmengine.config import Config, ConfigDict
 from mmengine.structures import PixelData
-
-import mmseg_ovseg  # noqa: F401  (registers the plugin's modules)
 from mmseg.models.backbones import VisionTransformer
 from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
+
+import mmseg_ovseg  # noqa: F401  (registers the plugin's modules)
 from mmseg_ovseg.models.backbones.shrunk_vit import ShrunkVisionTransformer
-from mmseg_ovseg.models.decode_heads.atm import (ATMCrossAttention, ATMDecoderLayer,
-                                                 semantic_inference)
 from mmseg_ovseg.models.backbones.strict_vit import StrictVisionTransformer
+from mmseg_ovseg.models.decode_heads.atm import (
+    ATMCrossAttention,
+    ATMDecoderLayer,
+    semantic_inference,
+)
 from mmseg_ovseg.models.losses.atm_loss import ATMLoss
 from mmseg_ovseg.utils.strict_load import StateDictMismatchError
 from official_fixtures import official_keys

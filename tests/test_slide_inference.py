@@ -11,10 +11,10 @@ import pytest
 import torch
 from mmengine.config import Config, ConfigDict
 from mmengine.structures import PixelData
-
 from mmseg.models.segmentors import BaseSegmentor, EncoderDecoder
 from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
+
 from mmseg_ovseg.models.segmentors import text_encoder_decoder as ted
 from mmseg_ovseg.models.segmentors.text_encoder_decoder import window_spans
 
@@ -242,6 +242,7 @@ def test_overlay_equals_mmseg_visualizer(shape):
     """draw_sem_seg == mmseg's SegLocalVisualizer picture (with_labels, via its canvas), the
     path OpenVocabInferencer.visualize used before; thin and thick text, an ignore index."""
     from mmseg.visualization import SegLocalVisualizer
+
     from mmseg_ovseg.apis.draw import draw_sem_seg, label_anchor
     from mmseg_ovseg.apis.inferencer import make_palette
     rng = torch.Generator().manual_seed(0)

@@ -8,8 +8,11 @@ import pytest
 from PIL import Image
 
 from mmseg_ovseg.clip.vocabularies import SYNTHETIC_CLASSES
-from mmseg_ovseg.datasets.synthetic import (SyntheticShapesDataset,
-                                            generate_synthetic_dataset, render_sample)
+from mmseg_ovseg.datasets.synthetic import (
+    SyntheticShapesDataset,
+    generate_synthetic_dataset,
+    render_sample,
+)
 
 
 def _digest(root):

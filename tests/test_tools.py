@@ -236,7 +236,8 @@ def test_benchmark_against_mmseg_san_tiny(tmp_path):
 def test_benchmark_kernels_tiny(tmp_path):
     """--kernels times each of our CPU kernels against PyTorch's op and checks they agree."""
     out = tmp_path / 'kernels.json'
-    res = subprocess.run([sys.executable, osp.join(REPO, 'tools', 'analysis_tools', 'benchmark.py'), '--kernels',
+    res = subprocess.run([sys.executable,
+                          osp.join(REPO, 'tools', 'analysis_tools', 'benchmark.py'), '--kernels',
                           '--tiny', '--runs', '2', '--threads', '1', '--out', str(out)],
                          capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-2000:]

@@ -3,9 +3,9 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from mmengine.structures import PixelData
 from mmseg.evaluation import IoUMetric
 from mmseg.registry import TRANSFORMS
-from mmengine.structures import PixelData
 from mmseg.structures import SegDataSample
 
 

@@ -8,9 +8,14 @@ import subprocess
 import pytest
 
 from mmseg_ovseg.clip.templates import get_templates
-from mmseg_ovseg.clip.vocabularies import (MMSEG_VOCABULARIES, SYNTHETIC_CLASSES, VOCAB_DIR,
-                                           get_vocabulary, get_zero_shot_split,
-                                           list_vocabularies)
+from mmseg_ovseg.clip.vocabularies import (
+    MMSEG_VOCABULARIES,
+    SYNTHETIC_CLASSES,
+    VOCAB_DIR,
+    get_vocabulary,
+    get_zero_shot_split,
+    list_vocabularies,
+)
 
 COUNTS = dict(coco_stuff171=171, ade150=150, ade847=847, pc59=59, pc459=459, voc20=20,
               synthetic=8, concepts=55)
@@ -41,8 +46,12 @@ def test_known_names_and_content():
 
 def test_matches_mmseg_metainfo():
     pytest.importorskip('mmcv.ops')
-    from mmseg.datasets import (ADE20KDataset, COCOStuffDataset, PascalContextDataset59,
-                                PascalVOCDataset)
+    from mmseg.datasets import (
+        ADE20KDataset,
+        COCOStuffDataset,
+        PascalContextDataset59,
+        PascalVOCDataset,
+    )
 
     def classes(ds):
         return [c.strip() for c in ds.METAINFO['classes']]

@@ -1,7 +1,6 @@
 """tools/webui.py: the page's logic as plain functions (vocabulary through tools/infer.py's
 parser, the model cache, the area table, one-line errors) and, where gradio is installed, the
 real page served on a local port and called with gradio's Python client."""
-import os
 import os.path as osp
 import socket
 

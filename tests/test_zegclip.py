@@ -12,7 +12,6 @@ import torch.nn as nn
 from mmengine.config import Config, ConfigDict
 from mmengine.registry import init_default_scope
 from mmengine.structures import PixelData
-
 from mmseg.registry import METRICS, MODELS, TRANSFORMS
 from mmseg.structures import SegDataSample
 

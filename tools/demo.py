@@ -27,10 +27,10 @@ REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if REPO_ROOT not in sys.path:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, REPO_ROOT)
 
-import mmseg_ovseg  # noqa: E402,F401  (fills registries, safe checkpoint loading)
 from mmengine.config import Config  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
+import mmseg_ovseg  # noqa: E402,F401  (fills registries, safe checkpoint loading)
 from mmseg_ovseg.datasets.concept_seg import generate_concept_dataset  # noqa: E402
 from mmseg_ovseg.datasets.synthetic import generate_synthetic_dataset  # noqa: E402
 
@@ -136,6 +136,7 @@ def draw_demo_scene(path: str):
     """Render :data:`DEMO_SCENE` to ``path``; returns its ``(H, W)`` concept label map."""
     import numpy as np
     from PIL import Image
+
     from mmseg_ovseg.datasets.concepts import class_index, render_scene
     rng = np.random.default_rng(2024)
     image, label = render_scene(rng, 256, [class_index(n) for n, *_ in DEMO_SCENE],
@@ -147,6 +148,7 @@ def draw_demo_scene(path: str):
 def object_report(pred, concept_label, vocabulary):
     """Per drawn object: share of its pixels given its own name, and the most given name."""
     import numpy as np
+
     from mmseg_ovseg.datasets.concepts import class_index
     lines = []
     for name, *_ in DEMO_SCENE:

@@ -34,15 +34,14 @@ REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if REPO_ROOT not in sys.path:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, REPO_ROOT)
 
-import mmseg_ovseg  # noqa: E402,F401  (fills registries, registers safe checkpoint globals)
 from mmengine.config import Config, ConfigDict, DictAction  # noqa: E402
 from mmengine.dist import get_rank  # noqa: E402
 from mmengine.logging import print_log  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
+import mmseg_ovseg  # noqa: E402,F401  (fills registries, registers safe checkpoint globals)
 from mmseg_ovseg.clip.vocabularies import get_vocabulary  # noqa: E402
-from mmseg_ovseg.datasets.layout_check import (check_dataset_layout,  # noqa: E402
-                                               dataset_size)
+from mmseg_ovseg.datasets.layout_check import check_dataset_layout, dataset_size  # noqa: E402
 from mmseg_ovseg.utils import setup_cpu_distributed  # noqa: E402
 
 # key -> (column, SAN cross-dataset config, validation images of the complete split)

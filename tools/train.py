@@ -18,11 +18,11 @@ REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if REPO_ROOT not in sys.path:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, REPO_ROOT)
 
-import mmseg_ovseg  # noqa: E402,F401  (fills registries, registers safe checkpoint globals)
 from mmengine.config import Config, DictAction  # noqa: E402
 from mmengine.logging import print_log  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
+import mmseg_ovseg  # noqa: E402,F401  (fills registries, registers safe checkpoint globals)
 from mmseg_ovseg.engine import check_checkpoint, find_resumable_checkpoint  # noqa: E402
 from mmseg_ovseg.utils import has_accelerator, setup_cpu_distributed  # noqa: E402
 

@@ -29,7 +29,6 @@ import argparse
 import collections
 import glob
 import importlib.util
-import os
 import os.path as osp
 import sys
 import threading
@@ -97,8 +96,8 @@ def parse_vocabulary(choice: Optional[str], class_text: Optional[str]) -> Option
         return None
     if choice == CUSTOM:
         if not text:
-            raise ValueError(f'Class names: empty; type names separated by commas or '
-                             f"newlines, or choose a Vocabulary (\"model's classes\", "
+            raise ValueError('Class names: empty; type names separated by commas or '
+                             "newlines, or choose a Vocabulary (\"model's classes\", "
                              'ade150, ...)')
         return resolve(classes=text, flags=flags)
     return resolve(classes=text or None, vocabulary=choice, flags=flags)

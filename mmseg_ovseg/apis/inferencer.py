@@ -512,9 +512,9 @@ def save_label(label: np.ndarray, path: str) -> None:
 
 def draw_legend(image: np.ndarray, labels: Sequence[int], classes: Sequence[str],
                 palette: Sequence[Sequence[int]]) -> np.ndarray:
-    """The earlier fixed-size legend (ASCII, 16-pixel rows), kept for ``tools/analysis_tools/benchmark.py``'s
-    comparison with the drawing before ``apis/draw.py``. The inferencer draws
-    :func:`~mmseg_ovseg.apis.overlay.draw_overlay`."""
+    """The earlier fixed-size legend (ASCII, 16-pixel rows), kept for
+    ``tools/analysis_tools/benchmark.py``'s comparison with the drawing before
+    ``apis/draw.py``. The inferencer draws :func:`~mmseg_ovseg.apis.overlay.draw_overlay`."""
     import re
 
     import cv2

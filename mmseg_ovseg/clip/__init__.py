@@ -1,11 +1,17 @@
-from .builder import (build_text_tower, build_visual_tower, create_clip, get_clip_config,
-                      load_clip_state_dict, load_tower_weights, select_tower_state)
+from .builder import (
+    build_text_tower,
+    build_visual_tower,
+    create_clip,
+    get_clip_config,
+    load_clip_state_dict,
+    load_tower_weights,
+    select_tower_state,
+)
 from .templates import get_templates, list_templates
 from .text_encoder import ContextCLIPTextEncoder, OVCLIPTextEncoder
-from .tokenizer import tokenize
 from .tiny import TINY_CLIP_NAME, ensure_tiny_clip, register_model_configs
-from .vocabularies import (SYNTHETIC_CLASSES, get_vocabulary, get_zero_shot_split,
-                           list_vocabularies)
+from .tokenizer import tokenize
+from .vocabularies import SYNTHETIC_CLASSES, get_vocabulary, get_zero_shot_split, list_vocabularies
 
 __all__ = [
     'build_text_tower', 'build_visual_tower', 'create_clip', 'get_clip_config',

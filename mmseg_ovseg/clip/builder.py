@@ -66,7 +66,8 @@ def get_clip_config(model: ClipModel) -> dict:
     if cfg is None:
         raise ValueError(
             f'Unknown open_clip model name {model!r}. Known names include '
-            f'{[n for n in open_clip.list_models() if n.startswith(("ViT-B", "ViT-L", "RN"))][:12]}')
+            f'{[n for n in open_clip.list_models() if n.startswith(("ViT-B", "ViT-L", "RN"))][:12]}'
+        )
     cfg = copy.deepcopy(cfg)
     quick_gelu = cfg.pop('quick_gelu', False) or model.endswith('-quickgelu')
     return dict(

@@ -7,7 +7,6 @@ CLIP checkpoint keys and a segmentor's keys are ``text_encoder.<CLIP key>``.
 """
 import hashlib
 import json
-import os
 import os.path as osp
 import time
 from typing import List, Optional, Sequence, Union

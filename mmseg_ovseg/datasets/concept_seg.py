@@ -34,14 +34,12 @@ import tempfile
 from typing import Dict, Optional, Tuple
 
 import numpy as np
-from PIL import Image
-
 from mmseg.datasets import BaseSegDataset
 from mmseg.registry import DATASETS
+from PIL import Image
 
 from ..clip.vocabularies import get_vocabulary, get_zero_shot_split
-from .concepts import (COLOR_NAMES, COLORS, CONCEPT_CLASSES, OBJECT_NAMES, class_index,
-                       render_scene)
+from .concepts import COLOR_NAMES, COLORS, CONCEPT_CLASSES, OBJECT_NAMES, class_index, render_scene
 
 # Bump when the scene sampling (or the drawing code in concepts.py) changes: data on disk
 # with another version is regenerated.

@@ -17,10 +17,9 @@ import tempfile
 from typing import Dict, Optional, Tuple
 
 import numpy as np
-from PIL import Image
-
 from mmseg.datasets import BaseSegDataset
 from mmseg.registry import DATASETS
+from PIL import Image
 
 from ..clip.vocabularies import SYNTHETIC_CLASSES
 

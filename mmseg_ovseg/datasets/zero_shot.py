@@ -19,7 +19,6 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 from mmcv.transforms import BaseTransform
-
 from mmseg.registry import TRANSFORMS
 
 from ..clip.vocabularies import get_zero_shot_split

@@ -45,8 +45,15 @@ from mmengine.fileio.backends import LocalBackend
 from mmengine.hooks import CheckpointHook
 from mmseg.registry import HOOKS
 
-from .resume import (TMP_MARK, atomic_write_text, capture_rng_state, find_resumable_checkpoint,
-                     fsync_dir, fsync_file, restore_rng_state)
+from .resume import (
+    TMP_MARK,
+    atomic_write_text,
+    capture_rng_state,
+    find_resumable_checkpoint,
+    fsync_dir,
+    fsync_file,
+    restore_rng_state,
+)
 
 __all__ = ['SafeCheckpointHook', 'RESUME_STATE_KEY']
 

@@ -19,7 +19,6 @@ from typing import List, Optional, Sequence, Union
 
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
-
 from mmseg.registry import HOOKS
 
 from ..clip.vocabularies import get_zero_shot_split

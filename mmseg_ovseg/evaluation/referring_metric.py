@@ -24,7 +24,6 @@ import numpy as np
 import torch
 from mmengine.evaluator import BaseMetric
 from mmengine.logging import MMLogger, print_log
-
 from mmseg.registry import METRICS
 
 

@@ -11,14 +11,13 @@ Accumulation and the per-class IoU/Acc are mmseg's :class:`IoUMetric`'s; this cl
 the seen/unseen split and a per-class table with a split column.
 """
 from collections import OrderedDict
-from typing import Dict, Optional, Sequence, Union
+from typing import Dict, Sequence, Union
 
 import numpy as np
 from mmengine.logging import MMLogger, print_log
-from prettytable import PrettyTable
-
 from mmseg.evaluation.metrics import IoUMetric
 from mmseg.registry import METRICS
+from prettytable import PrettyTable
 
 from ..clip.vocabularies import get_zero_shot_split
 

@@ -2,7 +2,6 @@
 import os
 import os.path as osp
 import tempfile
-
 from typing import Dict
 
 import torch

@@ -1,20 +1,22 @@
 """Inference latency and peak memory of a segmentor, optionally side by side with a reference.
 
-    python tools/analysis_tools/benchmark.py CONFIG [--checkpoint CKPT] [--shape 512 512] [--warmup 3]
-        [--runs 10] [--threads 2] [--bf16] [--mode predict|tensor]
+    python tools/analysis_tools/benchmark.py CONFIG [--checkpoint CKPT] [--shape 512 512]
+        [--warmup 3] [--runs 10] [--threads 2] [--bf16] [--mode predict|tensor]
         [--reference-config REF_CONFIG [--reference-checkpoint CKPT]] [--out result.json]
 
     # our SAN (float32 and bf16 autocast) against mmsegmentation's own SAN, same weights:
-    python tools/analysis_tools/benchmark.py --against-mmseg-san [--shape 640 640] [--threads 2] [--runs 7]
-        [--warmup 1] [--vocabulary coco_stuff171] [--tiny] [--out result.json]
+    python tools/analysis_tools/benchmark.py --against-mmseg-san [--shape 640 640] [--threads 2]
+        [--runs 7] [--warmup 1] [--vocabulary coco_stuff171] [--tiny] [--out result.json]
 
     # the kernels behind SAN's CPU speed, each against PyTorch's default, at SAN's shapes:
-    python tools/analysis_tools/benchmark.py --kernels [--threads 2] [--runs 20] [--tiny] [--out result.json]
+    python tools/analysis_tools/benchmark.py --kernels [--threads 2] [--runs 20] [--tiny]
+        [--out result.json]
 
     # tools/infer.py on one large image: time and peak RSS, mmseg's one-window slide path and
     # visualizer vs batched windows (+ prediction only), each in a fresh process:
-    python tools/analysis_tools/benchmark.py CONFIG --large-image [--shape 3000 4000] [--full-resolution]
-        [--slide H_CROP W_CROP H_STRIDE W_STRIDE] [--batch-windows N] [--runs 1] [--threads 2]
+    python tools/analysis_tools/benchmark.py CONFIG --large-image [--shape 3000 4000]
+        [--full-resolution] [--slide H_CROP W_CROP H_STRIDE W_STRIDE] [--batch-windows N]
+        [--runs 1] [--threads 2]
 
 Every model runs on the same input tensor (already normalised, batch 1 unless ``--batch``),
 ``--warmup`` untimed runs of every model first, then per model one memory run and ``--runs``
@@ -235,11 +237,11 @@ def interleaved_rounds(models: Dict[str, Tuple[Callable, bool]], inputs, rounds:
 def build_segmentor(config, checkpoint: Optional[str] = None, device: str = 'cpu',
                     cfg_options: Optional[dict] = None):
     """Build the config's segmentor in eval mode (weights from ``checkpoint`` if given)."""
-    import mmseg_ovseg  # noqa: F401  (registries, safe checkpoint globals)
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
-
     from mmseg.registry import MODELS
+
+    import mmseg_ovseg  # noqa: F401  (registries, safe checkpoint globals)
     from mmseg_ovseg.utils.dist import check_device
     from mmseg_ovseg.utils.load_guard import load_checkpoint_checked, resolve_checkpoint_path
     check_device(device)
@@ -354,7 +356,8 @@ def against_mmseg_san(args) -> dict:
     checks = dict(fp32_max_abs_diff=diff, fp32_argmax_agreement=same,
                   bf16_argmax_agreement=same16,
                   ok=diff < SAN_FP32_TOL and (args.tiny or same16 >= SAN_BF16_ARGMAX_AGREEMENT))
-    print(f'SAN {"tiny (bf16 agreement not enforced)" if args.tiny else "ViT-B/16"}, input {tuple(x.shape)}, '
+    name = 'tiny (bf16 agreement not enforced)' if args.tiny else 'ViT-B/16'
+    print(f'SAN {name}, input {tuple(x.shape)}, '
           f'{len(classes)} classes (text cached), threads {torch.get_num_threads()}, '
           f'warmup {args.warmup}, runs/rounds {args.runs}')
     print('| model | median s | min s | ratio (one after the other) | '
@@ -452,9 +455,9 @@ def large_image_worker(spec: dict) -> dict:
     import types
 
     import numpy as np
+    from mmseg.models.segmentors import BaseSegmentor, EncoderDecoder
     from PIL import Image
 
-    from mmseg.models.segmentors import BaseSegmentor, EncoderDecoder
     from mmseg_ovseg.apis import OpenVocabInferencer
     torch.set_num_threads(spec['threads'])
     overrides, use_mmseg = LARGE_IMAGE_VARIANTS[spec['variant']]
@@ -508,9 +511,9 @@ def _mmseg_overlay(inferencer, image: str, sample, out_file: str) -> None:
     import mmcv
     import numpy as np
     from mmengine.structures import PixelData
-
     from mmseg.structures import SegDataSample
     from mmseg.visualization import SegLocalVisualizer
+
     from mmseg_ovseg.apis.inferencer import draw_legend
     rgb = mmcv.bgr2rgb(inferencer.read_image(image))
     meta = inferencer.model.dataset_meta

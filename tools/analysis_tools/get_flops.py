@@ -1,6 +1,7 @@
 """FLOPs and parameter count of a segmentor (mmengine.analysis ``FlopAnalyzer``).
 
-    python tools/analysis_tools/get_flops.py CONFIG [--shape 512 512] [--mode tensor|predict] [--table]
+    python tools/analysis_tools/get_flops.py CONFIG [--shape 512 512] [--mode tensor|predict]
+                              [--table]
                               [--cfg-options KEY=VALUE ...]
 
 The model is built without reading the CLIP weight files (they are loaded by
@@ -72,7 +73,6 @@ def get_flops(config, shape=(512, 512), mode: str = 'tensor', checkpoint=None,
     from mmengine.analysis.print_helper import complexity_stats_table
     sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
     from benchmark import build_segmentor
-
     from mmengine.config import Config
 
     from mmseg_ovseg.apis.config import merge_cfg_options

@@ -6,7 +6,8 @@ Shared by ``tests/test_san_parity.py`` (numerical parity) and ``tools/analysis_t
 ``tools/model_converters/mmseg_san2ovseg.py`` and loaded into ours through
 ``OpenVocabInferencer(config, checkpoint, classes=..., templates=...)``.
 
-``tools/`` is not a package: ``sys.path.insert(0, 'tools/analysis_tools')`` and ``import mmseg_san_reference``.
+``tools/`` is not a package: ``sys.path.insert(0, 'tools/analysis_tools')`` and
+``import mmseg_san_reference``.
 """
 import importlib.util
 import os.path as osp
@@ -21,8 +22,9 @@ REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 if REPO_ROOT not in sys.path:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, REPO_ROOT)
 
-import mmseg_ovseg  # noqa: E402,F401  (registries)
 from mmseg.registry import MODELS  # noqa: E402
+
+import mmseg_ovseg  # noqa: E402,F401  (registries)
 from mmseg_ovseg.apis import OpenVocabInferencer  # noqa: E402
 
 CLASSES = ['cat', 'dog', 'grass', 'sky', 'person']

@@ -2,7 +2,8 @@
 
     python tools/dataset_converters/build_word_vocab.py "data/refer/refcoco/refs(unc).p" \
         --out data/refer/refcoco/vocab.txt [--splits train] [--min-count 1]
-    python tools/dataset_converters/build_word_vocab.py "data/synthetic_referring/refsyn/refs(unc).p" \
+    python tools/dataset_converters/build_word_vocab.py \
+        "data/synthetic_referring/refsyn/refs(unc).p" \
         --out data/synthetic_referring/refsyn/vocab.txt
     python tools/dataset_converters/build_word_vocab.py data/referit/referit_query_trainval.json \
         data/referit/referit_query_test.json --out data/referit/vocab.txt

@@ -1,7 +1,7 @@
 """Write the synthetic shapes segmentation dataset (mmseg layout) used by the demo and tests.
 
-    python tools/dataset_converters/make_synthetic_data.py --data-root data/synthetic --num-train 400 \
-        --num-val 100 --seed 0 --size 128
+    python tools/dataset_converters/make_synthetic_data.py --data-root data/synthetic \
+        --num-train 400 --num-val 100 --seed 0 --size 128
 
 Deterministic from ``--seed``; does nothing if the same dataset is already there.
 """

@@ -22,9 +22,10 @@ REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
-import mmseg_ovseg  # noqa: E402,F401  (registers the plugin's datasets and transforms)
 from mmengine.config import Config, DictAction  # noqa: E402
 from mmengine.registry import init_default_scope  # noqa: E402
+
+import mmseg_ovseg  # noqa: E402,F401  (registers the plugin's datasets and transforms)
 
 
 def main(argv=None) -> int:
@@ -43,6 +44,7 @@ def main(argv=None) -> int:
         cfg.merge_from_dict(args.cfg_options)
     init_default_scope(cfg.get('default_scope', 'mmseg'))
     from mmseg.registry import DATASETS, VISUALIZERS
+
     from mmseg_ovseg.datasets.layout_check import check_dataset_layout
 
     ds_cfg = cfg.get(f'{args.split}_dataloader').dataset

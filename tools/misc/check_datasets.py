@@ -20,8 +20,7 @@ if REPO_ROOT not in sys.path:
 
 from mmengine.config import Config  # noqa: E402
 
-from mmseg_ovseg.datasets.layout_check import (check_dataset_layout,  # noqa: E402
-                                               format_problems, unique_datasets)
+from mmseg_ovseg.datasets.layout_check import check_dataset_layout, format_problems, unique_datasets  # noqa: E402
 
 LOADERS = dict(train='train_dataloader', val='val_dataloader', test='test_dataloader')
 

@@ -105,9 +105,9 @@ def check_clip_load(tower_cfg: dict, path: str) -> Optional[str]:
 
     from mmengine.logging import MMLogger
     from mmengine.registry import init_default_scope
+    from mmseg.registry import MODELS
 
     import mmseg_ovseg  # noqa: F401  (registers the towers)
-    from mmseg.registry import MODELS
     init_default_scope('mmseg')
     cfg = copy.deepcopy(dict(tower_cfg))
     cfg['pretrained'] = path

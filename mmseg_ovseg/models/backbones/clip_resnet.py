@@ -5,11 +5,15 @@ from typing import Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 from mmengine.model import BaseModule
+from mmseg.registry import MODELS
 from open_clip.modified_resnet import ModifiedResNet
 
-from mmseg.registry import MODELS
-from mmseg_ovseg.clip.builder import (ClipModel, build_visual_tower, get_clip_config,
-                                      load_tower_weights)
+from mmseg_ovseg.clip.builder import (
+    ClipModel,
+    build_visual_tower,
+    get_clip_config,
+    load_tower_weights,
+)
 from mmseg_ovseg.models.layers import resize_pos_embed
 
 

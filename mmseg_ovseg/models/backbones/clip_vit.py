@@ -24,9 +24,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.model import BaseModule
 from mmseg.registry import MODELS
-from torch import Tensor
-
 from open_clip.transformer import QuickGELU
+from torch import Tensor
 
 from mmseg_ovseg.clip.builder import build_visual_tower, load_tower_weights
 from mmseg_ovseg.models.attention import attention

@@ -14,9 +14,8 @@ checkpoint keys, through :class:`StrictVisionTransformer`, whose ``init_cfg`` pr
 reports keys that do not fit) with a forward that applies QD; it does not redefine the ViT.
 """
 import torch
-from torch import Tensor
-
 from mmseg.registry import MODELS
+from torch import Tensor
 
 from .strict_vit import StrictVisionTransformer
 

@@ -19,11 +19,11 @@ from typing import Dict, List, Sequence, Tuple
 
 import torch.nn as nn
 import torch.nn.functional as F
-from torch import Tensor
-
 from mmseg.models.decode_heads.decode_head import BaseDecodeHead
 from mmseg.registry import MODELS
 from mmseg.utils import ConfigType, SampleList
+from torch import Tensor
+
 from ..layers import semantic_inference, trunc_normal_init_weights
 from ..utils import prediction_size
 from .atm import ATMDecoder

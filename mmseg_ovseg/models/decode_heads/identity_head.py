@@ -2,10 +2,9 @@
 pixel-text loss)."""
 from typing import Optional
 
-from torch import Tensor
-
 from mmseg.models.decode_heads.decode_head import BaseDecodeHead
 from mmseg.registry import MODELS
+from torch import Tensor
 
 
 @MODELS.register_module()

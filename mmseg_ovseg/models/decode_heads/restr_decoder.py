@@ -2,9 +2,7 @@
 patch-level evidence refined to pixels with bilinear up-sampling and 1x1 convolutions only
 (no spatial kernels: "convolution-free").
 """
-from typing import List
 
-import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.model import BaseModule

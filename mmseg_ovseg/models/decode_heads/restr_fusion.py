@@ -2,7 +2,7 @@
 visual-linguistic encoder over ``[patches; words]`` and a linguistic-seed encoder over
 ``[words; seed]`` whose seed output is turned into an *adaptive classifier* of the patches.
 """
-from typing import Dict, Optional
+from typing import Dict
 
 import torch
 import torch.nn as nn

@@ -76,8 +76,9 @@ class WordVocabulary:
     def from_file(cls, path: str) -> 'WordVocabulary':
         """Read a vocabulary file (one word per line; blank lines are errors)."""
         if not osp.isfile(path):
-            raise FileNotFoundError(f'WordVocabulary: vocabulary file {path} not found; build '
-                                    'it with tools/dataset_converters/build_word_vocab.py from a refs pickle')
+            raise FileNotFoundError(
+                f'WordVocabulary: vocabulary file {path} not found; build it with '
+                'tools/dataset_converters/build_word_vocab.py from a refs pickle')
         with open(path, encoding='utf-8') as f:
             lines = f.read().splitlines()
         while lines and not lines[-1].strip():  # tolerate trailing blank lines only

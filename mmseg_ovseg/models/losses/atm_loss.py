@@ -26,9 +26,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.dist import all_reduce, get_world_size
+from mmseg.registry import MODELS
 from torch import Tensor
 
-from mmseg.registry import MODELS
 from .focal_loss import sigmoid_focal_loss
 
 

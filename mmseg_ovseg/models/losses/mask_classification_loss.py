@@ -18,9 +18,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.dist import all_reduce
 from mmengine.structures import InstanceData
+from mmseg.registry import MODELS, TASK_UTILS
 from torch import Tensor
 
-from mmseg.registry import MODELS, TASK_UTILS
 from .point_sampling import point_sample, sample_uncertain_points
 
 

@@ -4,7 +4,6 @@ whose targets are derived from the mask per ``P x P`` patch.
 """
 from typing import Dict
 
-import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from mmseg.registry import MODELS

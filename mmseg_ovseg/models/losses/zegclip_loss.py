@@ -22,9 +22,8 @@ from typing import Optional, Tuple
 import torch
 import torch.nn as nn
 from mmengine.dist import all_reduce, get_world_size
-from torch import Tensor
-
 from mmseg.registry import MODELS
+from torch import Tensor
 
 from .focal_loss import sigmoid_focal_loss
 

@@ -13,9 +13,8 @@ from typing import List, Sequence, Tuple
 import torch.nn as nn
 from mmcv.cnn import build_activation_layer, build_norm_layer
 from mmengine.model import BaseModule
-from torch import Tensor
-
 from mmseg.registry import MODELS
+from torch import Tensor
 
 # Pyramid layouts of the official code, by ViT patch size: the rescale of each level.
 _SUPPORTED_RESCALES = (4, 2, 1, 0.5, 0.25)

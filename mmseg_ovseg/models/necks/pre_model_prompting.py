@@ -23,9 +23,9 @@ from typing import Optional
 import torch
 import torch.nn as nn
 from mmengine.model import BaseModule
+from mmseg.registry import MODELS
 from torch import Tensor
 
-from mmseg.registry import MODELS
 from ..layers import trunc_normal_init_weights
 from .context_decoder import ContextDecoderLayer
 

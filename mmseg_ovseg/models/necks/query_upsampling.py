@@ -17,9 +17,9 @@ from typing import Sequence, Tuple
 
 import torch.nn as nn
 from mmengine.model import BaseModule
+from mmseg.registry import MODELS
 from torch import Tensor
 
-from mmseg.registry import MODELS
 from ..layers import resize_pos_embed, trunc_normal_init_weights
 
 

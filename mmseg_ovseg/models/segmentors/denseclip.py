@@ -25,10 +25,10 @@ from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
-
 from mmseg.registry import MODELS
 from mmseg.utils import ConfigType, SampleList, add_prefix
+from torch import Tensor
+
 from .text_encoder_decoder import TextEncoderDecoder
 
 

@@ -11,7 +11,7 @@
   logits ``(B, 1, H, W)``.
 - Sec. 3.4: :class:`ReSTRLoss`, pixel BCE + 0.1 x patch BCE.
 """
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 import torch
 import torch.nn.functional as F

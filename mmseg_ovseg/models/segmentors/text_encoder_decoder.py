@@ -7,19 +7,18 @@ import torch
 import torch.nn as nn
 from mmengine.config import ConfigDict
 from mmengine.structures import PixelData
-from torch import Tensor
-
 from mmseg.models.segmentors import EncoderDecoder
 from mmseg.models.utils import resize
 from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 from mmseg.utils import ConfigType, OptSampleList, SampleList
+from torch import Tensor
 
 from ...clip.vocabularies import get_vocabulary
 
-
 # Integer types of the same width as the float types the scores may have.
-_SAME_SIZE_INT = {torch.float32: torch.int32, torch.bfloat16: torch.int16, torch.float16: torch.int16}
+_SAME_SIZE_INT = {torch.float32: torch.int32, torch.bfloat16: torch.int16,
+                  torch.float16: torch.int16}
 
 #: Slide windows per forward when ``test_cfg`` has no ``batch_windows``.
 DEFAULT_BATCH_WINDOWS = 4
@@ -193,7 +192,8 @@ class TextEncoderDecoder(EncoderDecoder):
         if classes is not None and list(classes) != list(self._vocabulary):
             warnings.warn(f'{type(self).__name__}: dataset_meta classes ({len(classes)}, e.g. '
                           f'{list(classes)[:3]}) differ from the model vocabulary '
-                          f'({len(self._vocabulary)}, e.g. {self._vocabulary[:3]}); predicted labels '
+                          f'({len(self._vocabulary)}, e.g. {self._vocabulary[:3]}); '
+                          'predicted labels '
                           "index the vocabulary, so dataset_meta['classes'] stays the "
                           'vocabulary. Use set_vocabulary() to change the classes.')
         self._dataset_meta = None if meta is None else dict(meta)

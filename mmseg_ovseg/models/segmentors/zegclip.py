@@ -16,14 +16,13 @@ Sec. 4.1 (inductive / transductive settings):
 Everything else (backbone, text embeddings, whole/slide inference) is
 :class:`TextEncoderDecoder`'s.
 """
-from typing import List, Optional, Sequence, Union
+from typing import List, Sequence, Union
 
 import torch
-from torch import Tensor
-
 from mmseg.models.utils import resize
 from mmseg.registry import MODELS
 from mmseg.utils import SampleList, add_prefix
+from torch import Tensor
 
 from ...clip.vocabularies import get_zero_shot_split
 from ...datasets.zero_shot import PSEUDO_LABEL
