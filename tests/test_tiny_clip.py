@@ -2,21 +2,37 @@
 import re
 
 import numpy as np
+import open_clip
 import pytest
 import torch
 
-import open_clip
-
 import mmseg_ovseg  # noqa: F401  (registers 'ovseg-tiny-clip' with open_clip)
 from mmseg_ovseg.clip import OVCLIPTextEncoder
-from mmseg_ovseg.clip.tiny import (PRETRAIN_DEFAULTS, TINY_CLIP_NAME, ZERO_SHOT_TEMPLATE,
-                                   build_clip, dense_region_loss, param_groups, patch_cover,
-                                   pretrain, state_path_for, train_step)
+from mmseg_ovseg.clip.tiny import (
+    PRETRAIN_DEFAULTS,
+    TINY_CLIP_NAME,
+    ZERO_SHOT_TEMPLATE,
+    build_clip,
+    dense_region_loss,
+    param_groups,
+    patch_cover,
+    pretrain,
+    state_path_for,
+    train_step,
+)
 from mmseg_ovseg.datasets.captions import CaptionDataset, CaptionGenerator, to_tensor
-from mmseg_ovseg.datasets.concepts import (COLOR_NAMES, COLORS, CONCEPT_CLASSES,
-                                           NUM_COMPOSITIONAL, OBJECT_NAMES, SHAPE_NAMES,
-                                           class_index, describe_class, draw_object,
-                                           render_scene)
+from mmseg_ovseg.datasets.concepts import (
+    COLOR_NAMES,
+    COLORS,
+    CONCEPT_CLASSES,
+    NUM_COMPOSITIONAL,
+    OBJECT_NAMES,
+    SHAPE_NAMES,
+    class_index,
+    describe_class,
+    draw_object,
+    render_scene,
+)
 from mmseg_ovseg.models.backbones.clip_vit import CLIPVisionTransformer
 
 

@@ -20,8 +20,7 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from mmseg_ovseg.clip.tiny import (DEFAULT_CHECKPOINT, PRETRAIN_DEFAULTS,  # noqa: E402
-                                   PRETRAIN_PRESETS, pretrain)
+from mmseg_ovseg.clip.tiny import DEFAULT_CHECKPOINT, PRETRAIN_DEFAULTS, PRETRAIN_PRESETS, pretrain  # noqa: E402
 
 
 def parse_args(argv=None):

@@ -46,12 +46,20 @@ if REPO_ROOT not in sys.path:
 
 import open_clip  # noqa: E402
 
-from mmseg_ovseg.clip.tiny import (TINY_CLIP_NAME, ZERO_SHOT_TEMPLATE,  # noqa: E402
-                                   evaluate_concepts, patch_cover, register_model_configs,
-                                   zero_shot_accuracy)
+from mmseg_ovseg.clip.tiny import (  # noqa: E402
+    TINY_CLIP_NAME,
+    ZERO_SHOT_TEMPLATE,
+    evaluate_concepts,
+    patch_cover,
+    register_model_configs,
+    zero_shot_accuracy,
+)
 from mmseg_ovseg.datasets.captions import to_tensor, zero_shot_samples  # noqa: E402
-from mmseg_ovseg.datasets.concept_seg import (CONCEPT_INDEX,  # noqa: E402
-                                              CONCEPT_SEG_CLASSES, generate_concept_dataset)
+from mmseg_ovseg.datasets.concept_seg import (  # noqa: E402
+    CONCEPT_INDEX,
+    CONCEPT_SEG_CLASSES,
+    generate_concept_dataset,
+)
 
 
 def parse_args(argv=None):
