@@ -594,3 +594,17 @@ def test_tiny_config_short_train_and_zero_shot_eval(tmp_path):
     runner = Runner.from_cfg(st)
     runner.train()
     assert runner.model.self_training
+
+
+def test_converter_pos_grid_resize_by_hand():
+    """``--pos-grid``: the CLS row is kept (after the fold) and the grid is resized bilinearly
+    (align_corners=False): 2x2 -> 1x1 samples the centre, i.e. the mean of the four rows."""
+    conv = _converter()
+    grid_rows = [[1.0, 0.0], [3.0, 4.0], [5.0, 8.0], [7.0, 12.0]]
+    official = {'backbone.class_embedding': torch.tensor([1.0, 1.0]),
+                'backbone.positional_embedding': torch.tensor([[10.0, 20.0]] + grid_rows)}
+    pos = conv.convert_zegclip(official, pos_grid=(1, 1))['backbone.visual.positional_embedding']
+    assert pos.tolist() == [[11.0, 21.0], [4.0, 6.0]]
+    with pytest.raises(ValueError, match='square'):
+        conv.convert_zegclip({'backbone.class_embedding': torch.zeros(2),
+                              'backbone.positional_embedding': torch.zeros(4, 2)}, pos_grid=(1, 1))

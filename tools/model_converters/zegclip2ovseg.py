@@ -37,8 +37,8 @@ from collections import OrderedDict
 from typing import Dict, Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 
+from mmseg_ovseg.models.layers import resize_pos_embed
 from mmseg_ovseg.utils.converter_cli import run_converter
 
 _VISUAL = ('conv1.', 'class_embedding', 'positional_embedding', 'ln_pre.', 'transformer.',
@@ -57,16 +57,6 @@ _LAYER_MAP = {
 _LAYER_DROP = ('self_attn.', 'norm1.')
 
 
-def _resize_pos_embed(pos: torch.Tensor, grid: Sequence[int]) -> torch.Tensor:
-    n = pos.shape[0] - 1
-    side = int(round(n**0.5))
-    if side * side != n:
-        raise ValueError(f'position embedding with {n} grid rows is not square')
-    spatial = pos[1:].reshape(1, side, side, -1).permute(0, 3, 1, 2)
-    spatial = F.interpolate(spatial, size=tuple(grid), mode='bilinear', align_corners=False)
-    return torch.cat([pos[:1], spatial.permute(0, 2, 3, 1).flatten(0, 2)], dim=0)
-
-
 def convert_zegclip(state: Dict[str, torch.Tensor],
                     pos_grid: Optional[Sequence[int]] = None) -> 'OrderedDict[str, torch.Tensor]':
     """Map an official ZegCLIP state dict to mmseg-ovseg ``ZegCLIP`` keys (see module doc)."""
@@ -82,7 +72,7 @@ def convert_zegclip(state: Dict[str, torch.Tensor],
                 out[key] = value
             elif name.startswith(_VISUAL):
                 if name == 'positional_embedding' and pos_grid is not None:
-                    value = _resize_pos_embed(value, pos_grid)
+                    value = resize_pos_embed(value, None, pos_grid, num_prefix=1, mode='bilinear')
                 out['backbone.visual.' + name] = value
             else:
                 unknown.append(key)
