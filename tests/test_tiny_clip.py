@@ -399,3 +399,25 @@ def test_probe_tool_counts(tmp_path, tiny_checkpoint):
     assert all(0 <= r['top1'] <= 100 for r in res.values())
     with pytest.raises(ValueError, match='--num-val'):
         probe.region_probe(model, open_clip.get_tokenizer(TINY_CLIP_NAME), root, 4, 1)
+
+
+def test_create_clip_names_the_keys_that_do_not_fit(tmp_path):
+    """``create_clip(model, pretrained)`` loads a plain open_clip state dict strictly and, for
+    a checkpoint of another layout, lists the missing and mis-shaped keys."""
+    import open_clip
+
+    from mmseg_ovseg.clip.builder import create_clip
+    torch.manual_seed(0)
+    state = open_clip.create_model('ovseg-tiny-clip').state_dict()
+    good = tmp_path / 'good.pt'
+    torch.save(state, good)
+    clip = create_clip('ovseg-tiny-clip', str(good))
+    assert torch.equal(clip.state_dict()['visual.proj'], state['visual.proj'])
+    bad = dict(state)
+    del bad['ln_final.weight']
+    bad['visual.proj'] = torch.zeros(3, 3)
+    torch.save(bad, tmp_path / 'bad.pt')
+    with pytest.raises(ValueError, match='bad.pt') as err:
+        create_clip('ovseg-tiny-clip', str(tmp_path / 'bad.pt'))
+    assert 'ln_final.weight' in str(err.value) and 'visual.proj' in str(err.value)
+    assert '(3, 3)' in str(err.value)

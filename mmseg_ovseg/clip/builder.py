@@ -286,9 +286,9 @@ def create_clip(model: ClipModel, pretrained: Optional[str] = None) -> nn.Module
     if pretrained is not None:
         state, openai = _read_clip_checkpoint(pretrained)
         _check_quickgelu(clip, pretrained, openai, state, f'CLIP {model!r}')
-        result = clip.load_state_dict(state, strict=False)
-        if result.missing_keys or result.unexpected_keys:
-            raise ValueError(f'{pretrained} does not match CLIP {model}: missing '
-                             f'{result.missing_keys[:10]}, unexpected '
-                             f'{result.unexpected_keys[:10]}')
+        mismatch = compare_state_dict(clip, state, allow_missing_bn_counter=False)
+        if mismatch:
+            raise ValueError(f'{pretrained} does not match CLIP {model!r}; wrong architecture '
+                             f'or model name? {mismatch.describe(limit=10)}')
+        clip.load_state_dict(state)
     return clip
