@@ -46,6 +46,7 @@ if REPO_ROOT not in sys.path:
 
 import open_clip  # noqa: E402
 
+from mmseg_ovseg.clip.builder import create_clip  # noqa: E402
 from mmseg_ovseg.clip.tiny import (  # noqa: E402
     TINY_CLIP_NAME,
     ZERO_SHOT_TEMPLATE,
@@ -78,17 +79,10 @@ def parse_args(argv=None):
 
 
 def load_clip(checkpoint: str, model_name: str) -> torch.nn.Module:
-    """``open_clip.create_model(model_name)`` with ``checkpoint`` loaded (strict keys)."""
+    """The open_clip ``CLIP`` of ``model_name`` with ``checkpoint`` loaded strictly
+    (:func:`~mmseg_ovseg.clip.builder.create_clip`: keys that do not fit are listed)."""
     register_model_configs()
-    if not osp.isfile(checkpoint):
-        raise FileNotFoundError(f'checkpoint {checkpoint} does not exist')
-    model = open_clip.create_model(model_name)
-    state = torch.load(checkpoint, map_location='cpu', weights_only=True)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise KeyError(f'{checkpoint} does not match open_clip model {model_name!r}: '
-                       f'missing {missing[:5]}..., unexpected {unexpected[:5]}...')
-    return model.eval()
+    return create_clip(model_name, checkpoint).eval()
 
 
 def _input_size(model) -> int:
