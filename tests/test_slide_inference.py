@@ -15,7 +15,7 @@ from mmseg.models.segmentors import BaseSegmentor, EncoderDecoder
 from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 
-from mmseg_ovseg.models.segmentors import text_encoder_decoder as ted
+from mmseg_ovseg.models.segmentors import dense_inference as ted
 from mmseg_ovseg.models.segmentors.text_encoder_decoder import window_spans
 
 CLIP = dict(

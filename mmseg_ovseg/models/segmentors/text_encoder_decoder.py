@@ -1,57 +1,19 @@
 import copy
 import warnings
 from contextlib import contextmanager
-from typing import Callable, List, Sequence, Tuple, Union
+from typing import Callable, List, Sequence, Union
 
-import torch
 import torch.nn as nn
 from mmengine.config import ConfigDict
-from mmengine.structures import PixelData
 from mmseg.models.segmentors import EncoderDecoder
-from mmseg.models.utils import resize
 from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 from mmseg.utils import ConfigType, OptSampleList, SampleList
 from torch import Tensor
 
 from ...clip.vocabularies import get_vocabulary
-
-# Integer types of the same width as the float types the scores may have.
-_SAME_SIZE_INT = {torch.float32: torch.int32, torch.bfloat16: torch.int16,
-                  torch.float16: torch.int16}
-
-#: Slide windows per forward when ``test_cfg`` has no ``batch_windows``.
-DEFAULT_BATCH_WINDOWS = 4
-#: Bytes of one class chunk resized to the original size when ``keep_logits=False``.
-_RESIZE_CHUNK_BYTES = 128 << 20
-#: Rows per in-place division of the slide sums by the window counts (and per band of the
-#: running argmax of ``keep_logits=False``).
-_DIVIDE_BAND_ROWS = 256
-
-
-def window_spans(size: int, crop: int, stride: int) -> List[Tuple[int, int]]:
-    """``[(start, end), ...]`` of mmseg's slide windows along one axis of length ``size``.
-
-    Starts every ``stride``, the last window is shifted back to end at ``size``, and a crop
-    larger than the image is cut to the image (mmseg's ``slide_inference`` rule).
-    """
-    if crop <= 0 or stride <= 0:
-        raise ValueError(f'slide inference needs positive crop_size and stride, got crop '
-                         f'{crop}, stride {stride}')
-    grids = max(size - crop + stride - 1, 0) // stride + 1
-    spans = []
-    for i in range(grids):
-        end = min(i * stride + crop, size)
-        spans.append((max(end - crop, 0), end))
-    return spans
-
-
-def _coverage(spans: List[Tuple[int, int]], size: int, like: Tensor) -> Tensor:
-    """``(size,)`` number of windows covering each position (float, of ``like``'s dtype)."""
-    count = like.new_zeros(size)
-    for start, end in spans:
-        count[start:end] += 1
-    return count
+from . import dense_inference
+from .dense_inference import DEFAULT_BATCH_WINDOWS, window_spans  # noqa: F401 (re-exported)
 
 
 @MODELS.register_module()
@@ -277,60 +239,16 @@ class TextEncoderDecoder(EncoderDecoder):
             return super().inference(inputs, batch_img_metas)
 
     def slide_inference(self, inputs: Tensor, batch_img_metas: List[dict]) -> Tensor:
-        """Sliding-window scores, ``test_cfg.batch_windows`` windows per forward.
-
-        The windows, their order and the averaging are mmseg's ``slide_inference`` (each
-        pixel's sum is accumulated in window order and divided by its window count), so the
-        result is the same up to float rounding of batched kernels.
-
-        Args:
-            inputs (Tensor): ``(B, 3, H, W)`` images.
-            batch_img_metas (list[dict]): one meta dict per image; each window's copy gets
-                ``img_shape`` = the window size (a ``torch.Size``, mmseg's mark of a crop).
-
-        Returns:
-            Tensor: ``(B, C, H, W)`` scores, in ``inputs``' dtype.
-        """
-        h_stride, w_stride = self.test_cfg.stride
-        h_crop, w_crop = self.test_cfg.crop_size
-        batch_windows = self.test_cfg.get('batch_windows', DEFAULT_BATCH_WINDOWS)
-        if not isinstance(batch_windows, int) or batch_windows < 1:
-            raise ValueError(f'test_cfg.batch_windows must be a positive int, got '
-                             f'{batch_windows!r}')
-        batch_size, _, h_img, w_img = inputs.shape
-        rows = window_spans(h_img, h_crop, h_stride)
-        cols = window_spans(w_img, w_crop, w_stride)
-        windows = [(i, y1, y2, x1, x2) for i in range(batch_size) for y1, y2 in rows
-                   for x1, x2 in cols]
-        preds = inputs.new_zeros((batch_size, self.out_channels, h_img, w_img))
-        for start in range(0, len(windows), batch_windows):
-            chunk = windows[start:start + batch_windows]
-            crops = torch.stack([inputs[i, :, y1:y2, x1:x2] for i, y1, y2, x1, x2 in chunk])
-            metas = [dict(batch_img_metas[i], img_shape=crops.shape[2:]) for i, *_ in chunk]
-            crop_logits = self.encode_decode(crops, metas)
-            for logits, (i, y1, y2, x1, x2) in zip(crop_logits, chunk):
-                preds[i, :, y1:y2, x1:x2] += logits
-            del crops, crop_logits
-        # Every window spans a row range x a column range of the grid, so a pixel's count is
-        # (windows over its row) x (windows over its column); exact small integers.
-        count_y = _coverage(rows, h_img, preds)
-        count_x = _coverage(cols, w_img, preds)
-        for y0 in range(0, h_img, _DIVIDE_BAND_ROWS):
-            y1 = min(h_img, y0 + _DIVIDE_BAND_ROWS)
-            preds[:, :, y0:y1] /= count_y[y0:y1, None] * count_x[None, :]
-        return preds
+        """Sliding-window scores ``(B, C, H, W)``, ``test_cfg.batch_windows`` windows per
+        forward (:func:`~.dense_inference.slide_inference`: mmseg's windows, order and
+        averaging, up to float rounding of batched kernels)."""
+        return dense_inference.slide_inference(self.encode_decode, inputs, batch_img_metas,
+                                               self.test_cfg, self.out_channels)
 
     def _argmax_classes(self, logits: Tensor) -> Tensor:
-        """``(C, H, W)`` scores -> ``(1, H, W)`` class indices.
-
-        With ``nonnegative_scores`` the argmax runs on the IEEE bit patterns read as integers:
-        for non-negative floats they order as the values do, and an integer argmax is about
-        2x (float32) to 4x (bfloat16) faster on CPU than a float one.
-        """
-        int_dtype = _SAME_SIZE_INT.get(logits.dtype) if self.nonnegative_scores else None
-        if int_dtype is None:
-            return logits.argmax(dim=0, keepdim=True)
-        return logits.view(int_dtype).argmax(dim=0, keepdim=True)
+        """``(C, H, W)`` scores -> ``(1, H, W)`` class indices (on the scores' integer bit
+        patterns with ``nonnegative_scores``: :func:`~.dense_inference.argmax_classes`)."""
+        return dense_inference.argmax_classes(logits, self.nonnegative_scores)
 
     def postprocess_result(self, seg_logits: Tensor,
                            data_samples: OptSampleList = None) -> SampleList:
@@ -342,7 +260,8 @@ class TextEncoderDecoder(EncoderDecoder):
         and writes the whole (C, H, W) map (~0.3 s for 171 classes at 640x640 on 2 CPU
         threads). Flipped, padded or resized samples go through mmseg's code, unless
         ``keep_logits`` is False: then each sample gets only ``pred_sem_seg``, computed from
-        the same resized scores a chunk of classes at a time (:meth:`_resized_argmax`).
+        the same resized scores a chunk of classes at a time
+        (:func:`~.dense_inference.resized_argmax`).
         """
         keep_logits = self.test_cfg.get('keep_logits', True)
         if not isinstance(keep_logits, bool):
@@ -350,16 +269,8 @@ class TextEncoderDecoder(EncoderDecoder):
                              f'{keep_logits!r}')
         batch_size, channels, height, width = seg_logits.shape
         size = (height, width)
-
-        def padding(meta: dict) -> List[int]:
-            return list(meta.get('img_padding_size', meta.get('padding_size', [0] * 4)))
-
-        def unchanged(meta: dict) -> bool:
-            return (not meta.get('flip', False) and not any(padding(meta))
-                    and tuple(meta.get('ori_shape', ())) == size)
-
         if channels == 1 or (keep_logits and (data_samples is None or not all(
-                unchanged(s.metainfo) for s in data_samples))):
+                dense_inference.unchanged(s.metainfo, size) for s in data_samples))):
             data_samples = super().postprocess_result(seg_logits, data_samples)
             if not keep_logits:  # binary heads: the threshold is mmseg's
                 for sample in data_samples:
@@ -370,61 +281,6 @@ class TextEncoderDecoder(EncoderDecoder):
             metas = [dict(ori_shape=size)] * batch_size
         else:
             metas = [s.metainfo for s in data_samples]
-        for logits, sample, meta in zip(seg_logits, data_samples, metas):
-            if keep_logits:  # unchanged: the scores as they are
-                sample.set_data(dict(
-                    seg_logits=PixelData(data=logits),
-                    pred_sem_seg=PixelData(data=self._argmax_classes(logits))))
-                continue
-            left, right, top, bottom = padding(meta)
-            logits = logits[:, top:height - bottom, left:width - right]
-            flip_dims = ()
-            if meta.get('flip', False):
-                direction = meta.get('flip_direction', None)
-                if direction not in ('horizontal', 'vertical'):
-                    raise ValueError(f'flip_direction must be horizontal or vertical, got '
-                                     f'{direction!r}')
-                flip_dims = (2, ) if direction == 'horizontal' else (1, )
-            ori_shape = tuple(int(x) for x in meta['ori_shape'][:2])
-            if ori_shape == tuple(logits.shape[-2:]):
-                # a per-pixel argmax commutes with the flip: flip the (1, H, W) labels only
-                pred = self._argmax_classes(logits)
-                pred = pred.flip(flip_dims) if flip_dims else pred
-            else:
-                pred = self._resized_argmax(logits, ori_shape, flip_dims)
-            sample.set_data(dict(pred_sem_seg=PixelData(data=pred)))
+        dense_inference.set_predictions(seg_logits, data_samples, metas, keep_logits,
+                                        self.nonnegative_scores, self.align_corners)
         return data_samples
-
-    def _resized_argmax(self, logits: Tensor, size: Tuple[int, int],
-                        flip_dims: Tuple[int, ...] = ()) -> Tensor:
-        """``(1, H, W)`` argmax over classes of ``logits (C, h, w)`` flipped and resized to
-        ``size`` as mmseg's ``postprocess_result`` does, one chunk of classes at a time.
-
-        Bilinear resizing treats channels independently, so each chunk's scores are those of
-        the whole map; the running maximum (by bands of rows, so its temporaries stay small)
-        takes a later class only when strictly greater: the first maximal class, as
-        ``argmax``. Memory: one ``(c, H, W)`` chunk (~128 MB) plus the running maximum and
-        the labels, instead of the ``(C, H, W)`` map.
-        """
-        num_classes = logits.shape[0]
-        step = max(1, _RESIZE_CHUNK_BYTES // (size[0] * size[1] * logits.element_size()))
-        best = logits.new_empty((1, ) + tuple(size))
-        pred = torch.zeros((1, ) + tuple(size), dtype=torch.long, device=logits.device)
-        for c0 in range(0, num_classes, step):
-            chunk = logits[c0:c0 + step]
-            if flip_dims:
-                chunk = chunk.flip(flip_dims)
-            chunk = resize(chunk[None], size=size, mode='bilinear',
-                           align_corners=self.align_corners, warning=False)[0]
-            for y0 in range(0, size[0], _DIVIDE_BAND_ROWS):
-                rows = slice(y0, y0 + _DIVIDE_BAND_ROWS)
-                values, labels = chunk[:, rows].max(dim=0, keepdim=True)
-                if c0 == 0:
-                    best[:, rows] = values
-                    pred[:, rows] = labels
-                    continue
-                better = values > best[:, rows]
-                best[:, rows] = torch.where(better, values, best[:, rows])
-                pred[:, rows] = torch.where(better, labels + c0, pred[:, rows])
-            del chunk
-        return pred
