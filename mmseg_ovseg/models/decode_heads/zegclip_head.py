@@ -21,9 +21,14 @@ from mmseg.models.decode_heads.decode_head import BaseDecodeHead
 from mmseg.registry import MODELS
 from torch import Tensor
 
+from ..layers import MultiheadAttention
 
-class MaskCrossAttention(nn.Module):
-    """Multi-head cross-attention that also returns its head-averaged pre-softmax logits.
+
+class MaskCrossAttention(MultiheadAttention):
+    """Cross-attention that also returns its head-averaged pre-softmax logits (Eq. 2).
+
+    The shared :class:`~mmseg_ovseg.models.layers.MultiheadAttention` with ZegCLIP's
+    projection names (``q_proj, k_proj, v_proj, out_proj``).
 
     Args:
         dims (int): query/key/value width.
@@ -32,24 +37,12 @@ class MaskCrossAttention(nn.Module):
     """
 
     def __init__(self, dims: int, num_heads: int, attn_drop: float = 0.1):
-        super().__init__()
-        if dims % num_heads:
-            raise ValueError(f'dims {dims} is not divisible by num_heads {num_heads}')
-        self.num_heads = num_heads
-        self.scale = (dims // num_heads)**-0.5
-        self.q_proj = nn.Linear(dims, dims)
-        self.k_proj = nn.Linear(dims, dims)
-        self.v_proj = nn.Linear(dims, dims)
-        self.out_proj = nn.Linear(dims, dims)
-        self.attn_drop = nn.Dropout(attn_drop)
+        super().__init__(dims, num_heads, attn_drop=attn_drop)
 
     def forward(self, query: Tensor, memory: Tensor) -> Tuple[Tensor, Tensor]:
         """``query (B, Q, d)``, ``memory (B, N, d)`` -> ``(B, Q, d)`` and logits ``(B, Q, N)``."""
-        split = lambda t: t.unflatten(-1, (self.num_heads, -1)).transpose(1, 2)  # noqa: E731
-        q, k, v = split(self.q_proj(query)), split(self.k_proj(memory)), split(self.v_proj(memory))
-        logits = (q @ k.transpose(-2, -1)) * self.scale  # (B, heads, Q, N)
-        out = self.attn_drop(logits.softmax(-1)) @ v
-        return self.out_proj(out.transpose(1, 2).flatten(2)), logits.mean(1)
+        out, logits = super().forward(query, memory, return_logits=True)
+        return out, logits.mean(1)
 
 
 class MaskDecoderLayer(nn.Module):
