@@ -20,16 +20,16 @@ targets; the official criterion fixes the rest, reproduced here:
 Ignored pixels are negatives of every class mask in the official code (``exclude_ignored=
 False``); ``exclude_ignored=True`` drops them from the mask terms instead.
 """
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from mmengine.dist import all_reduce, get_world_size
 from mmseg.registry import MODELS
 from torch import Tensor
 
 from .focal_loss import sigmoid_focal_loss
+from .mask_cls_utils import average_num_masks, no_object_cross_entropy, zero_loss
 
 
 @MODELS.register_module()
@@ -84,6 +84,32 @@ class ATMLoss(nn.Module):
         Returns:
             dict[str, Tensor]: ``loss_cls``, ``loss_mask`` (focal), ``loss_dice``.
         """
+        seg_label = seg_label.long()
+        valid = self._check_inputs(cls_logits, mask_logits, seg_label, ignore_index)
+        num_classes = cls_logits.shape[1]
+        cls_logits, mask_logits = cls_logits.float(), mask_logits.float()
+        flat, valid_flat = seg_label.flatten(1), valid.flatten(1)
+        present = self.present_classes(flat, valid_flat, num_classes)  # (B, C)
+
+        # Classification: present class -> itself, absent -> no object.
+        labels = torch.where(present, torch.arange(num_classes, device=cls_logits.device),
+                             num_classes)
+        loss_cls = self.loss_cls_weight * no_object_cross_entropy(cls_logits, labels,
+                                                                  self.no_object_weight)
+        num_masks = average_num_masks(present.sum(), cls_logits.device)
+        if not present.any():
+            zero = zero_loss(mask_logits)
+            return dict(loss_cls=loss_cls, loss_mask=zero,
+                        **{self.loss_dice.loss_name: zero.clone()})
+        loss_mask, loss_dice = self.mask_losses(mask_logits, flat, valid_flat, present,
+                                                seg_label.shape[-2:], num_masks)
+        return {'loss_cls': loss_cls, 'loss_mask': loss_mask,
+                self.loss_dice.loss_name: loss_dice}
+
+    @staticmethod
+    def _check_inputs(cls_logits: Tensor, mask_logits: Tensor, seg_label: Tensor,
+                      ignore_index: Optional[int]) -> Tensor:
+        """Shape and label checks; returns the (B, H, W) mask of non-ignored pixels."""
         if cls_logits.dim() != 3 or mask_logits.dim() != 4 or seg_label.dim() != 3:
             raise ValueError(f'expected (B, C, C+1), (B, C, h, w) and (B, H, W); got '
                              f'{tuple(cls_logits.shape)}, {tuple(mask_logits.shape)}, '
@@ -93,43 +119,31 @@ class ATMLoss(nn.Module):
             raise ValueError(f'ATMLoss needs one query per class: got cls {tuple(cls_logits.shape)}'
                              f', masks {tuple(mask_logits.shape)}, labels '
                              f'{tuple(seg_label.shape)}')
-        num_classes = q
-        cls_logits, mask_logits = cls_logits.float(), mask_logits.float()
-        seg_label = seg_label.long()
         valid = seg_label != ignore_index if ignore_index is not None else \
             torch.ones_like(seg_label, dtype=torch.bool)
-        bad = valid & ((seg_label < 0) | (seg_label >= num_classes))
+        bad = valid & ((seg_label < 0) | (seg_label >= q))
         if bad.any():
             raise ValueError(f'labels {torch.unique(seg_label[bad]).tolist()[:10]} are outside '
-                             f'[0, {num_classes}) and are not ignore_index={ignore_index}')
+                             f'[0, {q}) and are not ignore_index={ignore_index}')
+        return valid
 
-        # Classes present per image (B, C); ignored pixels count for the extra column C.
-        flat = seg_label.flatten(1)
-        valid_flat = valid.flatten(1)
-        present = flat.new_zeros(b, num_classes + 1, dtype=torch.bool)
+    @staticmethod
+    def present_classes(flat: Tensor, valid_flat: Tensor, num_classes: int) -> Tensor:
+        """(B, C) classes present in the (B, H*W) labels; ignored pixels are not counted."""
+        present = flat.new_zeros(flat.shape[0], num_classes + 1, dtype=torch.bool)
+        # ignored pixels go to the extra column C, dropped below
         present.scatter_(1, torch.where(valid_flat, flat, num_classes), True)
-        present = present[:, :num_classes]
+        return present[:, :num_classes]
 
-        # Classification: present class -> itself, absent -> no object.
-        labels = torch.where(present, torch.arange(q, device=cls_logits.device), num_classes)
-        class_weight = cls_logits.new_ones(num_classes + 1)
-        class_weight[-1] = self.no_object_weight
-        loss_cls = self.loss_cls_weight * F.cross_entropy(
-            cls_logits.flatten(0, 1), labels.flatten(), weight=class_weight)
-
-        num_masks = present.sum().to(cls_logits.dtype)
-        if get_world_size() > 1:
-            all_reduce(num_masks, op='mean')
-        num_masks = num_masks.clamp(min=1).item()
-
-        if not present.any():
-            zero = mask_logits.sum() * 0  # keeps the graph connected (DDP)
-            return dict(loss_cls=loss_cls, loss_mask=zero,
-                        **{self.loss_dice.loss_name: zero.clone()})
+    def mask_losses(self, mask_logits: Tensor, flat: Tensor, valid_flat: Tensor,
+                    present: Tensor, size: Tuple[int, int],
+                    num_masks: float) -> Tuple[Tensor, Tensor]:
+        """Focal and dice losses of the present classes' masks, upsampled to the (H, W) label
+        ``size``; ``flat``/``valid_flat`` are the (B, H*W) labels and their validity."""
         bi, ci = present.nonzero(as_tuple=True)
         pred = mask_logits[bi, ci]  # (M, h, w)
-        if pred.shape[-2:] != seg_label.shape[-2:]:
-            pred = F.interpolate(pred[:, None], size=seg_label.shape[-2:], mode='bilinear',
+        if pred.shape[-2:] != size:
+            pred = F.interpolate(pred[:, None], size=size, mode='bilinear',
                                  align_corners=False)[:, 0]
         pred = pred.flatten(1)  # (M, H*W)
         # Binary targets of the present masks only: pixel of class c -> 1, ignored -> 0.
@@ -143,6 +157,4 @@ class ATMLoss(nn.Module):
         else:
             focal = focal.mean(-1)
         loss_mask = self.loss_mask_weight * focal.sum() / num_masks
-        loss_dice = self.loss_dice(pred, gt, avg_factor=num_masks)
-        return {'loss_cls': loss_cls, 'loss_mask': loss_mask,
-                self.loss_dice.loss_name: loss_dice}
+        return loss_mask, self.loss_dice(pred, gt, avg_factor=num_masks)

@@ -15,12 +15,11 @@ from typing import Dict, List, Tuple
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
-from mmengine.dist import all_reduce
 from mmengine.structures import InstanceData
 from mmseg.registry import MODELS, TASK_UTILS
 from torch import Tensor
 
+from .mask_cls_utils import average_num_masks, no_object_cross_entropy, zero_loss
 from .point_sampling import point_sample, sample_uncertain_points
 
 
@@ -143,6 +142,26 @@ class MaskClassificationLoss(nn.Module):
         Returns:
             dict[str, Tensor]: classification, mask and dice losses.
         """
+        self._check_inputs(cls_logits, mask_logits, batch_gt_instances)
+        cls_logits, mask_logits = cls_logits.float(), mask_logits.float()
+        labels, pred_masks, gt_masks = self.get_targets(cls_logits, mask_logits,
+                                                        batch_gt_instances)
+        # Weighted mean over all queries (divides by the summed weights), as the paper's code.
+        losses = {self.loss_cls_name: self.loss_cls_weight * no_object_cross_entropy(
+            cls_logits, labels, self.no_object_weight)}
+        num_masks = average_num_masks(sum(len(gt.labels) for gt in batch_gt_instances),
+                                      cls_logits.device)
+        if pred_masks.shape[0] == 0:
+            zero = zero_loss(mask_logits)
+            losses.update({self.loss_mask.loss_name: zero,
+                           self.loss_dice.loss_name: zero.clone()})
+        else:
+            losses.update(self.mask_losses(pred_masks, gt_masks, num_masks))
+        return losses
+
+    @staticmethod
+    def _check_inputs(cls_logits: Tensor, mask_logits: Tensor,
+                      batch_gt_instances: List[InstanceData]):
         if cls_logits.dim() != 3 or mask_logits.dim() != 4 or \
                 cls_logits.shape[:2] != mask_logits.shape[:2]:
             raise ValueError(f'expected cls_logits (B, Q, K+1) and mask_logits (B, Q, h, w) with '
@@ -152,45 +171,41 @@ class MaskClassificationLoss(nn.Module):
             raise ValueError(f'{len(batch_gt_instances)} ground truths for a batch of '
                              f'{cls_logits.shape[0]}')
         num_classes = cls_logits.shape[-1] - 1
-        cls_logits, mask_logits = cls_logits.float(), mask_logits.float()
-
-        labels = cls_logits.new_full(cls_logits.shape[:2], num_classes, dtype=torch.long)
-        matched_preds, matched_gts = [], []
-        for b, gt in enumerate(batch_gt_instances):
+        for gt in batch_gt_instances:
             if len(gt.labels) and int(gt.labels.max()) >= num_classes:
                 raise ValueError(f'ground-truth label {int(gt.labels.max())} out of range for '
                                  f'{num_classes} classes (is the vocabulary the dataset\'s?)')
+
+    def get_targets(self, cls_logits: Tensor, mask_logits: Tensor,
+                    batch_gt_instances: List[InstanceData]) -> Tuple[Tensor, Tensor, Tensor]:
+        """Hungarian matching of every image.
+
+        Returns:
+            tuple[Tensor, Tensor, Tensor]: class targets (B, Q) (unmatched queries: ``K``, no
+            object), the matched mask logits (M, h, w) and their gt masks (M, 1, H, W), ``M``
+            matched pairs of the batch.
+        """
+        labels = cls_logits.new_full(cls_logits.shape[:2], cls_logits.shape[-1] - 1,
+                                     dtype=torch.long)
+        matched_preds, matched_gts = [], []
+        for b, gt in enumerate(batch_gt_instances):
             query_idx, gt_idx = self.match(cls_logits[b], mask_logits[b], gt)
             labels[b, query_idx] = gt.labels[gt_idx].long()
             matched_preds.append(mask_logits[b, query_idx])
             matched_gts.append(gt.masks[gt_idx])
-
-        class_weight = cls_logits.new_ones(num_classes + 1)
-        class_weight[-1] = self.no_object_weight
-        # Weighted mean over all queries (divides by the summed weights), as the paper's code.
-        loss_cls = self.loss_cls_weight * F.cross_entropy(
-            cls_logits.flatten(0, 1), labels.flatten(), weight=class_weight)
-
-        # Number of target masks, averaged over ranks so every GPU uses the same normaliser.
-        num_masks = cls_logits.new_tensor(
-            float(sum(len(gt.labels) for gt in batch_gt_instances)))
-        all_reduce(num_masks, op='mean')
-        num_masks = num_masks.clamp(min=1).item()
-
         pred_masks = torch.cat(matched_preds)
-        if pred_masks.shape[0] == 0:
-            # Keep the graph connected (DDP) with a zero loss.
-            zero = mask_logits.sum() * 0
-            return {self.loss_cls_name: loss_cls, self.loss_mask.loss_name: zero,
-                    self.loss_dice.loss_name: zero.clone()}
-        gt_masks = torch.cat(matched_gts)[:, None].to(pred_masks)
+        return labels, pred_masks, torch.cat(matched_gts)[:, None].to(pred_masks)
+
+    def mask_losses(self, pred_masks: Tensor, gt_masks: Tensor,
+                    num_masks: float) -> Dict[str, Tensor]:
+        """Mask and dice losses on importance-sampled points of the (M, h, w) matched mask
+        logits against their (M, 1, H, W) targets, normalised by ``num_masks``."""
         with torch.no_grad():
             coords = sample_uncertain_points(pred_masks[:, None], self.num_points,
                                              self.oversample_ratio, self.importance_sample_ratio)
             gt_points = point_sample(gt_masks, coords)[:, 0]
         pred_points = point_sample(pred_masks[:, None], coords)[:, 0]
         return {
-            self.loss_cls_name: loss_cls,
             self.loss_mask.loss_name: self.loss_mask(
                 pred_points, gt_points, avg_factor=num_masks * self.num_points),
             self.loss_dice.loss_name: self.loss_dice(pred_points, gt_points,
