@@ -14,16 +14,20 @@ ATM cross-attention, FFN; LayerNorm after each residual), as in the official cod
 """
 from typing import List, Tuple
 
-import torch
 import torch.nn as nn
 from torch import Tensor
 
-# SegViT's inference rule, shared with SAN (the name stays importable from here).
-from mmseg_ovseg.models.layers import semantic_inference  # noqa: F401
+from mmseg_ovseg.models.layers import (
+    MultiheadAttention,
+    semantic_inference,  # noqa: F401  SegViT's inference rule, shared with SAN (kept importable)
+)
 
 
-class ATMCrossAttention(nn.Module):
+class ATMCrossAttention(MultiheadAttention):
     """Multi-head cross-attention that also returns its pre-softmax similarity map.
+
+    The shared :class:`~mmseg_ovseg.models.layers.MultiheadAttention` with SegViT's
+    projection names (``q, k, v, proj``).
 
     Args:
         embed_dims (int): token width ``D`` (query and key/value tokens).
@@ -43,32 +47,11 @@ class ATMCrossAttention(nn.Module):
 
     def __init__(self, embed_dims: int, num_heads: int, qkv_bias: bool = True,
                  attn_drop: float = 0.1, proj_drop: float = 0.0):
-        super().__init__()
-        if embed_dims % num_heads:
-            raise ValueError(f'embed_dims {embed_dims} is not divisible by num_heads {num_heads}')
-        self.num_heads = num_heads
-        self.head_dims = embed_dims // num_heads
-        self.scale = self.head_dims**-0.5
-        self.q = nn.Linear(embed_dims, embed_dims, bias=qkv_bias)
-        self.k = nn.Linear(embed_dims, embed_dims, bias=qkv_bias)
-        self.v = nn.Linear(embed_dims, embed_dims, bias=qkv_bias)
-        self.attn_drop = nn.Dropout(attn_drop)
-        self.proj = nn.Linear(embed_dims, embed_dims)
-        self.proj_drop = nn.Dropout(proj_drop)
-
-    def _heads(self, x: Tensor) -> Tensor:
-        b, n, _ = x.shape
-        return x.view(b, n, self.num_heads, self.head_dims).transpose(1, 2)  # (B, h, n, d)
+        super().__init__(embed_dims, num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop,
+                         proj_drop=proj_drop, proj_names=('q', 'k', 'v', 'proj'))
 
     def forward(self, query: Tensor, memory: Tensor) -> Tuple[Tensor, Tensor]:
-        b, nq, d = query.shape
-        q = self._heads(self.q(query))
-        k = self._heads(self.k(memory))
-        v = self._heads(self.v(memory))
-        sim = torch.matmul(q, k.transpose(-2, -1)) * self.scale  # (B, h, Q, N), pre-softmax
-        attn = self.attn_drop(sim.softmax(dim=-1))
-        out = torch.matmul(attn, v).transpose(1, 2).reshape(b, nq, d)
-        out = self.proj_drop(self.proj(out))
+        out, sim = super().forward(query, memory, return_logits=True)
         return out, sim.mean(dim=1)
 
 
