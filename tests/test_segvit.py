@@ -319,7 +319,7 @@ def test_segmentor_gradients_and_deep_supervision(shrunk):
     losses = model(**model.data_preprocessor(data, True), mode='loss')
     # final output + 2 deep-supervised outputs (3 levels, or 2 per-layer outputs + final)
     aux = 1 if shrunk else 2
-    assert set(losses) == {f'decode.{p}loss_{k}' for p in [''] + [f'aux{i}.' for i in range(aux)]
+    assert set(losses) == {f'decode.{p}loss_{k}' for p in [''] + [f'd{i}.' for i in range(aux)]
                            for k in ('cls', 'mask', 'dice')}
     sum(losses.values()).backward()
     for name, p in model.named_parameters():
@@ -358,7 +358,7 @@ def test_tiny_config_builds_and_trains_a_step(name):
     before = model.decode_head.queries.weight.detach().clone()
     losses = model(**model.data_preprocessor(data, True), mode='loss')
     loss = sum(losses.values())
-    assert torch.isfinite(loss) and 'decode.aux1.loss_mask' in losses
+    assert torch.isfinite(loss) and 'decode.d1.loss_mask' in losses
     opt.zero_grad()
     loss.backward()
     opt.step()

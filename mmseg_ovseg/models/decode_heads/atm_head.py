@@ -55,8 +55,10 @@ class ATMHead(BaseDecodeHead):
         **kwargs: other :class:`BaseDecodeHead` arguments (``ignore_index``, ``align_corners``).
 
     Forward input: tuple of backbone maps ``(B, C_in, h_i, w_i)`` (any grid, not only square).
-    Forward output: two lists of length ``O`` (outputs, last = final): class logits
-    ``(B, C, C+1)`` and mask logits ``(B, C, h, w)`` on the grid of the last decoded level.
+    Forward output: two lists of length ``O``, auxiliary outputs first and the final one last
+    (as :class:`SANHead` and mmseg's Mask2Former): class logits ``(B, C, C+1)`` and mask logits
+    ``(B, C, h, w)`` on the grid of the last decoded level. Loss keys: the final output's
+    without prefix, those of auxiliary output ``i`` (from 0) prefixed ``d{i}.``.
     """
 
     def __init__(self,
@@ -163,16 +165,25 @@ class ATMHead(BaseDecodeHead):
     # ------------------------------------------------------------------ training
     def loss(self, inputs: Sequence[Tensor], batch_data_samples: SampleList,
              train_cfg: ConfigType) -> Dict[str, Tensor]:
-        """Losses of the final output and, prefixed ``aux{i}.``, of each earlier output."""
+        """Losses of every output (see :meth:`loss_by_feat`)."""
         return self.loss_by_feat(self.forward(inputs), batch_data_samples)
 
     def loss_by_feat(self, seg_logits: Tuple[List[Tensor], List[Tensor]],
                      batch_data_samples: SampleList) -> Dict[str, Tensor]:
+        """Losses of the final output, unprefixed, and of each auxiliary output ``i``,
+        prefixed ``d{i}.`` (mmdet/mmseg Mask2Former's naming; ``i`` counts the auxiliary
+        outputs from 0, in :meth:`forward`'s order).
+
+        Args:
+            seg_logits (tuple[list[Tensor], list[Tensor]]): class logits (B, C, C+1) and mask
+                logits (B, C, h, w) per output, auxiliary ones first, the final one last.
+            batch_data_samples (list[SegDataSample]): with ``gt_sem_seg``.
+        """
         cls_out, mask_out = seg_logits
         seg_label = self._stack_batch_gt(batch_data_samples).squeeze(1)  # (B, H, W)
         losses = {}
         for i, (cls, mask) in enumerate(zip(cls_out, mask_out)):
-            prefix = '' if i == len(cls_out) - 1 else f'aux{i}.'
+            prefix = '' if i == len(cls_out) - 1 else f'd{i}.'
             for key, value in self.loss_decode(cls, mask, seg_label,
                                                ignore_index=self.ignore_index).items():
                 losses[prefix + key] = value

@@ -52,7 +52,8 @@ class SANHead(BaseDecodeHead):
             ``in_channels``); ``num_heads`` must equal CLIP's.
         text_channels (int): dimension of the class (text) embeddings (512 for ViT-B/16).
         deep_supervision_idxs (Sequence[int]): 1-based side blocks with auxiliary outputs
-            (SAN: ``(7, )``); the last block is always supervised and used at inference.
+            (SAN: ``(7, )``), their losses prefixed ``d{i}.``; the last block is always
+            supervised (unprefixed losses) and used at inference.
         logit_scale (float): log of the cosine-similarity scale; frozen (CLIP's ``log(100)``).
         recognition (str): ``'attn_bias'`` (the paper: the bias decoder's per-head bias steers
             the SLS tokens) or ``'mask_pool'`` (ablation without the attention bias: every
@@ -199,11 +200,14 @@ class SANHead(BaseDecodeHead):
 
     def loss_by_feat(self, seg_logits: Tuple[List[Tensor], List[Tensor]],
                      batch_data_samples: SampleList) -> Dict[str, Tensor]:
-        """Losses of the final output and, prefixed ``d{i}.``, of each auxiliary output.
+        """Losses of the final output, unprefixed, and of each auxiliary output, prefixed
+        ``d{i}.`` with ``i`` its side block (``deep_supervision_idxs``: ``d7.`` in SAN), as
+        mmseg's SAN head; the same ``d{i}.`` scheme as :class:`ATMHead` and Mask2Former.
 
         Args:
             seg_logits (tuple[list[Tensor], list[Tensor]]): mask logits (B, Q, h, w) and
-                class logits (B, Q, C+1) per output, auxiliary ones first.
+                class logits (B, Q, C+1) per output, auxiliary ones first, the final one last
+                (:meth:`~mmseg_ovseg.models.segmentors.SAN.decode`).
             batch_data_samples (list[SegDataSample]): with ``gt_sem_seg``.
         """
         all_masks, all_cls = seg_logits
