@@ -3,13 +3,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import mmseg_ovseg.models.backbones.clip_vit as clip_vit_module
 from mmseg_ovseg.clip.builder import create_clip
 from mmseg_ovseg.models.backbones.clip_vit import (
     CLIPVisionTransformer,
     build_sls_attn_mask,
     resize_clip_pos_embed,
 )
+from mmseg_ovseg.models.layers.fast_path import ONEDNN_LINEAR, fast_path
 
 
 def initialized(module):
@@ -254,13 +254,8 @@ def test_autocast_reuses_low_precision_weight_copies(clip):
     # close to float32 and to autocast's own casts (QuickGELU is folded into the copies)
     with torch.no_grad():
         ref = bb(x)[0]
-    orig_w = CLIPVisionTransformer.__dict__['_caches_casts']  # the staticmethod itself
-    try:
-        CLIPVisionTransformer._caches_casts = staticmethod(lambda p: False)
-        with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
-            plain = bb(x)[0]
-    finally:
-        CLIPVisionTransformer._caches_casts = orig_w
+    with fast_path(False), torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
+        plain = bb(x)[0]  # autocast's own casts (and PyTorch's attention)
     assert plain.dtype == torch.bfloat16
     scale = ref.abs().max()
     assert (first.float() - ref).abs().max() < 0.05 * scale
@@ -290,7 +285,7 @@ def test_autocast_training_keeps_gradients_of_trainable_weights(clip):
     assert id(bb.visual.transformer.resblocks[0].mlp.c_fc.weight) in cached
 
 
-@pytest.mark.skipif(not clip_vit_module._ONEDNN_LINEAR, reason='no oneDNN linear op')
+@pytest.mark.skipif(not ONEDNN_LINEAR, reason='no oneDNN linear op')
 @pytest.mark.slow
 def test_float32_inference_linears_on_reordered_onednn_weights(clip):
     """Float32 inference runs every block linear on a oneDNN weight reordered once (with

@@ -7,43 +7,34 @@ One backbone serves every ViT-based method of the package:
 - position-embedding resizing (bicubic) for any input size;
 - deep visual prompt tuning (ZegCLIP, Sec. 3.3; VPT-deep): ``num_prompt_tokens`` learnable
   tokens inserted after CLS at the first layer and replaced by each later layer's own prompts;
-- SLS tokens with attention bias (SAN, Sec. 3.3 "Mask recognition with attention bias"):
-  from a split layer on, ``Q`` copies of CLS attend to [CLS; patches; themselves] with a
-  predicted per-head bias, while CLS and patch tokens never see them. The SLS rows are computed
-  as a cross-attention (the paper's complexity argument): ``O((T+1)^2 + Q (T+1+Q))`` instead
-  of the ``(Q+1+T)^2`` masked self-attention of the reference code.
+- SLS tokens with attention bias (SAN, Sec. 3.3): ``forward_sls`` of ``clip_sls.py``.
+
+The CLIP blocks run their math on plain operations (``_linear``, ``sdpa``) whose CPU inference
+fast paths (prepacked float32 linears, cached autocast weights, blocked bfloat16 attention)
+live behind one switch in ``mmseg_ovseg.models.layers.fast_path``.
 
 The open_clip tower is held as ``self.visual``, so state-dict keys are exactly the
 ``visual.*`` keys of a CLIP checkpoint and OpenAI/open_clip weights load unconverted.
 """
 import math
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from mmengine.model import BaseModule
 from mmseg.registry import MODELS
-from open_clip.transformer import QuickGELU
 from torch import Tensor
 
 from mmseg_ovseg.clip.builder import build_visual_tower, load_tower_weights
-from mmseg_ovseg.models.attention import attention
 from mmseg_ovseg.models.layers import resize_pos_embed
+from mmseg_ovseg.models.layers.fast_path import ONEDNN_LINEAR, WeightCache, sdpa
 
-# QuickGELU's constant: x * sigmoid(1.702 x).
-_QUICKGELU_ALPHA = 1.702
+from .clip_sls import SLS_MASK_VALUE, SLSBlocksMixin, build_sls_attn_mask
 
-# Float32 inference runs the CLIP linears as oneDNN inner products on weights reordered once
-# (the op behind inductor's CPU weight prepacking): PyTorch sends float32 `F.linear` to MKL's
-# sgemm, which ran 1.25-1.6x slower than oneDNN on the AVX-512 AMD CPU we measured
-# (docs/benchmarks.md). bf16 `F.linear` already goes to oneDNN (same speed as prepacked).
-_ONEDNN_LINEAR = torch.backends.mkldnn.is_available() and \
-    hasattr(torch.ops.mkldnn, '_linear_pointwise') and \
-    hasattr(torch.ops.mkldnn, '_reorder_linear_weight')
-
-# Additive mask value the reference SAN implementation uses for blocked positions.
-SLS_MASK_VALUE = -100.0
+__all__ = [
+    'CLIPVisionTransformer', 'SLS_MASK_VALUE', 'build_sls_attn_mask', 'resize_clip_pos_embed'
+]
 
 
 def resize_clip_pos_embed(pos_embed: Tensor, src_hw: Tuple[int, int], dst_hw: Tuple[int, int],
@@ -54,24 +45,6 @@ def resize_clip_pos_embed(pos_embed: Tensor, src_hw: Tuple[int, int], dst_hw: Tu
     return resize_pos_embed(pos_embed, src_hw, dst_hw, num_prefix, mode)
 
 
-def build_sls_attn_mask(attn_bias: Tensor, num_prefix: int = 1) -> Tensor:
-    """Additive mask for SLS queries over keys ``[prefix (CLS); patches; SLS]``.
-
-    Args:
-        attn_bias: ``(B, heads, Q, L)`` bias of each SLS token on each patch (CLIP grid).
-        num_prefix: tokens before the patches (CLS).
-
-    Returns:
-        ``(B, heads, Q, num_prefix + L + Q)``: -100 on the prefix and on other SLS tokens, the
-        bias on patches, 0 on each SLS token's own column.
-    """
-    b, h, q, _ = attn_bias.shape
-    prefix = attn_bias.new_full((b, h, q, num_prefix), SLS_MASK_VALUE)
-    eye = torch.eye(q, dtype=torch.bool, device=attn_bias.device)
-    sls = attn_bias.new_full((q, q), SLS_MASK_VALUE).masked_fill(eye, 0.0)
-    return torch.cat([prefix, attn_bias, sls.expand(b, h, q, q)], dim=-1)
-
-
 def _drop_path(x: Tensor, p: float, training: bool) -> Tensor:
     if p == 0.0 or not training:
         return x
@@ -79,8 +52,18 @@ def _drop_path(x: Tensor, p: float, training: bool) -> Tensor:
     return x * keep / (1 - p)
 
 
+def _check_vit_tower(visual: nn.Module, clip_model: Union[str, dict]) -> None:
+    if not hasattr(visual, 'transformer') or not hasattr(visual, 'conv1'):
+        raise TypeError(f'{clip_model!r} is not a ViT CLIP model; use '
+                        'CLIPResNetWithAttention for ResNet towers')
+    for i, blk in enumerate(visual.transformer.resblocks):
+        if not isinstance(getattr(blk, 'attn', None), nn.MultiheadAttention):
+            raise TypeError(f'block {i} of {clip_model!r} is a {type(blk).__name__} '
+                            'without a standard attention; not supported')
+
+
 @MODELS.register_module()
-class CLIPVisionTransformer(BaseModule):
+class CLIPVisionTransformer(SLSBlocksMixin, BaseModule):
     """CLIP ViT backbone built by open_clip.
 
     Args:
@@ -122,8 +105,9 @@ class CLIPVisionTransformer(BaseModule):
             Exact while both stay frozen (as in ZegCLIP). No effect without ``pretrained``:
             checkpoints converted from official ZegCLIP/DenseCLIP are folded by their
             converters, and trained checkpoints already hold the folded row.
-        onednn_linear (bool): in float32 CPU inference, run the block linears as oneDNN inner
-            products on weights reordered once (see :meth:`_linear`). Faster (1.2x for a
+        onednn_linear (bool): in float32 CPU inference with the fast path on, run the block
+            linears as oneDNN inner products on weights reordered once
+            (:class:`~mmseg_ovseg.models.layers.fast_path.WeightCache`). Faster (1.2x for a
             ViT-B/16 SAN) but keeps one float32 copy of every block weight (+4 bytes per
             parameter: ~340 MB for ViT-B, ~1.2 GB for ViT-L); False keeps ``F.linear``.
     """
@@ -149,68 +133,74 @@ class CLIPVisionTransformer(BaseModule):
                  onednn_linear: bool = True,
                  init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
-        self.onednn_linear = onednn_linear and _ONEDNN_LINEAR
         self.visual = build_visual_tower(clip_model)
-        if not hasattr(self.visual, 'transformer') or not hasattr(self.visual, 'conv1'):
-            raise TypeError(f'{clip_model!r} is not a ViT CLIP model; use '
-                            'CLIPResNetWithAttention for ResNet towers')
-        for i, blk in enumerate(self.visual.transformer.resblocks):
-            if not isinstance(getattr(blk, 'attn', None), nn.MultiheadAttention):
-                raise TypeError(f'block {i} of {clip_model!r} is a {type(blk).__name__} '
-                                'without a standard attention; not supported')
+        _check_vit_tower(self.visual, clip_model)
         self.pretrained = pretrained
         self.fold_class_embedding = fold_class_embedding
         # CLIP's own position grid: a checkpoint's embedding has this shape.
         self.clip_pos_shape = tuple(self.visual.positional_embedding.shape)
         self.clip_grid = tuple(self.visual.grid_size)
-
         self.num_layers = len(self.visual.transformer.resblocks)
         self.width = self.visual.conv1.out_channels
         self.num_heads = self.visual.transformer.resblocks[0].attn.num_heads
         self.patch_size = tuple(self.visual.conv1.kernel_size)
-        self.pos_grid = tuple(self.visual.grid_size)
-        if pos_grid is not None and tuple(pos_grid) != self.pos_grid:
-            if len(pos_grid) != 2 or min(pos_grid) < 1:
-                raise ValueError(f'pos_grid must be (h, w) patches, got {pos_grid}')
-            with torch.no_grad():
-                pos = resize_clip_pos_embed(self.visual.positional_embedding, self.pos_grid,
-                                            tuple(pos_grid), 1, interpolate_mode)
-            self.visual.positional_embedding = nn.Parameter(pos.contiguous())
-            self.pos_grid = tuple(pos_grid)
-            self.visual.grid_size = self.pos_grid
+        self.interpolate_mode = interpolate_mode
+        self._init_pos_grid(pos_grid)
         self.out_indices = [i % self.num_layers for i in out_indices]
         self.out_origin = out_origin
         self.output_dense = output_dense
         self.normalize_dense = normalize_dense
         self.pad_to_patch = pad_to_patch
-        self.interpolate_mode = interpolate_mode
         self.drop_path_rates = [
             drop_path_rate * i / max(self.num_layers - 1, 1) for i in range(self.num_layers)
         ]
-
-        # Deep visual prompts (ZegCLIP / VPT-deep).
         self.num_prompt_tokens = num_prompt_tokens
         self.prompt_depth = min(prompt_depth, self.num_layers) if num_prompt_tokens else 0
         if self.prompt_depth:
-            # VPT's uniform init: +-sqrt(6 / (3 * patch_area + D)).
-            val = math.sqrt(6.0 / float(3 * self.patch_size[0] * self.patch_size[1] +
-                                        self.width))
-            self.prompt_embeddings = nn.Parameter(
-                torch.empty(self.prompt_depth, num_prompt_tokens, self.width).uniform_(-val, val))
-            self.prompt_proj = nn.Linear(self.width, self.width) if prompt_proj else nn.Identity()
-            if prompt_proj:
-                nn.init.kaiming_normal_(self.prompt_proj.weight, a=0, mode='fan_out')
-                nn.init.zeros_(self.prompt_proj.bias)
-            self.prompt_dropout = nn.Dropout(prompt_dropout)
-            self.prompt_norm = nn.LayerNorm(self.width, eps=1e-6)
-
-        # Low-precision copies of the weights for autocast, by parameter (see ``_w``).
-        self._cast_cache: Dict[int, Tuple[tuple, Tensor]] = {}
-
+            self._init_prompts(prompt_dropout, prompt_proj)
+        # Inference copies of the weights: autocast casts, oneDNN-reordered linears.
+        self._cast_cache = WeightCache(prepack=onednn_linear)
         self.frozen = frozen
         if frozen:
             for name, param in self.visual.named_parameters():
                 param.requires_grad = any(key in name for key in frozen_exclude)
+
+    def _init_pos_grid(self, pos_grid: Optional[Sequence[int]]) -> None:
+        """Keep the position embedding parameter at ``pos_grid`` (see the class docstring)."""
+        self.pos_grid = self.clip_grid
+        if pos_grid is None or tuple(pos_grid) == self.pos_grid:
+            return
+        if len(pos_grid) != 2 or min(pos_grid) < 1:
+            raise ValueError(f'pos_grid must be (h, w) patches, got {pos_grid}')
+        with torch.no_grad():
+            pos = resize_clip_pos_embed(self.visual.positional_embedding, self.pos_grid,
+                                        tuple(pos_grid), 1, self.interpolate_mode)
+        self.visual.positional_embedding = nn.Parameter(pos.contiguous())
+        self.pos_grid = tuple(pos_grid)
+        self.visual.grid_size = self.pos_grid
+
+    def _init_prompts(self, prompt_dropout: float, prompt_proj: bool) -> None:
+        """Deep visual prompts (ZegCLIP / VPT-deep), one set per prompted layer."""
+        # VPT's uniform init: +-sqrt(6 / (3 * patch_area + D)).
+        val = math.sqrt(6.0 / float(3 * self.patch_size[0] * self.patch_size[1] + self.width))
+        self.prompt_embeddings = nn.Parameter(
+            torch.empty(self.prompt_depth, self.num_prompt_tokens,
+                        self.width).uniform_(-val, val))
+        self.prompt_proj = nn.Linear(self.width, self.width) if prompt_proj else nn.Identity()
+        if prompt_proj:
+            nn.init.kaiming_normal_(self.prompt_proj.weight, a=0, mode='fan_out')
+            nn.init.zeros_(self.prompt_proj.bias)
+        self.prompt_dropout = nn.Dropout(prompt_dropout)
+        self.prompt_norm = nn.LayerNorm(self.width, eps=1e-6)
+
+    @property
+    def onednn_linear(self) -> bool:
+        """Whether float32 inference may use oneDNN-reordered linears (and they exist)."""
+        return self._cast_cache.prepack and ONEDNN_LINEAR
+
+    @onednn_linear.setter
+    def onednn_linear(self, enabled: bool) -> None:
+        self._cast_cache.prepack = bool(enabled)
 
     def init_weights(self) -> None:
         """mmengine's weight initialisation, then the CLIP weights of ``pretrained``.
@@ -285,113 +275,48 @@ class CLIPVisionTransformer(BaseModule):
                           dim=1)
         return x, hw
 
-    def _w(self, param: Tensor, scale: float = 1.0) -> Tensor:
-        """``param`` as the GEMMs should see it: under autocast, a cached low-precision copy.
+    def _w(self, param: Tensor) -> Tensor:
+        """``param`` as a GEMM should see it (a cached copy under autocast; fast path)."""
+        return self._cast_cache.weight(param)
 
-        Autocast caches its casts only for weights that require grad; the frozen CLIP weights
-        would be re-cast on every forward (~86M values per image for ViT-B). The copy is
-        kept per parameter and rebuilt when the parameter changes (in-place update, ``.to``).
-        Trainable parameters in grad mode go through autocast's own cast (gradients flow).
-        ``scale`` multiplies the cached copy (only where a copy is cached; see ``_mlp``).
-        """
-        if not self._caches_casts(param):
-            return param if scale == 1.0 else param * scale
-        dtype = torch.get_autocast_dtype(param.device.type)
-        key = (param._version, param.data_ptr(), dtype)
-        entry = self._cast_cache.get((id(param), scale))
-        if entry is None or entry[0] != key:
-            entry = (key, (param.detach() * scale).to(dtype))
-            self._cast_cache[(id(param), scale)] = entry
-        return entry[1]
-
-    @staticmethod
-    def _caches_casts(param: Tensor) -> bool:
-        return torch.is_autocast_enabled(param.device.type) and param.dtype == torch.float32 \
-            and not (param.requires_grad and torch.is_grad_enabled())
-
-    def _packs_linear(self, x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> bool:
-        if not self.onednn_linear or weight.device.type != 'cpu' or \
-                weight.dtype != torch.float32 or x.dtype != torch.float32 or \
-                torch.is_autocast_enabled('cpu'):
-            return False
-        if torch.jit.is_tracing() or torch.compiler.is_compiling():
-            return False  # tracers (FLOP counting, export) see plain linears
-        # The oneDNN op has no autograd: training (or gradients to the input) uses F.linear.
-        return not (torch.is_grad_enabled() and
-                    (x.requires_grad or weight.requires_grad or
-                     (bias is not None and bias.requires_grad)))
-
-    def _linear(self, x: Tensor, weight: Tensor, bias: Optional[Tensor], scale: float = 1.0,
-                bias_scale: float = 1.0, rows: Optional[slice] = None) -> Tensor:
-        """``F.linear(x, scale * weight[rows], bias_scale * bias[rows])`` for the CLIP blocks.
-
-        In float32 CPU inference the (scaled, sliced) weight is reordered once for oneDNN's
-        inner product and kept like the autocast copies of :meth:`_w` (rebuilt when the
-        parameter changes, dropped by :meth:`clear_cast_cache`); otherwise this is
-        ``F.linear`` on :meth:`_w`'s weights.
-        """
-        if not self._packs_linear(x, weight, bias):
-            w = self._w(weight, scale)
-            b = None if bias is None else self._w(bias, bias_scale)
-            if rows is not None:
-                w, b = w[rows], None if b is None else b[rows]
-            return F.linear(x, w, b)
-        span = None if rows is None else (rows.start, rows.stop)
-        cache_key = ('onednn', id(weight), scale, bias_scale, span)
-        key = (weight._version, weight.data_ptr(),
-               None if bias is None else (bias._version, bias.data_ptr()))
-        entry = self._cast_cache.get(cache_key)
-        if entry is None or entry[0] != key:
-            w = weight.detach() if rows is None else weight.detach()[rows]
-            w = torch.ops.mkldnn._reorder_linear_weight((w * scale).contiguous(), None)
-            b = None
-            if bias is not None:
-                b = (bias.detach() if rows is None else bias.detach()[rows]) * bias_scale
-            entry = (key, (w, b))
-            self._cast_cache[cache_key] = entry
-        w, b = entry[1]
-        return torch.ops.mkldnn._linear_pointwise(x, w, b, 'none', [], '')
+    def _linear(self, x: Tensor, weight: Tensor, bias: Optional[Tensor],
+                rows: Optional[slice] = None) -> Tensor:
+        """``F.linear(x, weight[rows], bias[rows])`` (prepacked / cached copies; fast path)."""
+        return self._cast_cache.linear(x, weight, bias, rows=rows)
 
     def clear_cast_cache(self) -> None:
-        """Drop the weight copies kept for inference (see :meth:`_w` and :meth:`_linear`)."""
+        """Drop the weight copies kept for inference (see ``WeightCache``)."""
         self._cast_cache.clear()
+
+    def _split_heads(self, t: Tensor) -> Tensor:
+        """``(B, N, D)`` -> ``(B, heads, N, D/heads)``."""
+        return t.unflatten(-1, (self.num_heads, -1)).transpose(1, 2)
 
     def _qkv(self, blk: nn.Module, x: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
         """``(B, N, D)`` normalised tokens -> q, k, v as ``(B, heads, N, D/heads)``."""
         attn = blk.attn
         q, k, v = self._linear(x, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
-        split = lambda t: t.unflatten(-1, (self.num_heads, -1)).transpose(1, 2)  # noqa: E731
-        return split(q), split(k), split(v)
+        return self._split_heads(q), self._split_heads(k), self._split_heads(v)
 
-    def _attn_out(self, blk: nn.Module, out: Tensor) -> Tensor:
-        out = out.transpose(1, 2).flatten(2)
+    def _attn_residual(self, index: int, x: Tensor, attn: Tensor) -> Tensor:
+        """``x`` plus block ``index``'s output projection of the heads ``attn``."""
+        blk = self.visual.transformer.resblocks[index]
         proj = blk.attn.out_proj
-        return self._linear(out, proj.weight, proj.bias)
+        out = self._linear(attn.transpose(1, 2).flatten(2), proj.weight, proj.bias)
+        return x + _drop_path(blk.ls_1(out), self.drop_path_rates[index], self.training)
 
-    def _mlp(self, blk: nn.Module, x: Tensor) -> Tensor:
-        """open_clip's ``c_fc -> act -> c_proj`` with the weights of :meth:`_linear`."""
+    def _mlp_residual(self, index: int, x: Tensor) -> Tensor:
+        """``x`` plus block ``index``'s MLP (open_clip's ``c_fc -> act -> c_proj``)."""
+        blk = self.visual.transformer.resblocks[index]
         mlp = blk.mlp
-        cached = lambda fc: self._caches_casts(fc.weight) or \
-            self._packs_linear(x, fc.weight, fc.bias)  # noqa: E731
-        if isinstance(mlp.gelu, QuickGELU) and cached(mlp.c_fc) and cached(mlp.c_proj):
-            # x * sigmoid(a x) = silu(a x) / a: with a folded into the cached copies of c_fc
-            # (times a) and c_proj (divided by a), QuickGELU is one SiLU instead of 3 ops.
-            a = _QUICKGELU_ALPHA
-            x = F.silu(self._linear(x, mlp.c_fc.weight, mlp.c_fc.bias, a, a))
-            return self._linear(x, mlp.c_proj.weight, mlp.c_proj.bias, 1 / a)
-        x = self._linear(x, mlp.c_fc.weight, mlp.c_fc.bias)
-        return self._linear(mlp.gelu(x), mlp.c_proj.weight, mlp.c_proj.bias)
-
-    def _mlp_residual(self, blk: nn.Module, x: Tensor, dp: float) -> Tensor:
-        return x + _drop_path(blk.ls_2(self._mlp(blk, blk.ln_2(x))), dp, self.training)
+        out = self._cast_cache.mlp(blk.ln_2(x), mlp.c_fc, mlp.gelu, mlp.c_proj)
+        return x + _drop_path(blk.ls_2(out), self.drop_path_rates[index], self.training)
 
     def block_forward(self, index: int, x: Tensor) -> Tensor:
-        """One CLIP residual block on ``(B, N, D)`` tokens with fused SDPA attention."""
+        """One CLIP residual block on ``(B, N, D)`` tokens."""
         blk = self.visual.transformer.resblocks[index]
-        dp = self.drop_path_rates[index]
         q, k, v = self._qkv(blk, blk.ln_1(x))
-        x = x + _drop_path(blk.ls_1(self._attn_out(blk, attention(q, k, v))), dp, self.training)
-        return self._mlp_residual(blk, x, dp)
+        return self._mlp_residual(index, self._attn_residual(index, x, sdpa(q, k, v)))
 
     def forward_blocks(self,
                        tokens: Tensor,
@@ -443,79 +368,6 @@ class CLIPVisionTransformer(BaseModule):
             dense = F.normalize(dense, dim=-1)
         dense = dense.transpose(1, 2).reshape(tokens.shape[0], -1, hw[0], hw[1])
         return dense, cls
-
-    def forward_sls(self,
-                    tokens: Tensor,
-                    attn_bias: Union[Tensor, List[Tensor]],
-                    start: int,
-                    sls: Optional[Tensor] = None,
-                    num_sls: Optional[int] = None,
-                    return_visual: bool = True) -> Tuple[Tensor, Optional[Tensor]]:
-        """Run blocks ``start..`` with SLS tokens (SAN's mask recognition).
-
-        CLS and patch tokens run CLIP's ordinary attention (they never see SLS tokens). SLS
-        tokens attend to keys ``[CLS; patches; SLS]`` with the mask of
-        :func:`build_sls_attn_mask`, one SDPA call per block.
-
-        Args:
-            tokens: ``(B, 1 + L, D)`` tokens entering block ``start``.
-            attn_bias: ``(B, heads, Q, L)`` bias shared by all blocks, or a list with one
-                bias per block ``start..num_layers-1``.
-            start: the split layer.
-            sls: ``(B, Q, D)`` initial SLS tokens; default ``num_sls`` copies of CLS.
-            num_sls: the number of SLS tokens when ``sls`` is None (default: from the bias).
-            return_visual: also return the visual tokens after the last block; when False,
-                the last block computes only the visual keys/values the SLS tokens need.
-
-        Returns:
-            SLS tokens ``(B, Q, D)`` and the visual tokens after the last block (None when
-            ``return_visual`` is False).
-        """
-        if self.prompt_depth:
-            raise NotImplementedError('SLS tokens together with deep prompts are not supported')
-        biases = attn_bias if isinstance(attn_bias, (list, tuple)) else None
-        if biases is not None and len(biases) != self.num_layers - start:
-            raise ValueError(f'got {len(biases)} attention biases for '
-                             f'{self.num_layers - start} recognition blocks')
-        first = biases[0] if biases is not None else attn_bias
-        if first.shape[1] != self.num_heads or first.shape[-1] != tokens.shape[1] - 1:
-            raise ValueError(f'attention bias {tuple(first.shape)} does not match '
-                             f'{self.num_heads} heads x {tokens.shape[1] - 1} patches')
-        if sls is None:
-            num_sls = first.shape[2] if num_sls is None else num_sls
-            sls = tokens[:, :1].expand(-1, num_sls, -1)
-        # A bias shared by all blocks gives one mask, built once per image.
-        shared_mask = None if biases is not None else build_sls_attn_mask(attn_bias).to(
-            tokens.dtype)
-        x = tokens
-        n_vis = x.shape[1]
-        for j, i in enumerate(range(start, self.num_layers)):
-            blk = self.visual.transformer.resblocks[i]
-            dp = self.drop_path_rates[i]
-            mask = shared_mask if biases is None else build_sls_attn_mask(biases[j]).to(x.dtype)
-            if i == self.num_layers - 1 and not return_visual:
-                # Last block, visual output unused: only the visual keys/values are needed.
-                attn = blk.attn
-                kx, vx = self._linear(blk.ln_1(x), attn.in_proj_weight, attn.in_proj_bias,
-                                      rows=slice(self.width, None)).chunk(2, dim=-1)
-                kx, vx = (t.unflatten(-1, (self.num_heads, -1)).transpose(1, 2) for t in (kx, vx))
-                qs, ks, vs = self._qkv(blk, blk.ln_1(sls))
-                s_attn = attention(
-                    qs, torch.cat([kx, ks], dim=2), torch.cat([vx, vs], dim=2), attn_mask=mask)
-                sls = self._mlp_residual(
-                    blk, sls + _drop_path(blk.ls_1(self._attn_out(blk, s_attn)), dp,
-                                          self.training), dp)
-                x = None
-                break
-            # Visual and SLS tokens share every projection: one GEMM each for both.
-            y = torch.cat([x, sls], dim=1)
-            q, k, v = self._qkv(blk, blk.ln_1(y))
-            x_attn = attention(q[:, :, :n_vis], k[:, :, :n_vis], v[:, :, :n_vis])
-            s_attn = attention(q[:, :, n_vis:], k, v, attn_mask=mask)
-            out = self._attn_out(blk, torch.cat([x_attn, s_attn], dim=2))
-            y = self._mlp_residual(blk, y + _drop_path(blk.ls_1(out), dp, self.training), dp)
-            x, sls = y[:, :n_vis], y[:, n_vis:]
-        return sls, x
 
     # ------------------------------------------------------------------ mmseg interface
     def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
