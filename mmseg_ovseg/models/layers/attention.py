@@ -13,14 +13,17 @@ Parameter names differ between the official codebases (``q_proj``/``out_proj`` i
 DenseCLIP, ``q``/``proj`` in SegViT, ``qkv``/``proj`` in timm-style ViTs); ``proj_names``
 keeps each method's names, so checkpoints load unchanged.
 
-Without logits (and without attention dropout in training) the attention runs through the
-shared kernel :func:`mmseg_ovseg.models.attention.attention`: PyTorch's
-``scaled_dot_product_attention``, or its CPU bfloat16 fast path. With logits it is computed
+Without logits (and without attention dropout in training) the attention runs on PyTorch's
+``scaled_dot_product_attention``; with ``fast_path=True`` bfloat16 CPU inference may take the
+query-blocked kernel instead (:func:`mmseg_ovseg.models.attention.attention`), which is
+faster only for narrow heads (measured for CLIP ViT and SAN's side adapter; slower for
+DenseCLIP's context decoder, 4 heads of width 64). With logits the attention is computed
 explicitly, since the fused kernels do not expose the scores.
 """
 from typing import Optional, Sequence, Tuple, Union
 
 import torch.nn as nn
+import torch.nn.functional as F
 from torch import Tensor
 
 from ..attention import attention as sdpa_kernel
@@ -52,6 +55,8 @@ class MultiheadAttention(nn.Module):
         proj_names (Sequence[str], optional): attribute (= state-dict) names of the
             projections: ``(qkv, out)`` when fused, ``(q, k, v, out)`` otherwise. Default:
             ``('qkv', 'proj')`` / ``('q_proj', 'k_proj', 'v_proj', 'out_proj')``.
+        fast_path (bool): allow the CPU bfloat16 inference kernel (see the module docstring)
+            where no logits are returned. Default: False.
 
     Forward:
         query (Tensor): ``(B, Q, C)``.
@@ -72,7 +77,8 @@ class MultiheadAttention(nn.Module):
                  fused_qkv: bool = False,
                  attn_drop: float = 0.0,
                  proj_drop: float = 0.0,
-                 proj_names: Optional[Sequence[str]] = None):
+                 proj_names: Optional[Sequence[str]] = None,
+                 fast_path: bool = False):
         super().__init__()
         if embed_dims % num_heads:
             raise ValueError(f'embed_dims {embed_dims} is not divisible by num_heads {num_heads}')
@@ -87,6 +93,7 @@ class MultiheadAttention(nn.Module):
         self.head_dims = embed_dims // num_heads
         self.scale = self.head_dims**-0.5
         self.fused_qkv = fused_qkv
+        self.fast_path = fast_path
         self.proj_names = tuple(proj_names)
         if fused_qkv:
             self.add_module(proj_names[0], nn.Linear(embed_dims, 3 * embed_dims, bias=qkv_bias))
@@ -123,7 +130,9 @@ class MultiheadAttention(nn.Module):
             if bias is not None:
                 logits = logits + bias
             out = self.attn_drop(logits.softmax(-1)) @ v
-        else:
+        elif self.fast_path:
             out = sdpa_kernel(q, k, v, bias)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
         out = self.proj_drop(getattr(self, self.proj_names[-1])(merge_heads(out)))
         return (out, logits) if return_logits else out

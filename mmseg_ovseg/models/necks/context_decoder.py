@@ -14,16 +14,17 @@ from typing import Optional
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from mmengine.model import BaseModule
 from mmseg.registry import MODELS
 from torch import Tensor
 
-from ..layers import trunc_normal_init_weights
+from ..layers import MultiheadAttention, trunc_normal_init_weights
 
 
-class ContextAttention(nn.Module):
-    """Multi-head attention with bias-free q/k/v projections and a biased output projection.
+class ContextAttention(MultiheadAttention):
+    """Multi-head attention with bias-free q/k/v projections and a biased output projection
+    (the shared :class:`~mmseg_ovseg.models.layers.MultiheadAttention`, names ``q_proj,
+    k_proj, v_proj, out_proj`` as DenseCLIP's).
 
     Args:
         embed_dims (int): channels ``D`` of queries, keys and values.
@@ -35,28 +36,7 @@ class ContextAttention(nn.Module):
     """
 
     def __init__(self, embed_dims: int, num_heads: int, dropout: float = 0.0):
-        super().__init__()
-        if embed_dims % num_heads:
-            raise ValueError(f'embed_dims={embed_dims} is not divisible by '
-                             f'num_heads={num_heads}')
-        self.num_heads = num_heads
-        self.q_proj = nn.Linear(embed_dims, embed_dims, bias=False)
-        self.k_proj = nn.Linear(embed_dims, embed_dims, bias=False)
-        self.v_proj = nn.Linear(embed_dims, embed_dims, bias=False)
-        self.out_proj = nn.Linear(embed_dims, embed_dims)
-        self.out_drop = nn.Dropout(dropout)
-
-    def _split(self, x: Tensor) -> Tensor:
-        b, n, d = x.shape
-        return x.view(b, n, self.num_heads, d // self.num_heads).transpose(1, 2)
-
-    def forward(self, query: Tensor, memory: Tensor) -> Tensor:
-        q = self._split(self.q_proj(query))
-        k = self._split(self.k_proj(memory))
-        v = self._split(self.v_proj(memory))
-        out = F.scaled_dot_product_attention(q, k, v)  # softmax(q k^T / sqrt(d_head)) v
-        out = out.transpose(1, 2).flatten(2)
-        return self.out_drop(self.out_proj(out))
+        super().__init__(embed_dims, num_heads, qkv_bias=False, proj_drop=dropout)
 
 
 class ContextDecoderLayer(nn.Module):
