@@ -175,6 +175,39 @@ def test_set_vocabulary_changes_outputs_and_caches_text(model):
         torch.testing.assert_close(b[:, 1], a[:, 1])
 
 
+def test_one_text_cache_resolves_once_and_follows_the_weights(model):
+    """The segmentor resolves the specs when set and owns the embedding cache: keyed by
+    vocabulary, templates and inference mode, dropped when a text-encoder tensor changes."""
+    from mmseg_ovseg.clip.templates import get_templates
+    model.eval()
+    assert model.templates == get_templates('single')
+    model.set_vocabulary('cat, dog', templates='vild')
+    assert model.vocabulary == ['cat', 'dog'] and model.templates == get_templates('vild')
+    runs = []
+    model.text_encoder.token_embedding.register_forward_hook(lambda *a: runs.append(1))
+    first = model.class_embeddings
+    assert model.class_embeddings is first and len(runs) == 1
+    # the value is the encoder's template ensemble of the resolved names and templates
+    torch.testing.assert_close(first, model.text_encoder.embed(['cat', 'dog'],
+                                                               get_templates('vild')))
+    assert len(runs) == 2
+    model.templates = 'single'  # another key: computed, the first kept
+    assert model.class_embeddings is not first and len(runs) == 3
+    model.templates = 'vild'
+    assert model.class_embeddings is first and len(runs) == 3
+    with torch.inference_mode():
+        assert model.class_embeddings.is_inference() and len(runs) == 4
+    assert not model.class_embeddings.is_inference()
+    # loading weights (in place: the tensors' versions change) invalidates every entry
+    state = {k: v + 0.01 for k, v in model.text_encoder.state_dict().items()
+             if v.is_floating_point()}
+    model.text_encoder.load_state_dict(state, strict=False)
+    second = model.class_embeddings
+    assert len(runs) == 5 and not torch.allclose(second, first)
+    model.train()  # a frozen encoder keeps caching in training
+    assert model.class_embeddings is second and len(runs) == 5
+
+
 @pytest.mark.parametrize('meta', [
     dict(ori_shape=(32, 32), img_shape=(32, 32), padding_size=[0, 0, 0, 0]),  # shortcut
     dict(ori_shape=(32, 32), img_shape=(32, 32), padding_size=[0, 0, 0, 0], flip=True,

@@ -126,7 +126,8 @@ def _count_calls(monkeypatch, obj, name):
 @pytest.mark.parametrize('mode', ['whole', 'slide'])
 @pytest.mark.slow
 def test_class_embeddings_once_per_inference(monkeypatch, mode):
-    """A trainable text encoder runs once per predict call, not once per window."""
+    """A trainable text encoder runs once per predict call, not once per window; in eval
+    mode once per weights (the segmentor's cache), in training mode at every call."""
     model = _patch_text_model()
     encoder_calls = _count_calls(monkeypatch, model.text_encoder, 'forward')
     decode_calls = _count_calls(monkeypatch, model, 'encode_decode')
@@ -139,8 +140,13 @@ def test_class_embeddings_once_per_inference(monkeypatch, mode):
     assert len(encoder_calls) == 1
     with torch.no_grad():
         model.predict(torch.randn(2, 3, 80, 80), samples)
-    assert len(encoder_calls) == 2  # computed again for the next call (weights may change)
-    # outside inference (training) the text is computed at every call
+    assert len(encoder_calls) == 1  # eval mode: cached while the contexts are unchanged
+    with torch.no_grad():
+        model.text_encoder.contexts.add_(0.1)  # an optimizer step / load_state_dict
+        model.predict(torch.randn(2, 3, 80, 80), samples)
+    assert len(encoder_calls) == 2  # computed again: the weights changed
+    # in training mode the text is computed at every call
+    model.train()
     model.extract_feat(torch.randn(1, 3, 32, 32))
     model.extract_feat(torch.randn(1, 3, 32, 32))
     assert len(encoder_calls) == 4
@@ -149,7 +155,7 @@ def test_class_embeddings_once_per_inference(monkeypatch, mode):
 @pytest.mark.slow
 def test_san_class_embeddings_once_per_inference(monkeypatch):
     model = _san_model()
-    calls = _count_calls(monkeypatch, model.text_encoder, 'encode')
+    calls = _count_calls(monkeypatch, model.text_encoder, 'embed')
     _slide(model, (64, 64), (32, 32), batch_windows=3)  # 3 x 3 windows
     with torch.no_grad():
         model.inference(torch.randn(1, 3, 128, 128), _metas(1, 128, 128))

@@ -232,10 +232,37 @@ class OVCLIPTextEncoder(_CLIPTextTower):
             f'templates in {time.perf_counter() - start:.2f}s (cached for later calls)')
         return embeds
 
+    def embed(self, vocabulary: List[str], templates: List[str]) -> torch.Tensor:
+        """Class embeddings of resolved names and templates, without the in-memory cache.
+
+        What :class:`~mmseg_ovseg.models.segmentors.TextEncoderDecoder` calls: the segmentor
+        resolves the specs once and owns the in-memory cache. The disk cache (``cache_dir``)
+        is read and written here.
+
+        Args:
+            vocabulary (list[str]): class names.
+            templates (list[str]): prompt templates (``'{}'`` marks the name).
+
+        Returns:
+            (C, D) L2-normalised embeddings on the encoder's device and in its dtype,
+            without grad.
+        """
+        vocabulary, templates = list(vocabulary), list(templates)
+        path = self._disk_path(vocabulary, templates) if self.cache_dir else None
+        embeds = self._load_disk(path, vocabulary, templates) if path else None
+        if embeds is None:
+            embeds = self._compute(vocabulary, templates)
+            if path:
+                self._save_disk(path, embeds, vocabulary, templates)
+        return embeds.to(self.device, self.token_embedding.weight.dtype)
+
     def encode(self,
                vocabulary: Union[str, Sequence[str]],
                templates: Union[str, Sequence[str], None] = None) -> torch.Tensor:
-        """Class embeddings of a vocabulary.
+        """Class embeddings of a vocabulary, cached in memory per (vocabulary, templates).
+
+        For direct use of the encoder; a segmentor calls :meth:`embed` and keeps its own
+        cache.
 
         Args:
             vocabulary: class names (or any spec accepted by :func:`get_vocabulary`).
@@ -250,17 +277,10 @@ class OVCLIPTextEncoder(_CLIPTextTower):
         key = (tuple(vocabulary), tuple(templates))
         embeds = self._cache.get(key)
         if embeds is None:
-            path = self._disk_path(vocabulary, templates) if self.cache_dir else None
-            embeds = self._load_disk(path, vocabulary, templates) if path else None
-            if embeds is None:
-                embeds = self._compute(vocabulary, templates)
-                if path:
-                    self._save_disk(path, embeds, vocabulary, templates)
-            self._cache[key] = embeds
-        dtype = self.token_embedding.weight.dtype
-        if embeds.device != self.device or embeds.dtype != dtype:
-            embeds = embeds.to(self.device, dtype)
-            self._cache[key] = embeds
+            embeds = self.embed(vocabulary, templates)
+        # (computed before a move or cast: moved, as the segmentor's weights are)
+        embeds = embeds.to(self.device, self.token_embedding.weight.dtype)
+        self._cache[key] = embeds
         return embeds
 
     def forward(self, vocabulary, templates=None) -> torch.Tensor:

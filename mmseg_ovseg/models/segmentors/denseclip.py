@@ -20,8 +20,7 @@
   ``FPN`` + ``FPNHead``) on the augmented features, plus an auxiliary cross-entropy on
   ``s / tau`` (``tau = 0.07``) through an :class:`IdentityHead`.
 """
-import warnings
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -113,7 +112,6 @@ class DenseCLIP(TextEncoderDecoder):
                 self._with_num_classes(identity_head, len(self.vocabulary)))
         self.score_concat_index = score_concat_index
         self.tau = tau
-        self._text_cache = None
         self._check_channels()
 
     @property
@@ -176,25 +174,21 @@ class DenseCLIP(TextEncoderDecoder):
                              f'{self.score_concat_index}), got {list(in_channels)}')
 
     # ------------------------------------------------------------------ text
+    def text_embeddings(self) -> Tensor:
+        """``(K, C)`` raw (un-normalised) text features of the context-prompted classes: the
+        context decoder takes them before the normalisation (the override point of
+        :class:`TextEncoderDecoder`, whose cache keeps them)."""
+        return self.text_encoder(self.vocabulary, normalize=False)
+
     def text_features(self) -> Tensor:
         """``(K, C)`` raw (un-normalised) text features of the current vocabulary.
 
         Recomputed with gradient in training; in eval mode computed once under ``no_grad`` and
         cached until the vocabulary or any text-encoder tensor changes (optimizer steps and
-        ``load_state_dict`` bump the tensors' version counters).
+        ``load_state_dict`` bump the tensors' version counters):
+        :meth:`TextEncoderDecoder.cached_text_embeddings`.
         """
-        encoder = self.text_encoder
-        if self.training:
-            self._text_cache = None
-            return encoder(self.vocabulary, normalize=False)
-        params = list(encoder.parameters())
-        # (inference-mode tensors cannot enter autograd later: the mode is part of the key)
-        key = (tuple(self.vocabulary), torch.is_inference_mode_enabled(),
-               tuple((p.data_ptr(), p._version) for p in params))
-        if self._text_cache is None or self._text_cache[0] != key:
-            with torch.no_grad():
-                self._text_cache = (key, encoder(self.vocabulary, normalize=False))
-        return self._text_cache[1]
+        return self.cached_text_embeddings()
 
     # ------------------------------------------------------------------ features
     def forward_features(self, inputs: Tensor) -> Tuple[List[Tensor], Tensor, Tensor]:
@@ -276,16 +270,10 @@ class DenseCLIP(TextEncoderDecoder):
         return losses
 
     # ------------------------------------------------------------------ vocabulary
-    def set_vocabulary(self, classes: Union[str, Sequence[str]],
-                       templates: Union[str, Sequence[str], None] = None) -> None:
-        """Rename the classes (same count only: the FPN input has ``C5 + K`` channels and
-        ``FPNHead`` a ``K``-way classifier, so DenseCLIP is not open-vocabulary)."""
-        new = self._resolve_vocabulary(classes)
-        if len(new) != len(self.vocabulary):
+    def _check_vocabulary(self, classes: List[str]) -> None:
+        """Renaming only: the FPN input has ``C5 + K`` channels and ``FPNHead`` a ``K``-way
+        classifier, so DenseCLIP is not open-vocabulary."""
+        if len(classes) != len(self.vocabulary):
             raise ValueError(f'DenseCLIP has a fixed number of classes ({len(self.vocabulary)}:'
                              f' score-map channels and FPNHead classifier); got '
-                             f'{len(new)} names')
-        with warnings.catch_warnings():
-            warnings.simplefilter('ignore')  # the fixed conv_seg keeps its class count
-            super().set_vocabulary(new, templates)
-        self._text_cache = None
+                             f'{len(classes)} names')

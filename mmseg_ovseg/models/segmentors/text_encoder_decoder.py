@@ -1,8 +1,11 @@
+import collections
 import copy
+import itertools
 import warnings
 from contextlib import contextmanager
-from typing import Callable, List, Sequence, Union
+from typing import Callable, List, Optional, Sequence, Union
 
+import torch
 import torch.nn as nn
 from mmengine.config import ConfigDict
 from mmseg.models.segmentors import EncoderDecoder
@@ -11,9 +14,14 @@ from mmseg.structures import SegDataSample
 from mmseg.utils import ConfigType, OptSampleList, SampleList
 from torch import Tensor
 
+from ...clip.templates import get_templates
 from ...clip.vocabularies import get_vocabulary
 from . import dense_inference
 from .dense_inference import DEFAULT_BATCH_WINDOWS, window_spans  # noqa: F401 (re-exported)
+
+#: (vocabulary, templates) entries kept by :meth:`TextEncoderDecoder.cached_text_embeddings`
+#: (switching between a few vocabularies, e.g. seen / all classes, does not recompute).
+TEXT_CACHE_SIZE = 8
 
 
 @MODELS.register_module()
@@ -29,11 +37,17 @@ class TextEncoderDecoder(EncoderDecoder):
         dict(inputs=(B, 3, H, W) image, feats=<backbone (+neck) outputs>,
              class_embeds=(C, D) L2-normalised text embeddings)
 
-    Embeddings of a frozen text encoder (``OVCLIPTextEncoder.encode``) are cached by the
-    encoder per (vocabulary, templates): the text tower runs once per vocabulary, not per
-    image. A trainable text encoder (any parameter with ``requires_grad``, e.g. CoOp-style
-    ``ContextCLIPTextEncoder``) is called as ``text_encoder(vocabulary)`` at every training
-    step and once per :meth:`inference` call (all slide windows of all images share it).
+    Class embeddings have one owner, this class. The vocabulary and the templates are
+    resolved once, when set (:meth:`set_vocabulary`); :meth:`text_embeddings` runs the text
+    encoder on them (the override point of papers whose text differs: DenseCLIP's raw CoOp
+    features); :meth:`cached_text_embeddings` keeps its results per (vocabulary, templates)
+    until any text-encoder tensor changes (optimizer step, ``load_state_dict``, ``.to()``
+    bump the tensors' versions or move them). So a frozen encoder (``OVCLIPTextEncoder``)
+    runs once per vocabulary in training and inference alike, and a trainable one (any
+    parameter with ``requires_grad``: CoOp ``ContextCLIPTextEncoder``) at every training
+    step, in eval mode once per vocabulary and weights. :meth:`_post_text` adapts the
+    cached embeddings per call (ZegCLIP: only the seen classes while training). All slide
+    windows of one :meth:`inference` call share one result (:meth:`memo_text`).
 
     Inference follows mmseg's ``test_cfg`` (``mode='whole'`` or ``'slide'`` with
     ``crop_size`` and ``stride``) with two additions:
@@ -57,8 +71,9 @@ class TextEncoderDecoder(EncoderDecoder):
         vocabulary (str | list[str]): class names, any spec of ``get_vocabulary`` (a dataset
             name such as ``'synthetic'``, a list, a ``.txt`` path, a comma-separated string).
             Usually the train dataset's classes.
-        templates (str | list[str], optional): prompt templates passed to the text encoder;
-            None uses the encoder's default.
+        templates (str | list[str], optional): prompt templates (any spec of
+            ``get_templates``) for a text encoder that ensembles templates; None uses the
+            encoder's default (``OVCLIPTextEncoder(templates=...)``).
         **kwargs: other :class:`EncoderDecoder` arguments (``neck``, ``auxiliary_head``,
             ``train_cfg``, ``test_cfg``, ``data_preprocessor``, ``init_cfg``).
     """
@@ -94,7 +109,12 @@ class TextEncoderDecoder(EncoderDecoder):
         self.text_encoder = MODELS.build(text_encoder)
         self._vocabulary = classes
         self._dataset_meta = None
+        self._templates = None
         self.templates = templates
+        # The one cache of text embeddings: (vocabulary, templates, inference mode) ->
+        # embeddings, valid while the text-encoder tensors keep the versions of _text_stamp.
+        self._text_cache = collections.OrderedDict()
+        self._text_stamp = None
         # Text features computed once per inference call (see _text_once); None outside.
         self._text_memo = None
 
@@ -160,27 +180,91 @@ class TextEncoderDecoder(EncoderDecoder):
                           'vocabulary. Use set_vocabulary() to change the classes.')
         self._dataset_meta = None if meta is None else dict(meta)
 
+    # ------------------------------------------------------------------ text
+    @property
+    def templates(self) -> Optional[List[str]]:
+        """The prompt templates (a resolved list; None for encoders without templates, e.g.
+        learned contexts). Assigning a spec resolves it; None takes the encoder's default."""
+        return self._templates
+
+    @templates.setter
+    def templates(self, spec: Union[str, Sequence[str], None]) -> None:
+        if spec is None:
+            default = getattr(self.text_encoder, 'templates', None)
+            self._templates = None if default is None else list(default)
+        else:
+            self._templates = get_templates(spec)
+
+    def _text_trainable(self) -> bool:
+        return any(p.requires_grad for p in self.text_encoder.parameters())
+
+    def text_embeddings(self) -> Tensor:
+        """The text encoder on the current vocabulary, uncached (the override point).
+
+        Returns:
+            Tensor: ``(C, D)`` L2-normalised class embeddings: a template-ensembling encoder
+            (``OVCLIPTextEncoder.embed``) with :attr:`templates`, otherwise
+            ``text_encoder(vocabulary)`` (CoOp contexts).
+        """
+        embed = getattr(self.text_encoder, 'embed', None)
+        if embed is not None:
+            return embed(self.vocabulary, self.templates)
+        return self.text_encoder(self.vocabulary)
+
+    def cached_text_embeddings(self) -> Tensor:
+        """:meth:`text_embeddings` through the cache (see the class docstring).
+
+        A trainable encoder in training mode is run at every call, with gradient; otherwise
+        the result is computed once under ``no_grad`` and kept per (vocabulary, templates,
+        inference mode) -- inference-mode tensors cannot enter autograd later -- until a
+        text-encoder tensor changes. Do not modify the returned tensor in place.
+        """
+        encoder = self.text_encoder
+        if self.training and self._text_trainable():
+            return self.text_embeddings()
+        stamp = tuple((t.data_ptr(), t._version)
+                      for t in itertools.chain(encoder.parameters(), encoder.buffers()))
+        if stamp != self._text_stamp:
+            self._text_cache.clear()
+            self._text_stamp = stamp
+        templates = None if self.templates is None else tuple(self.templates)
+        key = (tuple(self.vocabulary), templates, torch.is_inference_mode_enabled())
+        embeds = self._text_cache.pop(key, None)
+        if embeds is None:
+            with torch.no_grad():
+                embeds = self.text_embeddings()
+        self._text_cache[key] = embeds  # most recently used last
+        while len(self._text_cache) > TEXT_CACHE_SIZE:
+            self._text_cache.popitem(last=False)
+        return embeds
+
+    def _post_text(self, embeds: Tensor) -> Tensor:
+        """Hook on the cached embeddings of every :attr:`class_embeddings` read (identity)."""
+        return embeds
+
     @property
     def class_embeddings(self) -> Tensor:
         """``(C, D)`` L2-normalised text embeddings of the current vocabulary."""
-        encoder = self.text_encoder
-        if any(p.requires_grad for p in encoder.parameters()):
-            return encoder(self.vocabulary)
-        return encoder.encode(self.vocabulary, self.templates)
+        return self._post_text(self.cached_text_embeddings())
+
+    def _check_vocabulary(self, classes: List[str]) -> None:
+        """Hook: refuse a resolved vocabulary the model cannot take (nothing here)."""
 
     def set_vocabulary(self, classes: Union[str, Sequence[str]],
                        templates: Union[str, Sequence[str], None] = None) -> None:
         """Switch the open vocabulary (and optionally the templates) of the segmentor.
 
-        Output channels of the decode head follow the new class count, and
-        :attr:`dataset_meta` the new names (palette keyed by name), so mmseg's visualizers
-        label pictures with them. Auxiliary heads with a fixed ``conv_seg`` keep their
-        classes (they are only used in training).
+        Both specs are resolved here, once. Output channels of the decode head follow the
+        new class count, and :attr:`dataset_meta` the new names (palette keyed by name), so
+        mmseg's visualizers label pictures with them. Auxiliary heads with a fixed
+        ``conv_seg`` keep their classes (they are only used in training).
         """
-        self._vocabulary = self._resolve_vocabulary(classes)
+        classes = self._resolve_vocabulary(classes)
+        self._check_vocabulary(classes)
         if templates is not None:
             self.templates = templates
-        num_classes = len(self.vocabulary)
+        self._vocabulary = classes
+        num_classes = len(classes)
         heads = [self.decode_head]
         if self.with_auxiliary_head:
             aux = self.auxiliary_head

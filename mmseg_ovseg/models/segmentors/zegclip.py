@@ -13,8 +13,8 @@ Sec. 4.1 (inductive / transductive settings):
   inductive checkpoint (``load_from``), no calibration at test.
 - Fully supervised: no split; all classes in training and test.
 
-Everything else (backbone, text embeddings, whole/slide inference) is
-:class:`TextEncoderDecoder`'s.
+Everything else (backbone, text embeddings and their cache, whole/slide inference) is
+:class:`TextEncoderDecoder`'s; the seen-class selection is its ``_post_text`` hook.
 """
 from typing import List, Sequence, Union
 
@@ -79,10 +79,8 @@ class ZegCLIP(TextEncoderDecoder):
     def inductive(self) -> bool:
         return self.zero_shot_split is not None and not self.self_training
 
-    @property
-    def class_embeddings(self) -> Tensor:
+    def _post_text(self, embeds: Tensor) -> Tensor:
         """All classes' embeddings; only the seen ones while training inductively."""
-        embeds = super().class_embeddings
         if self.training and self.inductive:
             mask = self._seen_mask()
             if int(mask.sum()) != len(self.seen_classes):
