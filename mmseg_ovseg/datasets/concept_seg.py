@@ -27,25 +27,20 @@ Layout written by :func:`generate_concept_dataset` (mmseg's, like the synthetic 
 ``i`` of a split depends only on ``(seed, split, i, size)`` and :data:`GENERATOR_VERSION`.
 """
 import json
-import os
 import os.path as osp
-import shutil
-import tempfile
-from typing import Dict, Optional, Tuple
+from typing import Dict, Tuple
 
 import numpy as np
 from mmseg.datasets import BaseSegDataset
 from mmseg.registry import DATASETS
-from PIL import Image
 
 from ..clip.vocabularies import get_vocabulary, get_zero_shot_split
 from .concepts import COLOR_NAMES, COLORS, CONCEPT_CLASSES, OBJECT_NAMES, class_index, render_scene
+from .generated_dataset import META_FILE, SPLITS, check_counts, generate_atomically, write_split
 
 # Bump when the scene sampling (or the drawing code in concepts.py) changes: data on disk
 # with another version is regenerated.
 GENERATOR_VERSION = 2  # 2: meta.json lists the current split
-META_FILE = 'meta.json'
-SPLITS = ('train', 'val')
 # Seed tag of this benchmark's random streams (the caption data use other seed layouts).
 _STREAM_TAG = 0x5E6
 
@@ -93,27 +88,6 @@ def render_concept_sample(seed: int, split: str, index: int, size: int = 128
     return img, _TO_LABEL[concept_map]
 
 
-def _read_meta(data_root: str) -> Optional[dict]:
-    try:
-        with open(osp.join(data_root, META_FILE)) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
-
-
-def _is_complete(data_root: str, params: dict) -> bool:
-    meta = _read_meta(data_root)
-    if meta is None or meta.get('params') != params:
-        return False
-    for split in SPLITS:
-        for sub in ('img_dir', 'ann_dir'):
-            d = osp.join(data_root, sub, split)
-            if not osp.isdir(d) or len([f for f in os.listdir(d) if f.endswith('.png')]) \
-                    != params[f'num_{split}']:
-                return False
-    return True
-
-
 def generate_concept_dataset(data_root: str = 'data/concepts',
                              num_train: int = 1000,
                              num_val: int = 250,
@@ -130,55 +104,26 @@ def generate_concept_dataset(data_root: str = 'data/concepts',
         dict: ``data_root``, ``params``, ``generated`` (False if skipped) and, when generated,
         ``class_pixels`` (per-class pixel counts per split).
     """
-    for name, value, low in (('num_train', num_train, 1), ('num_val', num_val, 1),
-                             ('size', size, 32)):
-        if not isinstance(value, (int, np.integer)) or value < low:
-            raise ValueError(f'generate_concept_dataset: {name} must be an int >= {low}, '
-                             f'got {value!r}')
+    check_counts('generate_concept_dataset', num_train, num_val, size)
     data_root = osp.abspath(data_root)
     params = dict(num_train=int(num_train), num_val=int(num_val), seed=int(seed),
                   size=int(size), version=GENERATOR_VERSION)
-    if _is_complete(data_root, params):
-        return dict(data_root=data_root, params=params, generated=False)
-    if osp.isdir(data_root) and os.listdir(data_root) and _read_meta(data_root) is None:
-        raise FileExistsError(f'{data_root} exists, is not empty and has no {META_FILE}: '
-                              'not a generated concept dataset, refusing to overwrite it')
-    parent = osp.dirname(data_root)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f'.{osp.basename(data_root)}.tmp-', dir=parent)
-    try:
-        class_pixels = {}
+    class_pixels = {}
+
+    def write(tmp):
         for split in SPLITS:
-            counts = np.zeros(len(CONCEPT_SEG_CLASSES), np.int64)
-            img_dir = osp.join(tmp, 'img_dir', split)
-            ann_dir = osp.join(tmp, 'ann_dir', split)
-            os.makedirs(img_dir)
-            os.makedirs(ann_dir)
-            for i in range(params[f'num_{split}']):
-                img, label = render_concept_sample(seed, split, i, size)
-                counts += np.bincount(label.ravel(), minlength=len(counts))
-                Image.fromarray(img, 'RGB').save(osp.join(img_dir, f'{i:06d}.png'))
-                Image.fromarray(label, 'L').save(osp.join(ann_dir, f'{i:06d}.png'))
+            counts = write_split(tmp, split, params[f'num_{split}'],
+                                 lambda i: render_concept_sample(seed, split, i, size),
+                                 len(CONCEPT_SEG_CLASSES))
             class_pixels[split] = counts.tolist()
         seen, unseen = get_zero_shot_split('concepts')
         with open(osp.join(tmp, META_FILE), 'w') as f:
             json.dump(dict(params=params, classes=list(CONCEPT_SEG_CLASSES),
                            unseen=[CONCEPT_SEG_CLASSES[i] for i in unseen],
                            class_pixels=class_pixels), f, indent=1)
-        if osp.isdir(data_root):  # stale dataset (other parameters) or an empty dir
-            trash = tempfile.mkdtemp(prefix=f'.{osp.basename(data_root)}.old-', dir=parent)
-            os.rename(data_root, osp.join(trash, 'old'))
-            shutil.rmtree(trash, ignore_errors=True)
-        try:
-            os.rename(tmp, data_root)
-        except OSError:  # another process finished the same dataset first
-            if not _is_complete(data_root, params):
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)
-            return dict(data_root=data_root, params=params, generated=False)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    if not generate_atomically(data_root, params, 'generated concept dataset', write):
+        return dict(data_root=data_root, params=params, generated=False)
     return dict(data_root=data_root, params=params, generated=True, class_pixels=class_pixels)
 
 

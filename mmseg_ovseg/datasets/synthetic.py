@@ -10,23 +10,18 @@ Generation is deterministic: image ``i`` of a split depends only on ``(seed, spl
 images asked for.
 """
 import json
-import os
 import os.path as osp
-import shutil
-import tempfile
-from typing import Dict, Optional, Tuple
+from typing import Dict, Tuple
 
 import numpy as np
 from mmseg.datasets import BaseSegDataset
 from mmseg.registry import DATASETS
-from PIL import Image
 
 from ..clip.vocabularies import SYNTHETIC_CLASSES
+from .generated_dataset import META_FILE, SPLITS, check_counts, generate_atomically, write_split
 
 # Bump when the drawing code changes, so stale data on disk is regenerated.
 GENERATOR_VERSION = 1
-META_FILE = 'meta.json'
-SPLITS = ('train', 'val')
 
 # Base RGB colour of each class (index = class id); background is a neutral grey.
 CLASS_COLORS = ((110, 110, 110), (220, 40, 40), (40, 170, 60), (50, 70, 220), (235, 210, 40),
@@ -120,28 +115,6 @@ def render_sample(seed: int, split: str, index: int, size: int = 128
     return np.clip(np.rint(img), 0, 255).astype(np.uint8), label
 
 
-def _read_meta(data_root: str) -> Optional[dict]:
-    try:
-        with open(osp.join(data_root, META_FILE)) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
-
-
-def _is_complete(data_root: str, params: dict) -> bool:
-    """True if ``data_root`` holds a finished dataset generated with ``params``."""
-    meta = _read_meta(data_root)
-    if meta is None or meta.get('params') != params:
-        return False
-    for split in SPLITS:
-        n = params[f'num_{split}']
-        for sub in ('img_dir', 'ann_dir'):
-            d = osp.join(data_root, sub, split)
-            if not osp.isdir(d) or len([f for f in os.listdir(d) if f.endswith('.png')]) != n:
-                return False
-    return True
-
-
 def generate_synthetic_dataset(data_root: str,
                                num_train: int = 400,
                                num_val: int = 100,
@@ -160,54 +133,23 @@ def generate_synthetic_dataset(data_root: str,
         dict: ``data_root``, ``params``, ``generated`` (False if skipped) and
         ``class_pixels`` (per-class pixel counts over both splits, only when generated).
     """
-    for name, value, low in (('num_train', num_train, 1), ('num_val', num_val, 1),
-                             ('size', size, 32)):
-        if not isinstance(value, (int, np.integer)) or value < low:
-            raise ValueError(f'generate_synthetic_dataset: {name} must be an int >= {low}, '
-                             f'got {value!r}')
+    check_counts('generate_synthetic_dataset', num_train, num_val, size)
     data_root = osp.abspath(data_root)
     params = dict(num_train=int(num_train), num_val=int(num_val), seed=int(seed),
                   size=int(size), version=GENERATOR_VERSION)
-    if _is_complete(data_root, params):
-        return dict(data_root=data_root, params=params, generated=False)
-    if (osp.isdir(data_root) and os.listdir(data_root)
-            and _read_meta(data_root) is None):
-        raise FileExistsError(f'{data_root} exists, is not empty and has no {META_FILE}: '
-                              'not a synthetic dataset, refusing to overwrite it')
+    class_pixels = np.zeros(len(SYNTHETIC_CLASSES), np.int64)
 
-    parent = osp.dirname(data_root)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f'.{osp.basename(data_root)}.tmp-', dir=parent)
-    try:
-        class_pixels = np.zeros(len(SYNTHETIC_CLASSES), np.int64)
+    def write(tmp):
         for split in SPLITS:
-            img_dir = osp.join(tmp, 'img_dir', split)
-            ann_dir = osp.join(tmp, 'ann_dir', split)
-            os.makedirs(img_dir)
-            os.makedirs(ann_dir)
-            for i in range(params[f'num_{split}']):
-                img, label = render_sample(seed, split, i, size)
-                class_pixels += np.bincount(label.ravel(), minlength=len(class_pixels))
-                Image.fromarray(img, 'RGB').save(osp.join(img_dir, f'{i:06d}.png'))
-                Image.fromarray(label, 'L').save(osp.join(ann_dir, f'{i:06d}.png'))
+            class_pixels[:] += write_split(tmp, split, params[f'num_{split}'],
+                                           lambda i: render_sample(seed, split, i, size),
+                                           len(class_pixels))
         with open(osp.join(tmp, META_FILE), 'w') as f:
             json.dump(dict(params=params, classes=list(SYNTHETIC_CLASSES),
                            class_pixels=class_pixels.tolist()), f, indent=2)
-        if osp.isdir(data_root):  # stale dataset (other parameters) or an empty dir
-            trash = tempfile.mkdtemp(prefix=f'.{osp.basename(data_root)}.old-', dir=parent)
-            os.rename(data_root, osp.join(trash, 'old'))
-            shutil.rmtree(trash, ignore_errors=True)
-        try:
-            os.rename(tmp, data_root)
-        except OSError:
-            # Another process finished the same dataset first.
-            if not _is_complete(data_root, params):
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)
-            return dict(data_root=data_root, params=params, generated=False)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    if not generate_atomically(data_root, params, 'synthetic dataset', write):
+        return dict(data_root=data_root, params=params, generated=False)
     return dict(data_root=data_root, params=params, generated=True,
                 class_pixels=dict(zip(SYNTHETIC_CLASSES, class_pixels.tolist())))
 
