@@ -1,12 +1,14 @@
 """Layers shared by the methods of the package (one implementation each)."""
 from .attention import MultiheadAttention
+from .fast_path import WeightCache, sdpa, set_fast_path, use_fast_path
 from .init import trunc_normal_init_weights
 from .mask_inference import semantic_inference
 from .mlp import MLP
 from .norm import LayerNorm2d
 from .pos_embed import resize_pos_embed
 
+# The context manager fast_path.fast_path is not re-exported: its name would hide the module.
 __all__ = [
-    'LayerNorm2d', 'MLP', 'MultiheadAttention', 'resize_pos_embed', 'semantic_inference',
-    'trunc_normal_init_weights'
+    'LayerNorm2d', 'MLP', 'MultiheadAttention', 'WeightCache', 'resize_pos_embed', 'sdpa',
+    'semantic_inference', 'set_fast_path', 'trunc_normal_init_weights', 'use_fast_path'
 ]
