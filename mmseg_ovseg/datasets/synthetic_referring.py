@@ -17,7 +17,7 @@ import json
 import os
 import os.path as osp
 import pickle
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 from PIL import Image
@@ -72,6 +72,30 @@ def render_referring_image(seed: int, index: int, size: int = 64):
     return np.clip(np.rint(img), 0, 255).astype(np.uint8), objects
 
 
+def _object_records(obj: dict, k: int, num_objects: int, image_id: int, ref_id: int,
+                    split: str, rle: bool) -> Tuple[dict, dict]:
+    """The COCO annotation and the REFER ref (two sentences) of object ``k`` of an image."""
+    ann_id = image_id * 10 + k
+    segm = mask_to_rle(obj['mask']) if rle else [obj['polygon']]
+    ys, xs = np.nonzero(obj['mask'])
+    ann = dict(
+        id=ann_id, image_id=image_id, category_id=SHAPES.index(obj['shape']) + 1,
+        segmentation=segm, area=int(obj['mask'].sum()), iscrowd=0,
+        bbox=[int(xs.min()), int(ys.min()), int(np.ptp(xs)) + 1, int(np.ptp(ys)) + 1])
+    side = 'left' if k == 0 else 'right' if k == num_objects - 1 else 'middle'
+    texts = [f"the {obj['color']} {obj['shape']}",
+             f"{obj['color']} {obj['shape']} on the {side}"]
+    sentences = [dict(sent_id=ref_id * 2 + j, sent=t, raw=t.capitalize(),
+                      tokens=t.split()) for j, t in enumerate(texts)]
+    ref = dict(
+        ref_id=ref_id, ann_id=ann_id, image_id=image_id,
+        category_id=SHAPES.index(obj['shape']) + 1, split=split,
+        sentences=sentences, sent_ids=[s['sent_id'] for s in sentences],
+        # REFER's per-ref name (with the ann id); not the image file.
+        file_name=f'syn_{image_id:06d}_{ann_id}.png')
+    return ann, ref
+
+
 def generate_referring_dataset(data_root: str,
                                splits: Optional[Dict[str, int]] = None,
                                seed: int = 0,
@@ -108,28 +132,12 @@ def generate_referring_dataset(data_root: str,
             Image.fromarray(img, 'RGB').save(osp.join(data_root, IMG_DIR, file_name))
             images.append(dict(id=image_id, file_name=file_name, height=size, width=size))
             for k, obj in enumerate(objects):
-                ann_id = image_id * 10 + k
-                ref_id = len(refs)
-                segm = mask_to_rle(obj['mask']) if rle else [obj['polygon']]
-                ys, xs = np.nonzero(obj['mask'])
-                annotations.append(dict(
-                    id=ann_id, image_id=image_id, category_id=SHAPES.index(obj['shape']) + 1,
-                    segmentation=segm, area=int(obj['mask'].sum()), iscrowd=0,
-                    bbox=[int(xs.min()), int(ys.min()), int(np.ptp(xs)) + 1,
-                          int(np.ptp(ys)) + 1]))
-                masks[ann_id] = obj['mask']
-                side = 'left' if k == 0 else 'right' if k == len(objects) - 1 else 'middle'
-                texts = [f"the {obj['color']} {obj['shape']}",
-                         f"{obj['color']} {obj['shape']} on the {side}"]
-                sentences = [dict(sent_id=ref_id * 2 + j, sent=t, raw=t.capitalize(),
-                                  tokens=t.split()) for j, t in enumerate(texts)]
-                refs.append(dict(
-                    ref_id=ref_id, ann_id=ann_id, image_id=image_id,
-                    category_id=SHAPES.index(obj['shape']) + 1, split=split,
-                    sentences=sentences, sent_ids=[s['sent_id'] for s in sentences],
-                    # REFER's per-ref name (with the ann id); not the image file.
-                    file_name=f'syn_{image_id:06d}_{ann_id}.png'))
-                num_sentences[split] = num_sentences.get(split, 0) + len(sentences)
+                ann, ref = _object_records(obj, k, len(objects), image_id, len(refs), split,
+                                           rle)
+                annotations.append(ann)
+                refs.append(ref)
+                masks[ann['id']] = obj['mask']
+                num_sentences[split] = num_sentences.get(split, 0) + len(ref['sentences'])
             index += 1
     categories = [dict(id=i + 1, name=s, supercategory='shape') for i, s in enumerate(SHAPES)]
     with open(osp.join(data_root, INSTANCES_FILE), 'w') as f:
