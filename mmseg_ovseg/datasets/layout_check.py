@@ -115,63 +115,89 @@ def check_dataset_layout(dataset_cfg: Mapping,
     if dataset_cfg.get('type') in ('RepeatDataset', 'ClassBalancedDataset'):
         return check_dataset_layout(dataset_cfg['dataset'], expected_count)
     p = dataset_paths(dataset_cfg)
-    problems: List[str] = []
     root = p['data_root']
     if root and not osp.isdir(root):
         parent = osp.dirname(osp.normpath(root)) or '.'
         return [f'data_root {root} not found (its parent {parent} holds '
                 f'{describe_dir(parent)})']
+    problems = _missing_files_and_folders(p)
+    if problems or p['img_dir'] is None:
+        return problems
+    if p['ann_file'] and p['seg_dir'] is not None:
+        count, problems = _split_file_problems(p)
+    elif p['ann_file']:
+        count = None  # REFER-style: the samples are in the annotation files
+    else:
+        count, problems = _image_folder_problems(p)
+    if expected_count is not None and count is not None and count != expected_count:
+        what = 'names in ' + p['ann_file'] if p['ann_file'] else 'images in ' + p['img_dir']
+        problems.append(f'{count} {what}, the complete split has {expected_count} '
+                        '(an incomplete extraction or another split?)')
+    return problems
+
+
+def _missing_files_and_folders(p: dict) -> List[str]:
+    """The annotation files and the image/label folders of ``dataset_paths`` that are not
+    there, each with what its parent folder holds."""
+    problems: List[str] = []
     for key in ('ann_file', 'instances_file'):
         if p[key] and not osp.isfile(p[key]):
             where = osp.dirname(p[key]) or '.'
             problems.append(f'{key} {p[key]} not found ({where} holds {describe_dir(where)})')
-    img_dir, seg_dir = p['img_dir'], p['seg_dir']
-    for name, folder in (('image folder', img_dir), ('label folder', seg_dir)):
+    for name, folder in (('image folder', p['img_dir']), ('label folder', p['seg_dir'])):
         if folder is not None and not osp.isdir(folder):
             parent = osp.dirname(osp.normpath(folder)) or '.'
             problems.append(f'{name} {folder} not found ({parent} holds '
                             f'{describe_dir(parent)})')
-    if problems or img_dir is None:
-        return problems
-
-    if p['ann_file'] and seg_dir is not None:
-        # split-file datasets: every listed name needs its image and its label map
-        names = _read_split(p['ann_file'])
-        if not names:
-            return [f'split file {p["ann_file"]} is empty']
-        no_img = [osp.join(img_dir, n + p['img_suffix']) for n in names
-                  if not osp.isfile(osp.join(img_dir, n + p['img_suffix']))]
-        no_seg = [osp.join(seg_dir, n + p['seg_suffix']) for n in names
-                  if not osp.isfile(osp.join(seg_dir, n + p['seg_suffix']))]
-        if no_img:
-            problems.append(f'{len(no_img)} of the {len(names)} images listed in '
-                            f'{p["ann_file"]} are missing: {_examples(no_img)}')
-        if no_seg:
-            problems.append(f'{len(no_seg)} of the {len(names)} label maps listed in '
-                            f'{p["ann_file"]} are missing: {_examples(no_seg)}')
-        count = len(names)
-    elif p['ann_file']:
-        count = None  # REFER-style: the samples are in the annotation files
-    else:
-        images = _scan(img_dir, p['img_suffix'])
-        if not images:
-            return [f'image folder {img_dir} has no *{p["img_suffix"]} files (it holds '
-                    f'{describe_dir(img_dir)})']
-        count = len(images)
-        if seg_dir is not None:
-            no_seg = []
-            for rel in images:
-                seg = osp.join(seg_dir, rel[:-len(p['img_suffix'])] + p['seg_suffix'])
-                if not osp.isfile(seg):
-                    no_seg.append(seg)
-            if no_seg:
-                problems.append(f'{len(no_seg)} of the {len(images)} images in {img_dir} have '
-                                f'no label map: {_examples(no_seg)}')
-    if expected_count is not None and count is not None and count != expected_count:
-        what = 'names in ' + p['ann_file'] if p['ann_file'] else 'images in ' + img_dir
-        problems.append(f'{count} {what}, the complete split has {expected_count} '
-                        '(an incomplete extraction or another split?)')
     return problems
+
+
+def _split_file_problems(p: dict) -> Tuple[Optional[int], List[str]]:
+    """Split-file datasets: every listed name needs its image and its label map.
+
+    Returns:
+        tuple: the number of names (None if the file is empty) and the problems.
+    """
+    img_dir, seg_dir = p['img_dir'], p['seg_dir']
+    names = _read_split(p['ann_file'])
+    if not names:
+        return None, [f'split file {p["ann_file"]} is empty']
+    no_img = [osp.join(img_dir, n + p['img_suffix']) for n in names
+              if not osp.isfile(osp.join(img_dir, n + p['img_suffix']))]
+    no_seg = [osp.join(seg_dir, n + p['seg_suffix']) for n in names
+              if not osp.isfile(osp.join(seg_dir, n + p['seg_suffix']))]
+    problems = []
+    if no_img:
+        problems.append(f'{len(no_img)} of the {len(names)} images listed in '
+                        f'{p["ann_file"]} are missing: {_examples(no_img)}')
+    if no_seg:
+        problems.append(f'{len(no_seg)} of the {len(names)} label maps listed in '
+                        f'{p["ann_file"]} are missing: {_examples(no_seg)}')
+    return len(names), problems
+
+
+def _image_folder_problems(p: dict) -> Tuple[Optional[int], List[str]]:
+    """Folder datasets: every image needs its label map (when the dataset has labels).
+
+    Returns:
+        tuple: the number of images (None if there are none) and the problems.
+    """
+    img_dir, seg_dir = p['img_dir'], p['seg_dir']
+    images = _scan(img_dir, p['img_suffix'])
+    if not images:
+        return None, [f'image folder {img_dir} has no *{p["img_suffix"]} files (it holds '
+                      f'{describe_dir(img_dir)})']
+    problems = []
+    if seg_dir is not None:
+        no_seg = []
+        for rel in images:
+            seg = osp.join(seg_dir, rel[:-len(p['img_suffix'])] + p['seg_suffix'])
+            if not osp.isfile(seg):
+                no_seg.append(seg)
+        if no_seg:
+            problems.append(f'{len(no_seg)} of the {len(images)} images in {img_dir} have '
+                            f'no label map: {_examples(no_seg)}')
+    return len(images), problems
 
 
 def dataset_size(dataset_cfg: Mapping) -> Optional[int]:
