@@ -185,40 +185,56 @@ def draw_overlay(image: np.ndarray,
     present = np.unique(labels)
     present = [int(i) for i in present if 0 <= i < num and painted[int(i)]]
 
-    # Blend: an (num + 1)-entry colour/alpha table, the last entry for unpainted pixels.
+    index = np.where((labels >= 0) & (labels < num), labels, num).astype(np.int64)
+    out = _blend(image, index, palette, np.where(painted, np.float32(opacity), np.float32(0)))
+    size = text_size_for(*image.shape[:2])
+    if with_labels and present:
+        out = _draw_labels(out, index, present, classes, palette, size)
+    if legend and present:
+        out = _append_legend(out, present, classes, palette, size)
+    return out
+
+
+def _blend(image: np.ndarray, index: np.ndarray, palette: Sequence[Sequence[int]],
+           alpha: np.ndarray) -> np.ndarray:
+    """``image`` (H, W, 3) uint8 blended with the colour of each pixel's class ``index``
+    (H, W) in ``[0, num]`` at the class's ``alpha`` ((num + 1,); the last entry, for
+    unpainted pixels, is 0), by bands of rows."""
+    num = len(alpha) - 1
+    # an (num + 1)-entry colour table, the last entry for unpainted pixels
     lut = np.zeros((num + 1, 3), np.float32)
     lut[:num] = np.asarray(palette[:num], np.float32).reshape(num, 3)
-    alpha = np.where(painted, np.float32(opacity), np.float32(0))
-    index = np.where((labels >= 0) & (labels < num), labels, num).astype(np.int64)
     out = np.empty_like(image)
     for y0 in range(0, image.shape[0], _BLEND_ROWS):
         rows = slice(y0, y0 + _BLEND_ROWS)
         a = alpha[index[rows]][..., None]
         blended = image[rows].astype(np.float32) * (1 - a) + lut[index[rows]] * a
         out[rows] = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
-
-    h, w = image.shape[:2]
-    size = text_size_for(h, w)
-    pad = max(2, size // 5)
-    if with_labels and present:
-        canvas = Image.fromarray(out)
-        draw = ImageDraw.Draw(canvas)
-        boxes = []
-        # largest regions first: they get their preferred place
-        areas = np.bincount(index.ravel(), minlength=num + 1)
-        for label in sorted(present, key=lambda i: -areas[i]):
-            box = _place_label(index == label, _text_box(classes[label], size), pad, boxes,
-                               (h, w))
-            if box is None:  # no free place: the legend still names it
-                continue
-            boxes.append(box)
-            color = tuple(int(c) for c in palette[label])
-            draw.rectangle(box, fill=color, outline=(0, 0, 0), width=max(1, size // 12))
-            _text(draw, (box[0] + pad, box[1] + pad), classes[label], size, _ink(color))
-        out = np.asarray(canvas)
-    if legend and present:
-        out = _append_legend(out, present, classes, palette, size)
     return out
+
+
+def _draw_labels(out: np.ndarray, index: np.ndarray, present: List[int],
+                 classes: Sequence[str], palette: Sequence[Sequence[int]],
+                 size: int) -> np.ndarray:
+    """Each ``present`` class's name in a box of its colour on its region (where one fits
+    clear of the others), largest regions first."""
+    h, w = out.shape[:2]
+    pad = max(2, size // 5)
+    canvas = Image.fromarray(out)
+    draw = ImageDraw.Draw(canvas)
+    boxes = []
+    # largest regions first: they get their preferred place
+    areas = np.bincount(index.ravel(), minlength=len(classes) + 1)
+    for label in sorted(present, key=lambda i: -areas[i]):
+        box = _place_label(index == label, _text_box(classes[label], size), pad, boxes,
+                           (h, w))
+        if box is None:  # no free place: the legend still names it
+            continue
+        boxes.append(box)
+        color = tuple(int(c) for c in palette[label])
+        draw.rectangle(box, fill=color, outline=(0, 0, 0), width=max(1, size // 12))
+        _text(draw, (box[0] + pad, box[1] + pad), classes[label], size, _ink(color))
+    return np.asarray(canvas)
 
 
 def _place_label(mask: np.ndarray, text_wh: Tuple[int, int], pad: int, taken: list,
