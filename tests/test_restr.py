@@ -414,7 +414,7 @@ def test_backbone_loads_a_smaller_grid_checkpoint_with_bicubic_positions(tmp_pat
 def test_masked_block_equals_torch_encoder_layer(pre_norm):
     """Pre-norm (fusion) and post-norm (language) blocks = torch's TransformerEncoderLayer
     (GELU, no dropout) with a key-padding mask; positions are the sinusoidal encodings."""
-    from mmseg_ovseg.models.masked_transformer import (
+    from mmseg_ovseg.models.layers import (
         MaskedTransformerBlock,
         padding_bias,
         sinusoidal_positions,

@@ -11,8 +11,7 @@ from mmengine.model import BaseModule
 from mmseg.registry import MODELS
 from torch import Tensor
 
-from ..layers import trunc_normal_init_weights
-from ..masked_transformer import MaskedTransformerBlock, padding_bias
+from ..layers import MaskedTransformerBlock, padding_bias, trunc_normal_init_weights
 
 
 @MODELS.register_module()

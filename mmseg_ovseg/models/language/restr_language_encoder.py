@@ -10,8 +10,12 @@ from mmengine.model import BaseModule
 from mmseg.registry import MODELS
 from torch import Tensor
 
-from ..layers import trunc_normal_init_weights
-from ..masked_transformer import MaskedTransformerBlock, padding_bias, sinusoidal_positions
+from ..layers import (
+    MaskedTransformerBlock,
+    padding_bias,
+    sinusoidal_positions,
+    trunc_normal_init_weights,
+)
 from .word_vocab import PAD_ID, WordVocabulary, load_glove_vectors
 
 

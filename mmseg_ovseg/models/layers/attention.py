@@ -14,11 +14,12 @@ DenseCLIP, ``q``/``proj`` in SegViT, ``qkv``/``proj`` in timm-style ViTs); ``pro
 keeps each method's names, so checkpoints load unchanged.
 
 Without logits (and without attention dropout in training) the attention runs on PyTorch's
-``scaled_dot_product_attention``; with ``fast_path=True`` bfloat16 CPU inference may take the
-query-blocked kernel instead (:func:`mmseg_ovseg.models.attention.attention`), which is
-faster only for narrow heads (measured for CLIP ViT and SAN's side adapter; slower for
-DenseCLIP's context decoder, 4 heads of width 64). With logits the attention is computed
-explicitly, since the fused kernels do not expose the scores.
+``scaled_dot_product_attention``; with ``fast_path=True`` it runs on
+:func:`mmseg_ovseg.models.layers.fast_path.sdpa`, where bfloat16 CPU inference takes the
+query-blocked kernel while the package's fast-path switch is on, which is faster only for
+narrow heads (measured for CLIP ViT and SAN's side adapter; slower for DenseCLIP's context
+decoder, 4 heads of width 64). With logits the attention is computed explicitly, since the
+fused kernels do not expose the scores.
 """
 from typing import Optional, Sequence, Tuple, Union
 
@@ -26,7 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..attention import attention as sdpa_kernel
+from .fast_path import sdpa
 
 
 def split_heads(x: Tensor, num_heads: int) -> Tensor:
@@ -131,7 +132,7 @@ class MultiheadAttention(nn.Module):
                 logits = logits + bias
             out = self.attn_drop(logits.softmax(-1)) @ v
         elif self.fast_path:
-            out = sdpa_kernel(q, k, v, bias)
+            out = sdpa(q, k, v, bias)
         else:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
         out = self.proj_drop(getattr(self, self.proj_names[-1])(merge_heads(out)))
