@@ -281,23 +281,7 @@ class SafeCheckpointHook(CheckpointHook):
                                                                           best_score):
                 continue
             best_name = f'best_{key_indicator}_{ckpt_filename}'.replace('/', '_')
-            final = self.file_backend.join_path(self.out_dir, best_name)
-            # the best checkpoint itself records its score and name (as in mmengine); put the
-            # previous values back if the save fails
-            saved_info = {k: runner.message_hub.runtime_info.get(k)
-                          for k in (score_key, path_key)}
-            runner.message_hub.update_info(score_key, key_score)
-            runner.message_hub.update_info(path_key, final)
-            try:
-                self._write_atomic(runner, best_name, save_optimizer=False,
-                                   save_param_scheduler=False, meta=meta, by_epoch=False)
-            except BaseException:
-                for k, v in saved_info.items():
-                    if v is None:
-                        runner.message_hub.runtime_info.pop(k, None)
-                    else:
-                        runner.message_hub.update_info(k, v)
-                raise
+            final = self._write_best(runner, best_name, meta, key_score, score_key, path_key)
             updated = True
             if single:
                 self.best_ckpt_path = final
@@ -313,7 +297,34 @@ class SafeCheckpointHook(CheckpointHook):
             self._save_checkpoint_with_step(runner, cur_time, meta)
         if not is_main_process():
             return
-        for path in superseded:
+        self._remove_superseded(runner, superseded)
+
+    def _write_best(self, runner, best_name: str, meta: dict, key_score, score_key: str,
+                    path_key: str) -> str:
+        """Write the best checkpoint ``best_name`` atomically and return its path.
+
+        The best checkpoint itself records its score and name (as in mmengine): they are set
+        in the message hub before the save and put back to the previous values if it fails.
+        """
+        final = self.file_backend.join_path(self.out_dir, best_name)
+        saved_info = {k: runner.message_hub.runtime_info.get(k) for k in (score_key, path_key)}
+        runner.message_hub.update_info(score_key, key_score)
+        runner.message_hub.update_info(path_key, final)
+        try:
+            self._write_atomic(runner, best_name, save_optimizer=False,
+                               save_param_scheduler=False, meta=meta, by_epoch=False)
+        except BaseException:
+            for k, v in saved_info.items():
+                if v is None:
+                    runner.message_hub.runtime_info.pop(k, None)
+                else:
+                    runner.message_hub.update_info(k, v)
+            raise
+        return final
+
+    def _remove_superseded(self, runner, paths) -> None:
+        """Delete the previous best checkpoints (files, or deepspeed's folders)."""
+        for path in paths:
             if osp.isfile(path):
                 os.remove(path)
             elif osp.isdir(path):  # deepspeed saves folders
