@@ -1,6 +1,7 @@
-"""tools/webui.py: the page's logic as plain functions (vocabulary through tools/infer.py's
-parser, the model cache, the area table, one-line errors) and, where gradio is installed, the
-real page served on a local port and called with gradio's Python client."""
+"""tools/webui.py: the page's logic as plain functions (vocabulary through the parser it
+shares with tools/infer.py, mmseg_ovseg.apis.vocabulary; the model cache, the area table,
+one-line errors) and, where gradio is installed, the real page served on a local port and
+called with gradio's Python client."""
 import os.path as osp
 import socket
 
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from mmseg_ovseg.apis.vocabulary import resolve_class_names
 from mmseg_ovseg.clip.vocabularies import get_vocabulary
 from mmseg_ovseg.models.language.word_vocab import WordVocabulary
 from tool_loader import load_tool
@@ -18,7 +20,6 @@ CONFIG = 'configs/san_tiny_synthetic.py'  # relative: the page resolves it from 
 RESTR_CONFIG = osp.join(REPO, 'configs', 'restr_tiny_synthetic.py')
 
 webui = load_tool('webui')
-infer = webui._load_infer_tool()
 
 
 def image(h=40, w=56, seed=0):
@@ -45,14 +46,14 @@ def test_vocabulary_goes_through_the_infer_parser(monkeypatch):
     assert webui.parse_vocabulary(webui.CUSTOM, 'cat') == ['cat']  # one name, not a vocab
     assert webui.parse_vocabulary('ade150', '') == get_vocabulary('ade150')
     assert webui.parse_vocabulary(webui.MODEL_CLASSES, '  ') is None
-    # the page does not parse by itself: it calls tools/infer.py's resolve_class_names
+    # the page does not parse by itself: it calls resolve_class_names (tools/infer.py's too)
     calls = []
 
     def fake(**kwargs):
         calls.append(kwargs)
         return ['from infer.py']
 
-    monkeypatch.setattr(infer, 'resolve_class_names', fake)
+    monkeypatch.setattr(webui, 'resolve_class_names', fake)
     assert webui.parse_vocabulary(webui.CUSTOM, 'a,b') == ['from infer.py']
     assert webui.parse_vocabulary('voc20', '') == ['from infer.py']
     assert calls[0]['classes'] == 'a,b' and calls[1]['vocabulary'] == 'voc20'
@@ -72,7 +73,7 @@ def test_vocabulary_errors_name_the_field():
             assert needle in str(info.value), (args, str(info.value))
     # the CLI keeps its flag names in the same messages
     with pytest.raises(ValueError, match="--vocabulary: unknown vocabulary 'nope'"):
-        infer.resolve_class_names(vocabulary='nope')
+        resolve_class_names(vocabulary='nope')
 
 
 # ----------------------------------------------------------------------------- area table

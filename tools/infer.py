@@ -113,52 +113,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def split_names(text: str):
-    """Class names of ``--classes``: separated by commas or newlines, stripped."""
-    return [n.strip() for n in text.replace('\n', ',').split(',') if n.strip()]
-
-
-def resolve_class_names(classes=None, classes_file=None, vocabulary=None, flags=None):
-    """The vocabulary of ``--classes`` / ``--classes-file`` / ``--vocabulary`` (at most one),
-    or None for the model's own classes. Shared with ``tools/webui.py``.
-
-    Raises ValueError with a one-line message naming the option (``flags`` maps ``'classes'``,
-    ``'classes_file'``, ``'vocabulary'`` to the names the user sees; default the flags): no
-    name in the text or file, an unknown vocabulary, duplicate names, two options at once.
-    """
-    flags = dict(dict(classes='--classes', classes_file='--classes-file',
-                      vocabulary='--vocabulary'), **(flags or {}))
-    given = [k for k, v in (('classes', classes), ('classes_file', classes_file),
-                            ('vocabulary', vocabulary)) if v is not None]
-    if len(given) > 1:
-        raise ValueError(f'{flags[given[0]]} and {flags[given[1]]} exclude each other; '
-                         'give one of them')
-    names = None
-    if classes is not None:
-        names = split_names(classes)
-        if not names:
-            raise ValueError(f'{flags["classes"]} {classes!r} holds no class name')
-    elif classes_file is not None:
-        if not osp.isfile(classes_file):
-            raise ValueError(f'{flags["classes_file"]}: file not found: {classes_file}')
-        from mmseg_ovseg.clip.vocabularies import _read_txt
-        names = _read_txt(classes_file)
-        if not names:
-            raise ValueError(f'{flags["classes_file"]} {classes_file} holds no class name')
-    elif vocabulary is not None:
-        from mmseg_ovseg.clip.vocabularies import get_vocabulary, list_vocabularies
-        if vocabulary not in list_vocabularies():
-            raise ValueError(f'{flags["vocabulary"]}: unknown vocabulary {vocabulary!r}; '
-                             f'known: {", ".join(list_vocabularies())} (custom names: '
-                             f'{flags["classes"]} or {flags["classes_file"]})')
-        names = get_vocabulary(vocabulary)
-    if names is not None:
-        dups = sorted({n for n in names if names.count(n) > 1})
-        if dups:
-            raise ValueError(f'duplicate class names: {", ".join(dups)}')
-    return names
-
-
 def parse_args(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -171,6 +125,7 @@ def parse_args(argv=None):
         parser.error(f'--batch-size must be >= 1, got {args.batch_size}')
     if not 0.0 <= args.opacity <= 1.0:
         parser.error(f'--opacity must be in [0, 1], got {args.opacity}')
+    from mmseg_ovseg.apis.vocabulary import resolve_class_names
     try:
         args.class_names = resolve_class_names(args.classes, args.classes_file,
                                                args.vocabulary)
@@ -226,6 +181,7 @@ def _ours(filename: str) -> bool:
 
 
 def run(args):
+    """Segment ``args.images`` and write the labels and overlays; returns the written paths."""
     from mmseg_ovseg.apis.inputs import list_images, output_stems
     # Fail on a bad path or an existing output before the (slow) model build.
     images = list_images(args.images)
@@ -235,10 +191,14 @@ def run(args):
         if existing:
             more = f' and {len(existing) - 1} more' if len(existing) > 1 else ''
             raise OutputExistsError(f'output {existing[0]}{more} already exist(s); pass '
-                                  '--overwrite to replace, or choose another --out-dir')
+                                    '--overwrite to replace, or choose another --out-dir')
+    inferencer = build_inferencer(args)
+    return write_predictions(inferencer, args, images, stems)
 
+
+def build_inferencer(args):
+    """The inferencer of ``args``, set to the asked vocabulary (or sentence checks)."""
     from mmseg_ovseg.apis import OpenVocabInferencer
-    from mmseg_ovseg.apis.inferencer import save_label
     from mmseg_ovseg.utils.dist import check_device
     from mmseg_ovseg.utils.load_guard import resolve_checkpoint_path
 
@@ -247,20 +207,24 @@ def run(args):
     inferencer = OpenVocabInferencer(args.config, checkpoint, device=args.device,
                                      cfg_options=args.cfg_options)
     drop_logits(inferencer.model, args.cfg_options)
+    name = type(inferencer.model).__name__
     if inferencer.is_referring:
         if args.sentence is None:
-            usage_error(f'{type(inferencer.model).__name__} is a referring model: give '
-                   '--sentence "..." (not --classes)')
+            usage_error(f'{name} is a referring model: give --sentence "..." (not --classes)')
         print(f'sentence: {args.sentence}')
-    else:
-        if args.sentence is not None:
-            usage_error(f'--sentence is for referring models (ReSTR); '
-                   f'{type(inferencer.model).__name__} segments into classes: use --classes, '
-                   '--classes-file or --vocabulary')
-        if args.class_names is not None or args.templates is not None:
-            inferencer.set_vocabulary(args.class_names or inferencer.classes, args.templates)
-        print(f'classes ({len(inferencer.classes)}): {", ".join(inferencer.classes)}')
+        return inferencer
+    if args.sentence is not None:
+        usage_error(f'--sentence is for referring models (ReSTR); {name} segments into '
+                    'classes: use --classes, --classes-file or --vocabulary')
+    if args.class_names is not None or args.templates is not None:
+        inferencer.set_vocabulary(args.class_names, args.templates)  # None: the model's
+    print(f'classes ({len(inferencer.classes)}): {", ".join(inferencer.classes)}')
+    return inferencer
 
+
+def write_predictions(inferencer, args, images, stems):
+    """``<stem>_label.png`` and ``<stem>_overlay.png`` per image, their paths printed."""
+    from mmseg_ovseg.apis.inputs import save_label
     stream = inferencer.iter_predictions(images, args.batch_size, args.sentence,
                                          oov=args.oov)
     progress = None

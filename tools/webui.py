@@ -9,7 +9,8 @@ path) and a checkpoint, upload an image, give the vocabulary and press *Segment*
 shows the overlay (``tools/infer.py``'s picture: name-keyed colours, names on the regions, a
 legend) and a table of the area of every class found (class, pixels, % of the image).
 
-Vocabulary, the syntax of ``tools/infer.py`` (parsed by its ``resolve_class_names``):
+Vocabulary, the syntax of ``tools/infer.py`` (both parse it with
+:func:`mmseg_ovseg.apis.vocabulary.resolve_class_names`):
 *Class names* are separated by commas or newlines (``cat`` is the single class "cat";
 ``background`` is then added as class 0); or choose a registered vocabulary (``ade150``, ...)
 in *Vocabulary*; or leave both at the model's own classes. Referring configs (ReSTR) take
@@ -26,12 +27,9 @@ The logic is in plain functions (:func:`parse_vocabulary`, :class:`ModelCache`,
 (``tests/test_webui.py``); :func:`build_app` wires them to a ``gradio.Blocks`` page.
 """
 import argparse
-import collections
 import glob
-import importlib.util
 import os.path as osp
 import sys
-import threading
 import time
 import traceback
 import warnings
@@ -43,22 +41,13 @@ if REPO_ROOT not in sys.path:  # run from a checkout without `pip install -e .`
 
 import numpy as np  # noqa: E402
 
+from mmseg_ovseg.apis.inferencer_cache import InferencerCache  # noqa: E402
+from mmseg_ovseg.apis.vocabulary import resolve_class_names  # noqa: E402
+
 #: *Vocabulary* choices besides the registered vocabularies.
 CUSTOM = 'class names (below)'
 MODEL_CLASSES = "model's classes"
 TABLE_HEADERS = ['class', 'pixels', '% of image']
-
-
-def _load_infer_tool():
-    """``tools/infer.py`` as a module (``tools/`` is not a package), for its parsing."""
-    name = 'ovseg_tools_infer'
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            name, osp.join(osp.dirname(osp.abspath(__file__)), 'infer.py'))
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        sys.modules[name] = module
-    return sys.modules[name]
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -81,14 +70,14 @@ def parse_vocabulary(choice: Optional[str], class_text: Optional[str]) -> Option
             :data:`MODEL_CLASSES`, or a registered vocabulary name.
         class_text: the *Class names* box: names separated by commas or newlines.
 
-    Parsed by ``tools/infer.py``'s ``resolve_class_names`` (``--classes`` and
-    ``--vocabulary``); raises its one-line ValueError, naming the page's fields.
+    Parsed by :func:`mmseg_ovseg.apis.vocabulary.resolve_class_names` (what ``tools/infer.py``
+    parses ``--classes`` and ``--vocabulary`` with); raises its one-line ValueError, naming
+    the page's fields.
     """
     text = (class_text or '').strip()
     choice = choice or CUSTOM
     flags = dict(classes='Class names', classes_file='tools/infer.py --classes-file',
                  vocabulary='Vocabulary')
-    resolve = _load_infer_tool().resolve_class_names
     if choice == MODEL_CLASSES:
         if text:
             raise ValueError("Class names and Vocabulary \"model's classes\" exclude each "
@@ -99,8 +88,8 @@ def parse_vocabulary(choice: Optional[str], class_text: Optional[str]) -> Option
             raise ValueError('Class names: empty; type names separated by commas or '
                              "newlines, or choose a Vocabulary (\"model's classes\", "
                              'ade150, ...)')
-        return resolve(classes=text, flags=flags)
-    return resolve(classes=text or None, vocabulary=choice, flags=flags)
+        return resolve_class_names(classes=text, flags=flags)
+    return resolve_class_names(classes=text or None, vocabulary=choice, flags=flags)
 
 
 def resolve_path(path: Optional[str], what: str) -> Optional[str]:
@@ -119,33 +108,24 @@ def resolve_path(path: Optional[str], what: str) -> Optional[str]:
 
 
 # ----------------------------------------------------------------------------- models
-class ModelCache:
-    """Inferencers built once per (config, checkpoint, device) and kept, the least recently
-    used dropped beyond ``size``. A file changed on disk (modification time) is rebuilt.
+class ModelCache(InferencerCache):
+    """The page's :class:`~mmseg_ovseg.apis.inferencer_cache.InferencerCache`: paths as the
+    page takes them (:func:`resolve_path`), a checkpoint required unless ``random_weights``,
+    and each inferencer's ``default_classes`` (the classes it was built with).
 
     Args:
         random_weights (bool): allow no checkpoint (the config's initialisation); otherwise
             :meth:`get` without one is refused.
-        device (str): ``'cpu'``, ``'cuda:0'``, ...
-        cfg_options (dict, optional): config overrides for every model.
-        size (int): models kept.
+        device, cfg_options, size: :class:`InferencerCache`'s.
     """
 
     def __init__(self, random_weights: bool = False, device: str = 'cpu',
                  cfg_options: Optional[dict] = None, size: int = 2):
-        if size < 1:
-            raise ValueError(f'cache size must be >= 1, got {size}')
+        super().__init__(device, cfg_options, size)
         self.random_weights = random_weights
-        self.device = device
-        self.cfg_options = cfg_options
-        self.size = size
-        self.builds = 0  # models built so far (the tests read it)
-        self._models = collections.OrderedDict()
-        self._lock = threading.Lock()
 
     def get(self, config: Optional[str], checkpoint: Optional[str]):
-        """The inferencer of ``config`` with ``checkpoint`` (built on first use); its
-        ``default_classes`` holds the classes it was built with."""
+        """The inferencer of ``config`` with ``checkpoint`` (built on first use)."""
         config = resolve_path(config, 'config file')
         if config is None:
             raise ValueError('no config: choose one of configs/*.py or type a path')
@@ -157,22 +137,12 @@ class ModelCache:
         from mmseg_ovseg.utils.load_guard import resolve_checkpoint_path
         if checkpoint is not None:
             checkpoint = resolve_checkpoint_path(checkpoint)
-        key = (osp.realpath(config), osp.getmtime(config),
-               None if checkpoint is None else osp.realpath(checkpoint),
-               None if checkpoint is None else osp.getmtime(checkpoint), self.device)
-        with self._lock:
-            if key in self._models:
-                self._models.move_to_end(key)
-                return self._models[key]
-            while len(self._models) >= self.size:  # free memory before the next build
-                self._models.popitem(last=False)
-            from mmseg_ovseg.apis import OpenVocabInferencer
-            inferencer = OpenVocabInferencer(config, checkpoint, device=self.device,
-                                             cfg_options=self.cfg_options)
-            inferencer.default_classes = inferencer.classes
-            self.builds += 1
-            self._models[key] = inferencer
-            return inferencer
+        return super().get(config, checkpoint)
+
+    def build(self, config: str, checkpoint: Optional[str]):
+        inferencer = super().build(config, checkpoint)
+        inferencer.default_classes = inferencer.classes
+        return inferencer
 
 
 # ----------------------------------------------------------------------------- inference
@@ -299,9 +269,6 @@ def build_app(cache: ModelCache, config: Optional[str] = None,
     ``config`` ... ``sentence`` preset the fields (``image``: a file); ``run_on_load``
     segments once when the page opens (the docs' screenshot)."""
     import gradio as gr
-    configs = list_configs()
-    if config and config not in configs:
-        configs = [config] + configs
     note = ('started with --random-weights: an empty checkpoint runs the config '
             'initialisation (random weights, CLIP files where the config names them)'
             if cache.random_weights else 'a checkpoint is required')
@@ -313,44 +280,48 @@ def build_app(cache: ModelCache, config: Optional[str] = None,
                     f'Device: {cache.device}; {note}.')
         with gr.Row():
             with gr.Column():
-                config_box = gr.Dropdown(configs, value=config, label='Config',
-                                         allow_custom_value=True,
-                                         info='configs/*.py or a path')
-                ckpt_box = gr.Textbox(value=checkpoint or '', label='Checkpoint',
-                                      placeholder='work_dirs/.../iter_N.pth or a work dir')
-                image_box = gr.Image(value=image, type='numpy', image_mode='RGB',
-                                     label='Image')
-                vocab_box = gr.Dropdown(vocabulary_choices(), value=vocabulary,
-                                        label='Vocabulary')
-                classes_box = gr.Textbox(value=class_text, label='Class names', lines=3,
-                                         placeholder='cat, dog, grass (commas or newlines)')
-                sentence_box = gr.Textbox(value=sentence,
-                                          label='Sentence (referring configs: ReSTR)',
-                                          placeholder='the red circle on the left')
-                with gr.Row():
-                    opacity_box = gr.Slider(0.0, 1.0, value=0.5, step=0.05,
-                                            label='Opacity')
-                    background_box = gr.Checkbox(value=True, label='Paint background')
+                inputs = _input_fields(gr, config, checkpoint, image, class_text, vocabulary,
+                                       sentence)
                 button = gr.Button('Segment', variant='primary')
             with gr.Column():
-                overlay_box = gr.Image(type='numpy', label='Overlay', format='png')
-                table_box = gr.Dataframe(headers=TABLE_HEADERS,
-                                         datatype=['str', 'number', 'number'],
-                                         label='Area per class', interactive=False)
-                status_box = gr.Markdown()
+                outputs = [gr.Image(type='numpy', label='Overlay', format='png'),
+                           gr.Dataframe(headers=TABLE_HEADERS,
+                                        datatype=['str', 'number', 'number'],
+                                        label='Area per class', interactive=False),
+                           gr.Markdown()]
 
         def on_segment(config, checkpoint, image, choice, class_text, sentence, opacity,
                        draw_background):
             return run_request(cache, config, checkpoint, image, choice, class_text,
                                sentence, opacity, draw_background)
 
-        inputs = [config_box, ckpt_box, image_box, vocab_box, classes_box, sentence_box,
-                  opacity_box, background_box]
-        outputs = [overlay_box, table_box, status_box]
         button.click(on_segment, inputs=inputs, outputs=outputs, api_name='segment')
         if run_on_load:
             app.load(on_segment, inputs=inputs, outputs=outputs, api_name=False)
     return app
+
+
+def _input_fields(gr, config, checkpoint, image, class_text, vocabulary, sentence) -> list:
+    """The page's inputs, in :func:`run_request`'s order, preset as :func:`build_app` says."""
+    configs = list_configs()
+    if config and config not in configs:
+        configs = [config] + configs
+    fields = [
+        gr.Dropdown(configs, value=config, label='Config', allow_custom_value=True,
+                    info='configs/*.py or a path'),
+        gr.Textbox(value=checkpoint or '', label='Checkpoint',
+                   placeholder='work_dirs/.../iter_N.pth or a work dir'),
+        gr.Image(value=image, type='numpy', image_mode='RGB', label='Image'),
+        gr.Dropdown(vocabulary_choices(), value=vocabulary, label='Vocabulary'),
+        gr.Textbox(value=class_text, label='Class names', lines=3,
+                   placeholder='cat, dog, grass (commas or newlines)'),
+        gr.Textbox(value=sentence, label='Sentence (referring configs: ReSTR)',
+                   placeholder='the red circle on the left'),
+    ]
+    with gr.Row():
+        fields += [gr.Slider(0.0, 1.0, value=0.5, step=0.05, label='Opacity'),
+                   gr.Checkbox(value=True, label='Paint background')]
+    return fields
 
 
 def build_parser() -> argparse.ArgumentParser:

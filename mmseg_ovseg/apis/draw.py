@@ -6,8 +6,12 @@ position (``_get_center_loc``) sorted every pixel of a class as a Python list (m
 GBs at 12 MP), all present classes' masks were stacked into one ``(L, H, W)`` array, the
 blend ran in float64 on the whole image, and the result went through a matplotlib canvas of
 the image's size. 4000x3000, tiny SAN: ~100 s and +2.9 GB in mmseg's visualizer.
+
+Also the index-keyed :func:`make_palette` and the earlier fixed-size :func:`draw_legend`
+(kept for comparisons; the inferencer draws :mod:`~mmseg_ovseg.apis.overlay`).
 """
-from typing import Sequence, Tuple
+import re
+from typing import List, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -71,3 +75,42 @@ def draw_sem_seg(image: np.ndarray, labels: np.ndarray, classes: Sequence[str],
         rows = slice(y0, y0 + _BLEND_ROWS)
         out[rows] = (image[rows] * (1 - alpha) + mask[rows] * alpha).astype(np.uint8)
     return out
+
+
+def make_palette(num_classes: int, seed: int = 0) -> List[List[int]]:
+    """A fixed, well-spread RGB colour per class index (golden-ratio hues).
+
+    Index-keyed colours (the colour follows the position in the list); the inferencer's
+    pictures use :func:`~mmseg_ovseg.apis.palette.class_palette` (keyed by name) instead.
+    """
+    rng = np.random.RandomState(seed)
+    palette = []
+    for i in range(num_classes):
+        hue = int(((i * 0.618033988749895) % 1.0) * 180)
+        sat, val = 160 + rng.randint(0, 96), 170 + rng.randint(0, 86)
+        hsv = np.array([[[hue, sat, val]]], dtype=np.uint8)
+        palette.append(cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0].tolist())
+    return palette
+
+
+def draw_legend(image: np.ndarray, labels: Sequence[int], classes: Sequence[str],
+                palette: Sequence[Sequence[int]]) -> np.ndarray:
+    """The earlier fixed-size legend (ASCII, 16-pixel rows), kept for
+    ``tools/analysis_tools/benchmark.py``'s comparison with the drawing before
+    ``apis/draw.py``. The inferencer draws :func:`~mmseg_ovseg.apis.overlay.draw_overlay`."""
+    h = image.shape[0]
+    font, scale, thick = cv2.FONT_HERSHEY_SIMPLEX, 0.4, 1
+    row = 16
+    names = [re.sub(r'[^\x20-\x7e]', '?', str(classes[i])) for i in labels]
+    text_w = max([cv2.getTextSize(n, font, scale, thick)[0][0] for n in names] + [40])
+    panel = np.full((max(h, row * len(labels) + 8), text_w + 30, 3), 255, np.uint8)
+    for k, (label, name) in enumerate(zip(labels, names)):
+        y = 4 + k * row
+        color = tuple(int(c) for c in palette[label])
+        cv2.rectangle(panel, (4, y), (16, y + 12), color, -1)
+        cv2.rectangle(panel, (4, y), (16, y + 12), (0, 0, 0), 1)
+        cv2.putText(panel, name, (22, y + 10), font, scale, (0, 0, 0), thick, cv2.LINE_AA)
+    if panel.shape[0] > h:
+        image = np.concatenate(
+            [image, np.full((panel.shape[0] - h, ) + image.shape[1:], 255, np.uint8)])
+    return np.concatenate([image, panel], axis=1)

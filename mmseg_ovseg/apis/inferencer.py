@@ -5,8 +5,9 @@ list, test pipeline, ``collate``, ``model.test_step``, visualisation, ``out_dir`
 rich progress bar) for this package's models, with:
 
 - ``classes=`` / ``templates=`` (and :meth:`~OpenVocabInferencer.set_vocabulary`): any list of
-  class names for a :class:`~mmseg_ovseg.models.segmentors.TextEncoderDecoder` model; the
-  model's ``dataset_meta`` follows, so the pictures are labelled with the new names;
+  class names for a :class:`~mmseg_ovseg.models.segmentors.TextEncoderDecoder` model, which
+  holds the one class list (:attr:`~OpenVocabInferencer.classes` reads it) and its
+  ``dataset_meta`` follows, so the pictures are labelled with the new names;
 - ``sentences=`` for referring models (ReSTR): words outside the model's word vocabulary are
   reported (an error by default) instead of silently becoming ``<unk>``;
 - weights through the checkpoint guard (:mod:`mmseg_ovseg.utils.load_guard`); without a
@@ -28,44 +29,20 @@ from mmengine.config import Config
 from mmengine.dataset import Compose, pseudo_collate
 from mmengine.registry import init_default_scope
 from mmseg.apis import MMSegInferencer
-from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 
 from .config import merge_cfg_options
-from .draw import draw_sem_seg  # noqa: F401  (mmseg's picture, re-exported for tools)
-from .inputs import list_images, output_stems
+from .draw import draw_legend, draw_sem_seg, make_palette  # noqa: F401  (re-exported)
+from .inputs import list_images, output_stems, read_image, save_label
+from .model import build_inference_model
 from .overlay import DEFAULT_BACKGROUND, draw_overlay
 from .palette import class_palette
+from .vocabulary import check_sentences, out_of_vocabulary, with_background
 
 ImageType = Union[str, np.ndarray]
 
 __all__ = ['OpenVocabInferencer', 'ReferringInferencer', 'make_palette', 'draw_legend',
            'out_of_vocabulary']
-
-
-def make_palette(num_classes: int, seed: int = 0) -> List[List[int]]:
-    """A fixed, well-spread RGB colour per class index (golden-ratio hues).
-
-    Index-keyed colours (the colour follows the position in the list); the inferencer's
-    pictures use :func:`~mmseg_ovseg.apis.palette.class_palette` (keyed by name) instead.
-    """
-    import cv2
-    rng = np.random.RandomState(seed)
-    palette = []
-    for i in range(num_classes):
-        hue = int(((i * 0.618033988749895) % 1.0) * 180)
-        sat, val = 160 + rng.randint(0, 96), 170 + rng.randint(0, 86)
-        hsv = np.array([[[hue, sat, val]]], dtype=np.uint8)
-        palette.append(cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0].tolist())
-    return palette
-
-
-def out_of_vocabulary(language_encoder, sentence: str) -> List[str]:
-    """Words of ``sentence`` (split as the model splits them) that its word vocabulary lacks:
-    the model would read each as ``<unk>``. Only words within its ``max_len`` count."""
-    from mmseg_ovseg.models.language.word_vocab import split_words
-    words = split_words(sentence)[:language_encoder.max_len]
-    return list(dict.fromkeys(w for w in words if w not in language_encoder.vocab))
 
 
 class OpenVocabInferencer(MMSegInferencer):
@@ -133,43 +110,25 @@ class OpenVocabInferencer(MMSegInferencer):
             warnings.filterwarnings('ignore', message='Failed to add')
             super().__init__(model=cfg, weights=checkpoint, device=device, scope=scope)
         self.show_progress = show_progress
-        if classes is not None:
+        if classes is not None or templates is not None:
             self.set_vocabulary(classes, templates)
-        elif templates is not None:
-            self.set_vocabulary(self.classes, templates)
 
     # ------------------------------------------------------------------ model
     def _init_model(self, cfg, weights: Optional[str], device: str = 'cpu'):
-        """Build the model; load ``weights`` through the checkpoint guard, or run
-        ``init_weights`` when there are none; set ``dataset_meta``."""
-        cfg.model.train_cfg = None
-        model = MODELS.build(cfg.model)
-        meta = {}
-        if weights is not None:
-            from mmseg_ovseg.utils.load_guard import load_checkpoint_checked
-            meta = load_checkpoint_checked(model, weights, map_location='cpu').get('meta') or {}
-        else:
-            _quiet_init_weights(model)
-        if not hasattr(type(model), 'dataset_meta'):  # models without a vocabulary property
-            classes = (meta.get('dataset_meta') or {}).get('classes')
-            if classes is None:
-                classes = getattr(model, 'vocabulary', None)
-            if classes is None and hasattr(model, 'language_encoder'):
-                classes = ['background', 'object']  # referring: 1 = the sentence's object
-            if classes is None:
-                head = getattr(model, 'decode_head', None)
-                classes = [str(i) for i in range(getattr(head, 'num_classes', 2))]
-            model.dataset_meta = dict(classes=list(classes),
-                                      palette=class_palette(list(classes)))
-        model.cfg = cfg
-        return model.to(device).eval()
+        """:func:`~.model.build_inference_model`: the checkpoint guard, or ``init_weights``
+        when there are no weights; ``dataset_meta`` set."""
+        return build_inference_model(cfg, weights, device)
 
     def _init_collate(self, cfg):
         return pseudo_collate  # what mmseg's test loaders use
 
     @property
     def classes(self) -> List[str]:
-        """The class names the labels index."""
+        """The class names the labels index: the model's vocabulary (its
+        ``dataset_meta['classes']`` for models without one)."""
+        vocabulary = getattr(self.model, 'vocabulary', None)
+        if vocabulary is not None:
+            return list(vocabulary)
         return list(self.model.dataset_meta['classes'])
 
     @property
@@ -182,26 +141,19 @@ class OpenVocabInferencer(MMSegInferencer):
         """Whether the model segments by a sentence (ReSTR)."""
         return hasattr(self.model, 'language_encoder') and hasattr(self.model, 'sentences')
 
-    def set_vocabulary(self, classes, templates=None) -> None:
-        """Switch the vocabulary (list, comma-separated string, ``.txt`` path or registered
-        name); the model's ``dataset_meta`` follows."""
-        from mmseg_ovseg.clip.vocabularies import get_vocabulary
-        names = get_vocabulary(classes)
-        if len(names) == 1:
-            # argmax over one class paints every pixel with it
-            other = 'background' if names[0].strip().casefold() != 'background' else 'other'
-            warnings.warn(f'one class {names[0]!r}: every pixel would be {names[0]!r}; '
-                          f'{other!r} is added as class 0 (give two or more names to choose '
-                          'the alternatives yourself)')
-            names = [other] + names
+    def set_vocabulary(self, classes=None, templates=None) -> None:
+        """Switch the model's vocabulary (list, comma-separated string, ``.txt`` path or
+        registered name; None keeps it) and/or templates; a lone class gets ``background``
+        (:func:`~.vocabulary.with_background`). The model holds the one class list
+        (:attr:`classes` reads it); its ``dataset_meta`` follows."""
         if not hasattr(self.model, 'set_vocabulary'):
             what = 'segments by a sentence (use sentences=)' if self.is_referring else \
                 'has a fixed set of classes (no set_vocabulary)'
             raise TypeError(f'{type(self.model).__name__} {what}; open vocabularies need a '
                             'TextEncoderDecoder config (SAN, ZegCLIP, the baseline, ...)')
+        from mmseg_ovseg.clip.vocabularies import get_vocabulary
+        names = self.classes if classes is None else with_background(get_vocabulary(classes))
         self.model.set_vocabulary(names, templates)
-        if not hasattr(type(self.model), 'dataset_meta'):
-            self.model.dataset_meta = dict(classes=names, palette=class_palette(names))
 
     # --------------------------------------------------------------- pipeline
     def _init_pipeline(self, cfg) -> Compose:
@@ -237,34 +189,7 @@ class OpenVocabInferencer(MMSegInferencer):
                                 f'{type(item).__name__}')
         return out
 
-    @staticmethod
-    def read_image(image: ImageType) -> np.ndarray:
-        """An ``(H, W, 3)`` uint8 BGR array from a path or an array; clear errors otherwise."""
-        if isinstance(image, str):
-            if osp.isdir(image):
-                raise IsADirectoryError(f'image path is a directory, not an image file: '
-                                        f'{image}')
-            if not osp.isfile(image):
-                raise FileNotFoundError(f'image file not found: {image}')
-            if osp.getsize(image) == 0:
-                raise ValueError(f'image file is empty (0 bytes): {image}')
-            try:
-                img = mmcv.imread(image, flag='color', channel_order='bgr')
-            except Exception as e:  # noqa: BLE001  (decoders raise many types)
-                raise ValueError(f'cannot decode image file {image}: {e}') from e
-            if img is None or img.size == 0:
-                raise ValueError(f'cannot decode image file: {image} (not an image format '
-                                 'OpenCV/Pillow reads, or damaged)')
-            return img
-        if isinstance(image, np.ndarray):
-            if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-                raise ValueError('image arrays must be (H, W, 3) uint8 (BGR), got shape '
-                                 f'{image.shape} dtype {image.dtype}')
-            if image.shape[0] == 0 or image.shape[1] == 0:
-                raise ValueError(f'image array is empty: shape {image.shape}')
-            return image
-        raise TypeError(f'image must be a path or an (H, W, 3) uint8 array, got '
-                        f'{type(image).__name__}')
+    read_image = staticmethod(read_image)
 
     def _check_sentences(self, sentences, count: int, oov: str) -> Optional[List[str]]:
         if not self.is_referring:
@@ -275,33 +200,7 @@ class OpenVocabInferencer(MMSegInferencer):
         if sentences is None:
             raise ValueError(f'{type(self.model).__name__} segments by a sentence: pass '
                              'sentences= (one for all images, or one per image)')
-        if isinstance(sentences, str):
-            sentences = [sentences] * count
-        sentences = list(sentences)
-        if len(sentences) != count:
-            raise ValueError(f'got {len(sentences)} sentences for {count} images (give one '
-                             'for all images, or one per image)')
-        if oov not in ('error', 'warn', 'ignore'):
-            raise ValueError(f"oov must be 'error', 'warn' or 'ignore', got {oov!r}")
-        encoder = self.model.language_encoder
-        for sentence in dict.fromkeys(sentences):
-            if not isinstance(sentence, str) or not sentence.strip():
-                raise ValueError(f'empty or non-string sentence: {sentence!r}')
-            unknown = out_of_vocabulary(encoder, sentence)
-            if unknown and oov != 'ignore':
-                msg = (f'sentence {sentence!r}: {len(unknown)} word(s) not in the model\'s '
-                       f'word vocabulary ({encoder.vocab_file}, {len(encoder.vocab) - 2} '
-                       f'words): {", ".join(repr(w) for w in unknown)}; the model would read '
-                       'them as <unk>')
-                if oov == 'error':
-                    raise ValueError(msg + ". Rephrase, or pass oov='warn' (--oov warn) to "
-                                     'run anyway')
-                warnings.warn(msg)
-            n = len(sentence.split())
-            if n > encoder.max_len:
-                warnings.warn(f'sentence {sentence!r} has more than {encoder.max_len} words; '
-                              'the model reads the first ' + str(encoder.max_len))
-        return sentences
+        return check_sentences(self.model.language_encoder, sentences, count, oov)
 
     # -------------------------------------------------------------- inference
     def iter_predictions(self,
@@ -376,38 +275,43 @@ class OpenVocabInferencer(MMSegInferencer):
         items = self._inputs_to_list(inputs)
         paths = [p for p in items if isinstance(p, str)]
         stems = dict(zip(paths, output_stems(paths, ''))) if out_dir else {}
-        samples, labels, pictures = [], [], []
-        stream = self.iter_predictions(items, batch_size, sentences, oov)
-        if self.show_progress:
-            from rich.progress import track
-            stream = track(stream, total=len(items), description='Inference')
-        for item, pred in stream:
-            want_picture = return_vis or show or bool(out_dir)
+        want_picture = return_vis or show or bool(out_dir)
+        results, pictures = [], []
+        for item, pred in self._progress(self.iter_predictions(items, batch_size, sentences,
+                                                               oov), len(items)):
             picture = self.draw(item, pred, **draw_kwargs) if want_picture else None
-            if isinstance(item, str):
-                name = stems.get(item, osp.splitext(osp.basename(item))[0])
-            else:
-                name = str(self.num_pred_imgs).zfill(8)
-            self.num_pred_imgs += 1
+            name = self._output_name(item, stems)
             if out_dir:
-                label = pred.pred_sem_seg.data[0].cpu().numpy()
-                save_label(label, osp.join(out_dir, pred_out_dir, f'{name}_pred.png'))
+                save_label(_labels(pred), osp.join(out_dir, pred_out_dir, f'{name}_pred.png'))
                 mmcv.imwrite(mmcv.rgb2bgr(picture), osp.join(out_dir, img_out_dir,
                                                              f'{name}.png'))
             if show:
                 self.visualizer.show(picture, win_name=name, wait_time=wait_time)
-            if return_datasamples:
-                samples.append(pred)
-            else:
-                labels.append(pred.pred_sem_seg.data[0].cpu().numpy())
+            results.append(pred if return_datasamples else _labels(pred))
             if return_vis:
                 pictures.append(picture)
         if return_datasamples:
-            return samples
-        result = dict(predictions=labels, visualization=pictures)
-        if len(labels) == 1:  # mmseg unwraps a single result
-            result = dict(predictions=labels[0], visualization=pictures[0] if pictures else [])
-        return result
+            return results
+        if len(results) == 1:  # mmseg unwraps a single result
+            return dict(predictions=results[0], visualization=pictures[0] if pictures else [])
+        return dict(predictions=results, visualization=pictures)
+
+    def _progress(self, stream, total: int):
+        """``stream`` with mmengine's (rich) progress bar when ``show_progress``."""
+        if not self.show_progress:
+            return stream
+        from rich.progress import track
+        return track(stream, total=total, description='Inference')
+
+    def _output_name(self, item: ImageType, stems: dict) -> str:
+        """The output name of an input (its stem; arrays ``00000000``, ... as in mmseg);
+        counts the prediction."""
+        if isinstance(item, str):
+            name = stems.get(item, osp.splitext(osp.basename(item))[0])
+        else:
+            name = str(self.num_pred_imgs).zfill(8)
+        self.num_pred_imgs += 1
+        return name
 
     # ---------------------------------------------------------- visualisation
     def draw(self,
@@ -485,52 +389,6 @@ class ReferringInferencer(OpenVocabInferencer):
         return out_of_vocabulary(self.model.language_encoder, sentence)
 
 
-def _quiet_init_weights(model) -> None:
-    """``model.init_weights()`` without mmengine's per-parameter INFO report (one log
-    record per parameter saying it is unchanged)."""
-    import logging
-
-    from mmengine.logging import MMLogger
-    logger = MMLogger.get_current_instance()
-    level = logger.level
-    logger.setLevel(max(level, logging.WARNING))
-    try:
-        model.init_weights()
-    finally:
-        logger.setLevel(level)
-
-
-def save_label(label: np.ndarray, path: str) -> None:
-    """Write class indices as a PNG (uint8, uint16 beyond 255)."""
-    import os
-
-    from PIL import Image
-    os.makedirs(osp.dirname(path) or '.', exist_ok=True)
-    dtype = np.uint8 if label.max(initial=0) < 256 else np.uint16
-    Image.fromarray(label.astype(dtype)).save(path)
-
-
-def draw_legend(image: np.ndarray, labels: Sequence[int], classes: Sequence[str],
-                palette: Sequence[Sequence[int]]) -> np.ndarray:
-    """The earlier fixed-size legend (ASCII, 16-pixel rows), kept for
-    ``tools/analysis_tools/benchmark.py``'s comparison with the drawing before
-    ``apis/draw.py``. The inferencer draws :func:`~mmseg_ovseg.apis.overlay.draw_overlay`."""
-    import re
-
-    import cv2
-    h = image.shape[0]
-    font, scale, thick = cv2.FONT_HERSHEY_SIMPLEX, 0.4, 1
-    row = 16
-    names = [re.sub(r'[^\x20-\x7e]', '?', str(classes[i])) for i in labels]
-    text_w = max([cv2.getTextSize(n, font, scale, thick)[0][0] for n in names] + [40])
-    panel = np.full((max(h, row * len(labels) + 8), text_w + 30, 3), 255, np.uint8)
-    for k, (label, name) in enumerate(zip(labels, names)):
-        y = 4 + k * row
-        color = tuple(int(c) for c in palette[label])
-        cv2.rectangle(panel, (4, y), (16, y + 12), color, -1)
-        cv2.rectangle(panel, (4, y), (16, y + 12), (0, 0, 0), 1)
-        cv2.putText(panel, name, (22, y + 10), font, scale, (0, 0, 0), thick, cv2.LINE_AA)
-    if panel.shape[0] > h:
-        image = np.concatenate(
-            [image, np.full((panel.shape[0] - h, ) + image.shape[1:], 255, np.uint8)])
-    return np.concatenate([image, panel], axis=1)
+def _labels(pred: SegDataSample) -> np.ndarray:
+    """``(H, W)`` class indices of a prediction, on the CPU."""
+    return pred.pred_sem_seg.data[0].cpu().numpy()

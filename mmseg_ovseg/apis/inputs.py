@@ -1,11 +1,15 @@
-"""Image inputs of the inferencers and ``tools/infer.py``: files, folders, globs, list files;
-output names that cannot collide."""
+"""Image inputs and outputs of the inferencers and ``tools/infer.py``: files, folders, globs,
+list files; images read with clear errors; output names that cannot collide; label maps."""
 import glob
 import os
 import os.path as osp
 from typing import Iterable, List, Sequence, Union
 
-__all__ = ['IMAGE_EXTENSIONS', 'list_images', 'read_list_file', 'output_stems']
+import mmcv
+import numpy as np
+
+__all__ = ['IMAGE_EXTENSIONS', 'list_images', 'read_list_file', 'output_stems', 'read_image',
+           'save_label']
 
 #: Extensions (lower case) of the files a folder or glob contributes.
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp', '.ppm', '.pgm')
@@ -108,3 +112,40 @@ def output_stems(images: Iterable[str], out_dir: str) -> List[str]:
                              'rename one or run them separately')
         stems.append(stem)
     return stems
+
+
+def read_image(image: Union[str, np.ndarray]) -> np.ndarray:
+    """An ``(H, W, 3)`` uint8 BGR array from a path or an array; clear errors otherwise."""
+    if isinstance(image, str):
+        if osp.isdir(image):
+            raise IsADirectoryError(f'image path is a directory, not an image file: '
+                                    f'{image}')
+        if not osp.isfile(image):
+            raise FileNotFoundError(f'image file not found: {image}')
+        if osp.getsize(image) == 0:
+            raise ValueError(f'image file is empty (0 bytes): {image}')
+        try:
+            img = mmcv.imread(image, flag='color', channel_order='bgr')
+        except Exception as e:  # noqa: BLE001  (decoders raise many types)
+            raise ValueError(f'cannot decode image file {image}: {e}') from e
+        if img is None or img.size == 0:
+            raise ValueError(f'cannot decode image file: {image} (not an image format '
+                             'OpenCV/Pillow reads, or damaged)')
+        return img
+    if isinstance(image, np.ndarray):
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError('image arrays must be (H, W, 3) uint8 (BGR), got shape '
+                             f'{image.shape} dtype {image.dtype}')
+        if image.shape[0] == 0 or image.shape[1] == 0:
+            raise ValueError(f'image array is empty: shape {image.shape}')
+        return image
+    raise TypeError(f'image must be a path or an (H, W, 3) uint8 array, got '
+                    f'{type(image).__name__}')
+
+
+def save_label(label: np.ndarray, path: str) -> None:
+    """Write class indices as a PNG (uint8, uint16 beyond 255)."""
+    from PIL import Image
+    os.makedirs(osp.dirname(path) or '.', exist_ok=True)
+    dtype = np.uint8 if label.max(initial=0) < 256 else np.uint16
+    Image.fromarray(label.astype(dtype)).save(path)
