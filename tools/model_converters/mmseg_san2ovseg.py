@@ -54,6 +54,85 @@ def _map_layer(rest: str, table: Dict[str, str]) -> str:
     raise KeyError(rest)
 
 
+def _image_encoder_key(k: str, value, num_img_layers: int):
+    """``image_encoder.<k>`` (mmseg's ViT up to the split) -> our CLIP visual keys."""
+    m = re.match(r'layers\.(\d+)\.(.+)', k)
+    if m:
+        return (f'backbone.visual.transformer.resblocks.{m.group(1)}.'
+                + _map_layer(m.group(2), _MMCV_VIT_LAYER)), value
+    if k == 'cls_token':
+        return 'backbone.visual.class_embedding', value.reshape(-1)
+    if k == 'pos_embed':
+        return 'backbone.visual.positional_embedding', value[0]
+    if k == 'patch_embed.projection.weight':
+        return 'backbone.visual.conv1.weight', value
+    if k.startswith('ln_pre.'):
+        return 'backbone.visual.' + k, value
+    return None, value
+
+
+def _rec_key(k: str, value, num_img_layers: int):
+    """``decode_head.rec_with_attnbias.<k>`` (the CLIP blocks after the split) -> our CLIP
+    visual blocks ``num_img_layers + i``, ``ln_post`` and ``proj``."""
+    m = re.match(r'layers\.(\d+)\.(.+)', k)
+    if m:
+        idx = num_img_layers + int(m.group(1))
+        return (f'backbone.visual.transformer.resblocks.{idx}.'
+                + _map_layer(m.group(2), _MMCV_BASE_LAYER)), value
+    if k.startswith('ln_post.'):
+        return 'backbone.visual.' + k, value
+    if k == 'proj.weight':  # nn.Linear (out, in) -> open_clip (in, out)
+        return 'backbone.visual.proj', value.t().contiguous()
+    return None, value
+
+
+def _side_adapter_key(k: str, value, num_img_layers: int):
+    """``decode_head.side_adapter_network.<k>`` -> our side adapter and mask decoder."""
+    m = re.match(r'encode_layers\.(\d+)\.(.+)', k)
+    m_fuse = re.match(r'conv_clips\.(\d+)\.(0|1\.conv)\.(weight|bias)$', k)
+    new = None
+    if m:
+        new = (f'decode_head.side_adapter.blocks.{m.group(1)}.'
+               + _map_layer(m.group(2), _SIDE_LAYER))
+    elif m_fuse:
+        sub = '0' if m_fuse.group(2) == '0' else '1'
+        new = (f'decode_head.side_adapter.fusion_layers.{m_fuse.group(1)}.{sub}.'
+               f'{m_fuse.group(3)}')
+    elif k.startswith('patch_embed.projection.'):
+        new = 'decode_head.side_adapter.patch_embed.' + k.split('.')[-1]
+    elif k in ('pos_embed', 'query_embed', 'query_pos_embed'):
+        new = 'decode_head.side_adapter.' + k
+    elif re.match(r'mask_decoder\.(query_mlp|pix_mlp)\.layers\.\d+\.', k):
+        new = 'decode_head.' + k
+    elif re.match(r'mask_decoder\.(attn_mlp\.layers\.\d+|bias_scaling)\.', k):
+        new = 'decode_head.bias_decoder.' + k[len('mask_decoder.'):]
+    return new, value
+
+
+def _text_encoder_key(k: str, value, num_img_layers: int):
+    """``text_encoder.<k>`` -> our text encoder (``bg_embed``, ``logit_scale``: the head)."""
+    m = re.match(r'transformer\.(\d+)\.(.+)', k)
+    if m:
+        return (f'text_encoder.transformer.resblocks.{m.group(1)}.'
+                + _map_layer(m.group(2), _MMCV_BASE_LAYER)), value
+    if k in ('token_embedding.weight', 'positional_embedding', 'text_projection') \
+            or k.startswith('ln_final.'):
+        return 'text_encoder.' + k, value
+    if k in ('bg_embed', 'logit_scale'):
+        return 'decode_head.' + k, value
+    return None, value
+
+
+#: source prefix -> ``fn(key without the prefix, value, num_img_layers) -> (new key or None,
+#: value)``
+_PREFIXES = (
+    ('image_encoder.', _image_encoder_key),
+    ('decode_head.rec_with_attnbias.', _rec_key),
+    ('decode_head.side_adapter_network.', _side_adapter_key),
+    ('text_encoder.', _text_encoder_key),
+)
+
+
 def convert(state: Dict[str, torch.Tensor]) -> 'OrderedDict[str, torch.Tensor]':
     """mmseg SAN state dict -> mmseg-ovseg SAN state dict."""
     num_img_layers = 1 + max(
@@ -64,64 +143,13 @@ def convert(state: Dict[str, torch.Tensor]) -> 'OrderedDict[str, torch.Tensor]':
     out, unknown = OrderedDict(), []
     for key, value in state.items():
         new = None
-        try:
-            if key.startswith('image_encoder.'):
-                k = key[len('image_encoder.'):]
-                m = re.match(r'layers\.(\d+)\.(.+)', k)
-                if m:
-                    new = (f'backbone.visual.transformer.resblocks.{m.group(1)}.'
-                           + _map_layer(m.group(2), _MMCV_VIT_LAYER))
-                elif k == 'cls_token':
-                    new, value = 'backbone.visual.class_embedding', value.reshape(-1)
-                elif k == 'pos_embed':
-                    new, value = 'backbone.visual.positional_embedding', value[0]
-                elif k == 'patch_embed.projection.weight':
-                    new = 'backbone.visual.conv1.weight'
-                elif k.startswith('ln_pre.'):
-                    new = 'backbone.visual.' + k
-            elif key.startswith('decode_head.rec_with_attnbias.'):
-                k = key[len('decode_head.rec_with_attnbias.'):]
-                m = re.match(r'layers\.(\d+)\.(.+)', k)
-                if m:
-                    idx = num_img_layers + int(m.group(1))
-                    new = (f'backbone.visual.transformer.resblocks.{idx}.'
-                           + _map_layer(m.group(2), _MMCV_BASE_LAYER))
-                elif k.startswith('ln_post.'):
-                    new = 'backbone.visual.' + k
-                elif k == 'proj.weight':  # nn.Linear (out, in) -> open_clip (in, out)
-                    new, value = 'backbone.visual.proj', value.t().contiguous()
-            elif key.startswith('decode_head.side_adapter_network.'):
-                k = key[len('decode_head.side_adapter_network.'):]
-                m = re.match(r'encode_layers\.(\d+)\.(.+)', k)
-                m_fuse = re.match(r'conv_clips\.(\d+)\.(0|1\.conv)\.(weight|bias)$', k)
-                if m:
-                    new = (f'decode_head.side_adapter.blocks.{m.group(1)}.'
-                           + _map_layer(m.group(2), _SIDE_LAYER))
-                elif m_fuse:
-                    sub = '0' if m_fuse.group(2) == '0' else '1'
-                    new = (f'decode_head.side_adapter.fusion_layers.{m_fuse.group(1)}.{sub}.'
-                           f'{m_fuse.group(3)}')
-                elif k.startswith('patch_embed.projection.'):
-                    new = 'decode_head.side_adapter.patch_embed.' + k.split('.')[-1]
-                elif k in ('pos_embed', 'query_embed', 'query_pos_embed'):
-                    new = 'decode_head.side_adapter.' + k
-                elif re.match(r'mask_decoder\.(query_mlp|pix_mlp)\.layers\.\d+\.', k):
-                    new = 'decode_head.' + k
-                elif re.match(r'mask_decoder\.(attn_mlp\.layers\.\d+|bias_scaling)\.', k):
-                    new = 'decode_head.bias_decoder.' + k[len('mask_decoder.'):]
-            elif key.startswith('text_encoder.'):
-                k = key[len('text_encoder.'):]
-                m = re.match(r'transformer\.(\d+)\.(.+)', k)
-                if m:
-                    new = (f'text_encoder.transformer.resblocks.{m.group(1)}.'
-                           + _map_layer(m.group(2), _MMCV_BASE_LAYER))
-                elif k in ('token_embedding.weight', 'positional_embedding', 'text_projection') \
-                        or k.startswith('ln_final.'):
-                    new = 'text_encoder.' + k
-                elif k in ('bg_embed', 'logit_scale'):
-                    new = 'decode_head.' + k
-        except KeyError:
-            new = None
+        for prefix, fn in _PREFIXES:
+            if key.startswith(prefix):
+                try:
+                    new, value = fn(key[len(prefix):], value, num_img_layers)
+                except KeyError:
+                    new = None
+                break
         if new is None:
             unknown.append(key)
         else:
