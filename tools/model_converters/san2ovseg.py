@@ -34,7 +34,7 @@ import os.path as osp
 import re
 import sys
 from collections import OrderedDict
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 
@@ -48,6 +48,33 @@ _VISUAL_TOP = ('conv1.weight', 'class_embedding', 'positional_embedding', 'ln_pr
                'ln_pre.bias')
 _TEXT_TOP = ('token_embedding.weight', 'positional_embedding', 'text_projection',
              'ln_final.weight', 'ln_final.bias')
+
+
+def _side_adapter_key(k: str, fusion_targets: List[int]) -> Optional[str]:
+    """``side_adapter_network.<k>`` -> our side adapter / mask decoder key, or None.
+
+    The official ``fusion_layers.layer_<i>`` (``i``: the side block receiving it) become our
+    ``fusion_layers.<j>`` with ``j`` the rank of ``i`` in ``fusion_targets``.
+    """
+    m_fuse = re.match(r'fusion_layers\.layer_(\d+)\.input_proj\.([01])\.(weight|bias)$', k)
+    if k.startswith('vit_model.patch_embed.proj.'):
+        return 'decode_head.side_adapter.patch_embed.' + k.split('.')[-1]
+    if k == 'vit_model.pos_embed':
+        return 'decode_head.side_adapter.pos_embed'
+    if re.match(r'vit_model\.blocks\.\d+\.(norm1|norm2|attn\.qkv|attn\.proj|mlp\.fc1|'
+                r'mlp\.fc2)\.(weight|bias)$', k):
+        return 'decode_head.side_adapter.' + k[len('vit_model.'):]
+    if k in ('query_embed', 'query_pos_embed'):
+        return 'decode_head.side_adapter.' + k
+    if m_fuse:
+        idx = fusion_targets.index(int(m_fuse.group(1)))
+        return (f'decode_head.side_adapter.fusion_layers.{idx}.{m_fuse.group(2)}.'
+                f'{m_fuse.group(3)}')
+    if re.match(r'mask_decoder\.(query_mlp|pix_mlp)\.layers\.\d+\.', k):
+        return 'decode_head.' + k
+    if re.match(r'mask_decoder\.(attn_mlp\.layers\.\d+|bias_scaling)\.', k):
+        return 'decode_head.bias_decoder.' + k[len('mask_decoder.'):]
+    return None
 
 
 def convert(state: Dict[str, torch.Tensor]) -> Tuple['OrderedDict[str, torch.Tensor]',
@@ -88,26 +115,7 @@ def convert(state: Dict[str, torch.Tensor]) -> Tuple['OrderedDict[str, torch.Ten
             elif k in ('bg_embed', 'logit_scale'):
                 new = 'decode_head.' + k
         elif key.startswith('side_adapter_network.'):
-            k = key[len('side_adapter_network.'):]
-            m_fuse = re.match(r'fusion_layers\.layer_(\d+)\.input_proj\.([01])\.(weight|bias)$',
-                              k)
-            if k.startswith('vit_model.patch_embed.proj.'):
-                new = 'decode_head.side_adapter.patch_embed.' + k.split('.')[-1]
-            elif k == 'vit_model.pos_embed':
-                new = 'decode_head.side_adapter.pos_embed'
-            elif re.match(r'vit_model\.blocks\.\d+\.(norm1|norm2|attn\.qkv|attn\.proj|mlp\.fc1|'
-                          r'mlp\.fc2)\.(weight|bias)$', k):
-                new = 'decode_head.side_adapter.' + k[len('vit_model.'):]
-            elif k in ('query_embed', 'query_pos_embed'):
-                new = 'decode_head.side_adapter.' + k
-            elif m_fuse:
-                idx = fusion_targets.index(int(m_fuse.group(1)))
-                new = (f'decode_head.side_adapter.fusion_layers.{idx}.{m_fuse.group(2)}.'
-                       f'{m_fuse.group(3)}')
-            elif re.match(r'mask_decoder\.(query_mlp|pix_mlp)\.layers\.\d+\.', k):
-                new = 'decode_head.' + k
-            elif re.match(r'mask_decoder\.(attn_mlp\.layers\.\d+|bias_scaling)\.', k):
-                new = 'decode_head.bias_decoder.' + k[len('mask_decoder.'):]
+            new = _side_adapter_key(key[len('side_adapter_network.'):], fusion_targets)
         if new is None:
             unknown.append(key)
         else:
