@@ -388,14 +388,19 @@ def test_probe_tool_counts(tmp_path, tiny_checkpoint):
     generate_concept_dataset(root, num_train=1, num_val=3, size=64)
     model = probe.load_clip(tiny_checkpoint[0], TINY_CLIP_NAME)
     res = probe.region_probe(model, open_clip.get_tokenizer(TINY_CLIP_NAME), root, 3, 1)
-    objects = patches = 0
+    from mmseg_ovseg.clip.vocabularies import get_zero_shot_split
+    _, unseen = get_zero_shot_split('concepts', 55)
+    objects = patches = unseen_objects = 0
     for i in range(3):
         ann = np.asarray(Image.open(f'{root}/ann_dir/val/{i:06d}.png'))
         objects += len(set(np.unique(ann)) - {0})
+        unseen_objects += len(set(np.unique(ann)) & set(unseen))
         cover = patch_cover(ann[None], 8, 55)[0, 1:]
         patches += int((cover.max(0).values >= 0.5).sum())
     assert res['crop_tight']['num'] == res['crop_context']['num'] == objects > 0
     assert res['region_pool']['num'] == objects and res['patch']['num'] == patches > 0
+    assert res['sls_mask']['num'] == objects
+    assert res['sls_mask_unseen']['num'] == res['crop_tight_unseen']['num'] == unseen_objects
     assert all(0 <= r['top1'] <= 100 for r in res.values())
     with pytest.raises(ValueError, match='--num-val'):
         probe.region_probe(model, open_clip.get_tokenizer(TINY_CLIP_NAME), root, 4, 1)

@@ -44,6 +44,13 @@ def parse_args(argv=None):
                    help='start from this checkpoint (open_clip state dict) instead of random')
     p.add_argument('--dense-weight', type=float, default=d['dense_weight'],
                    help='weight of the region-text loss on the patch tokens (0: plain CLIP)')
+    p.add_argument('--sls-weight', type=float, default=d['sls_weight'],
+                   help='weight of the region-text loss on SAN\'s SLS path (0: none)')
+    p.add_argument('--sls-split', type=int, default=d['sls_split'],
+                   help='first block of the SLS path (SAN\'s split_layer)')
+    p.add_argument('--region-exclude', default=d['region_exclude'],
+                   help='zero-shot split whose unseen classes get no region supervision '
+                   '(e.g. concepts; default: none)')
     p.add_argument('--eval-per-class', type=int, default=d['eval_per_class'],
                    help='held-out zero-shot images per class')
     p.add_argument('--eval-every', type=int, default=0,
@@ -71,7 +78,9 @@ def main(argv=None):
         progress=not args.no_progress, eval_every=args.eval_every, model=args.model,
         steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup=args.warmup,
         weight_decay=args.weight_decay, seed=args.seed, eval_per_class=args.eval_per_class,
-        save_every=args.save_every, dense_weight=args.dense_weight, init=args.init)
+        save_every=args.save_every, dense_weight=args.dense_weight, init=args.init,
+        sls_weight=args.sls_weight, sls_split=args.sls_split,
+        region_exclude=args.region_exclude)
     zs = result['zero_shot']
     worst = sorted(zs['per_class'].items(), key=lambda kv: kv[1])[:5]
     print('weakest classes: ' + ', '.join(f'{n} {a:.0f}%' for n, a in worst))

@@ -23,6 +23,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .region_losses import dense_region_loss, patch_cover, sls_region_loss
+from .region_losses import sls_tower as build_sls_tower
+
 TINY_CLIP_NAME = 'ovseg-tiny-clip'
 MODEL_CONFIG_DIR = osp.join(osp.dirname(osp.abspath(__file__)), 'model_configs')
 DEFAULT_CHECKPOINT = osp.join('work_dirs', 'tiny_clip', f'{TINY_CLIP_NAME}.pt')
@@ -50,8 +53,14 @@ PRETRAIN_DEFAULTS = dict(
     eval_per_class=4,
     eval_seed=1,
     save_every=25,
-    # Weight of the region-text loss (:func:`dense_region_loss`); 0: plain CLIP training.
+    # Region-text losses (mmseg_ovseg/clip/region_losses.py); 0: plain CLIP training.
+    # dense_weight: on the patch tokens; sls_weight: on SAN's SLS path from block sls_split.
     dense_weight=0.0,
+    sls_weight=0.0,
+    sls_split=1,
+    # A zero-shot split (get_zero_shot_split spec, e.g. 'concepts') whose unseen classes get
+    # no region supervision (they are learnt from captions only); None: all classes.
+    region_exclude=None,
     # Checkpoint (plain open_clip state dict) to start from instead of a random init.
     init=None,
 )
@@ -64,6 +73,8 @@ PRETRAIN_PRESETS = {
     'demo': dict(),
     'long': dict(_CONTINUE),
     'region': dict(_CONTINUE, dense_weight=1.0),
+    # Both region losses, the benchmark's unseen classes left out of them.
+    'region-sls': dict(_CONTINUE, dense_weight=1.0, sls_weight=1.0, region_exclude='concepts'),
 }
 ZERO_SHOT_TEMPLATE = 'a photo of a {}.'
 
@@ -168,88 +179,25 @@ def evaluate_concepts(model: nn.Module, model_name: str = TINY_CLIP_NAME, seed: 
                               CONCEPT_CLASSES[1:], class_ids=range(1, len(CONCEPT_CLASSES)))
 
 
-def patch_cover(labels: np.ndarray, patch_size: int, num_classes: int) -> torch.Tensor:
-    """Fraction of each ViT patch covered by each class.
-
-    Args:
-        labels: integer ``(B, H, W)`` label maps, values in ``[0, num_classes)``; ``H`` and
-            ``W`` multiples of ``patch_size``.
-
-    Returns:
-        float ``(B, num_classes, (H // patch_size) * (W // patch_size))``, patches in the
-        ViT's row-major token order; sums to 1 over classes.
-    """
-    labels = np.asarray(labels)
-    b, h, w = labels.shape
-    if h % patch_size or w % patch_size:
-        raise ValueError(f'label maps {labels.shape} are not a multiple of the patch size '
-                         f'{patch_size}')
-    if labels.min() < 0 or labels.max() >= num_classes:
-        raise ValueError(f'labels must be in [0, {num_classes}), got '
-                         f'[{labels.min()}, {labels.max()}]')
-    gh, gw = h // patch_size, w // patch_size
-    pidx = (np.arange(h)[:, None] // patch_size) * gw + np.arange(w)[None, :] // patch_size
-    num_p = gh * gw
-    flat = labels.astype(np.int64) * num_p + pidx[None]
-    flat = flat + (np.arange(b) * num_classes * num_p)[:, None, None]
-    counts = np.bincount(flat.ravel(), minlength=b * num_classes * num_p)
-    cover = counts.reshape(b, num_classes, num_p) / float(patch_size * patch_size)
-    return torch.from_numpy(cover).float()
-
-
-def dense_region_loss(patch_embeds: torch.Tensor, cover: torch.Tensor,
-                      class_text: torch.Tensor, logit_scale: torch.Tensor,
-                      min_cover: float = 0.5) -> torch.Tensor:
-    """Region-text loss on the patch tokens: each object's region, and each patch that one
-    object covers, is classified among the class prompts.
-
-    Contrastive CLIP training aligns only the CLS embedding with text; segmentation asks
-    the patch tokens (ZegCLIP, MaskCLIP) and region-restricted CLS tokens (SAN) to name
-    regions. Two cross-entropy terms over ``logit_scale * cos(embedding, class text)``,
-    averaged: (1) per object, the patch embeddings averaged with its coverage as weights
-    (objects covering < 1 patch in all are skipped); (2) per patch whose largest object
-    coverage is >= ``min_cover``, its own embedding, target that object.
-
-    Args:
-        patch_embeds: ``(B, P, E)`` L2-normalised patch embeddings (``ln_post`` + ``proj``).
-        cover: ``(B, 1 + C, P)`` from :func:`patch_cover`, class 0 = background (no text).
-        class_text: ``(C, E)`` L2-normalised embeddings of the ``C`` object classes.
-        logit_scale: scalar, the CLIP temperature (``exp`` already applied).
-
-    Returns:
-        scalar loss (0 when the batch has no object).
-    """
-    obj = cover[:, 1:]  # (B, C, P)
-    if obj.shape[1] != class_text.shape[0]:
-        raise ValueError(f'cover has {obj.shape[1]} object classes, class_text '
-                         f'{class_text.shape[0]}')
-    logits = logit_scale * patch_embeds @ class_text.t()  # (B, P, C)
-    terms = []
-    area = obj.sum(-1)  # (B, C), in patches
-    bi, ci = torch.nonzero(area >= 1.0, as_tuple=True)
-    if len(bi):
-        pooled = torch.einsum('np,npe->ne', obj[bi, ci], patch_embeds[bi]) / area[bi, ci, None]
-        region_logits = logit_scale * F.normalize(pooled, dim=-1) @ class_text.t()
-        terms.append(F.cross_entropy(region_logits, ci))
-    best, target = obj.max(1)  # (B, P)
-    keep = best >= min_cover
-    if keep.any():
-        terms.append(F.cross_entropy(logits[keep], target[keep]))
-    if not terms:
-        return patch_embeds.sum() * 0
-    return sum(terms) / len(terms)
-
-
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module,
                images: torch.Tensor, tokens: torch.Tensor,
                cover: Optional[torch.Tensor] = None,
                class_tokens: Optional[torch.Tensor] = None,
-               dense_weight: float = 0.0) -> float:
-    """One contrastive step (``ClipLoss`` on the batch's image-text pairs), plus
-    ``dense_weight`` x :func:`dense_region_loss` when ``cover`` (:func:`patch_cover` of the
-    batch's label maps) and ``class_tokens`` (the object class prompts) are given; returns
-    the loss before the update. The logit scale is clamped at log(100), as in CLIP."""
-    if dense_weight and cover is not None:
+               dense_weight: float = 0.0,
+               sls_weight: float = 0.0,
+               sls_split: int = 1,
+               sls_tower: Optional[nn.Module] = None,
+               allowed: Optional[Sequence[int]] = None) -> float:
+    """One contrastive step (``ClipLoss`` on the batch's image-text pairs); returns the loss
+    before the update. The logit scale is clamped at log(100), as in CLIP.
+
+    With ``cover`` (:func:`~mmseg_ovseg.clip.region_losses.patch_cover` of the batch's label
+    maps) and ``class_tokens`` (the object class prompts), region-text terms are added:
+    ``dense_weight`` x ``dense_region_loss`` (patch tokens) and ``sls_weight`` x
+    ``sls_region_loss`` (SAN's SLS path from block ``sls_split``; needs ``sls_tower``), both
+    supervising only the ``allowed`` object classes (None: all).
+    """
+    if cover is not None and (dense_weight or sls_weight):
         visual = model.visual
         visual.output_tokens = True
         try:
@@ -260,9 +208,16 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.M
         text_all = F.normalize(model.encode_text(torch.cat([tokens, class_tokens])), dim=-1)
         logit_scale = model.logit_scale.exp()
         loss = loss_fn(F.normalize(pooled, dim=-1), text_all[:n], logit_scale)
-        patch_embeds = F.normalize(patch_tokens @ visual.proj, dim=-1)
-        loss = loss + dense_weight * dense_region_loss(patch_embeds, cover, text_all[n:],
-                                                       logit_scale)
+        if dense_weight:
+            patch_embeds = F.normalize(patch_tokens @ visual.proj, dim=-1)
+            loss = loss + dense_weight * dense_region_loss(
+                patch_embeds, cover, text_all[n:], logit_scale, allowed=allowed)
+        if sls_weight:
+            if sls_tower is None:
+                raise ValueError('sls_weight needs sls_tower (region_losses.sls_tower)')
+            loss = loss + sls_weight * sls_region_loss(
+                sls_tower, images, cover, text_all[n:], logit_scale, sls_split,
+                allowed=allowed)
     else:
         image_features, text_features, logit_scale = model(images, tokens)
         loss = loss_fn(image_features, text_features, logit_scale)
@@ -294,7 +249,7 @@ def state_path_for(out: str) -> str:
 
 # Settings that must match to resume a training state.
 _RESUME_KEYS = ('model', 'steps', 'batch_size', 'lr', 'warmup', 'weight_decay', 'seed',
-                'captions', 'dense_weight', 'init')
+                'captions', 'dense_weight', 'sls_weight', 'sls_split', 'region_exclude', 'init')
 
 
 def pretrain(out: str = DEFAULT_CHECKPOINT,
@@ -349,6 +304,36 @@ def pretrain(out: str = DEFAULT_CHECKPOINT,
         torch.set_num_threads(old_threads)
 
 
+def region_allowed(exclude) -> Optional[List[int]]:
+    """Object classes (indices into ``CONCEPT_CLASSES[1:]``) that get region supervision when
+    the unseen classes of the zero-shot split ``exclude`` (on the concept segmentation
+    benchmark's labels) are left out; None when ``exclude`` is None."""
+    if exclude is None:
+        return None
+    from mmseg_ovseg.clip.vocabularies import get_zero_shot_split
+    from mmseg_ovseg.datasets.concept_seg import CONCEPT_INDEX, CONCEPT_SEG_CLASSES
+    from mmseg_ovseg.datasets.concepts import CONCEPT_CLASSES
+    _, unseen = get_zero_shot_split(exclude, len(CONCEPT_SEG_CLASSES))
+    skip = {CONCEPT_INDEX[i] - 1 for i in unseen}
+    return [i for i in range(len(CONCEPT_CLASSES) - 1) if i not in skip]
+
+
+def _region_setup(model, cfg, tokenizer) -> Optional[dict]:
+    """Fixed arguments of the region-text terms of :func:`train_step` (None: none)."""
+    if not (cfg['dense_weight'] or cfg['sls_weight']):
+        return None
+    from mmseg_ovseg.datasets.concepts import CONCEPT_CLASSES
+    patch = model.visual.patch_size
+    return dict(
+        patch=int(patch[0] if isinstance(patch, (tuple, list)) else patch),
+        num_classes=len(CONCEPT_CLASSES),
+        class_tokens=tokenizer([ZERO_SHOT_TEMPLATE.format(n) for n in CONCEPT_CLASSES[1:]]),
+        dense_weight=cfg['dense_weight'], sls_weight=cfg['sls_weight'],
+        sls_split=cfg['sls_split'],
+        sls_tower=build_sls_tower(model, cfg['model']) if cfg['sls_weight'] else None,
+        allowed=region_allowed(cfg['region_exclude']))
+
+
 def _pretrain(cfg, out, resume, state_path, eval_every, stop_after, progress, log):
     from open_clip.loss import ClipLoss
     from tqdm import tqdm
@@ -390,12 +375,8 @@ def _pretrain(cfg, out, resume, state_path, eval_every, stop_after, progress, lo
                           step=step, config=cfg, elapsed=elapsed), state_path)
 
     steps, bs = cfg['steps'], cfg['batch_size']
-    dense = bool(cfg['dense_weight'])
-    if dense:
-        from mmseg_ovseg.datasets.concepts import CONCEPT_CLASSES
-        patch = model.visual.patch_size
-        patch = int(patch[0] if isinstance(patch, (tuple, list)) else patch)
-        class_tokens = tokenizer([ZERO_SHOT_TEMPLATE.format(n) for n in CONCEPT_CLASSES[1:]])
+    region = _region_setup(model, cfg, tokenizer)
+    dense = region is not None
     model.train()
     loss_value = float('nan')
     t_wall, t_cpu = time.time(), time.process_time()
@@ -405,16 +386,15 @@ def _pretrain(cfg, out, resume, state_path, eval_every, stop_after, progress, lo
         samples = [gen.sample(step * bs + j, return_label=dense) for j in range(bs)]
         images = torch.stack([to_tensor(s[0]) for s in samples])
         tokens = tokenizer([s[1] for s in samples])
-        dense_args = {}
+        region_args = {}
         if dense:
-            dense_args = dict(
-                cover=patch_cover(np.stack([s[4] for s in samples]), patch,
-                                  len(CONCEPT_CLASSES)),
-                class_tokens=class_tokens, dense_weight=cfg['dense_weight'])
+            region_args = {k: v for k, v in region.items() if k not in ('patch', 'num_classes')}
+            region_args['cover'] = patch_cover(np.stack([s[4] for s in samples]),
+                                               region['patch'], region['num_classes'])
         lr = cosine_lr(step, steps, cfg['lr'], cfg['warmup'])
         for group in optimizer.param_groups:
             group['lr'] = lr
-        loss_value = train_step(model, optimizer, loss_fn, images, tokens, **dense_args)
+        loss_value = train_step(model, optimizer, loss_fn, images, tokens, **region_args)
         bar.update(1)
         bar.set_postfix(loss=f'{loss_value:.3f}', lr=f'{lr:.2e}')
         done = step + 1

@@ -24,6 +24,14 @@ template the segmentation configs use), embeddings L2-normalised, argmax of the 
      dense embedding) averaged over the object's mask (weights: coverage of each patch).
    - ``patch``: the same patch embeddings, each patch whose area is >= 50 % one object
      classified on its own (what ZegCLIP / the one-stage baseline match against text).
+   - ``sls_mask``: SAN's recognition path with the object's ground-truth mask as the
+     attention bias: an SLS token (a copy of CLS at block ``--sls-split``, the configs'
+     ``split_layer``) runs the remaining blocks attending only to the patches the object
+     covers by >= 25 % (and itself); ``ln_post`` + ``proj``. An upper bound of what SAN's
+     side adapter can get out of the frozen CLIP with perfect masks.
+
+   Each of these is also reported for the objects of the ``'concepts'`` split's 9 unseen
+   classes alone (``<key>_unseen``).
 
 Also reported: the checkpoint's temperature ``logit_scale`` (ln; SAN's ``logit_scale`` option
 of ``configs/san_tiny_concepts.py`` is this number for the checkpoint it loads).
@@ -47,6 +55,7 @@ if REPO_ROOT not in sys.path:
 import open_clip  # noqa: E402
 
 from mmseg_ovseg.clip.builder import create_clip  # noqa: E402
+from mmseg_ovseg.clip.region_losses import mask_attn_bias, sls_tower  # noqa: E402
 from mmseg_ovseg.clip.tiny import (  # noqa: E402
     TINY_CLIP_NAME,
     ZERO_SHOT_TEMPLATE,
@@ -55,12 +64,14 @@ from mmseg_ovseg.clip.tiny import (  # noqa: E402
     register_model_configs,
     zero_shot_accuracy,
 )
+from mmseg_ovseg.clip.vocabularies import get_zero_shot_split  # noqa: E402
 from mmseg_ovseg.datasets.captions import to_tensor, zero_shot_samples  # noqa: E402
 from mmseg_ovseg.datasets.concept_seg import (  # noqa: E402
     CONCEPT_INDEX,
     CONCEPT_SEG_CLASSES,
     generate_concept_dataset,
 )
+from mmseg_ovseg.models.backbones.clip_vit import SLS_MASK_VALUE  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -73,6 +84,8 @@ def parse_args(argv=None):
                    help='smallest object (pixels of the 128 px image) probed')
     p.add_argument('--zs-seed', type=int, default=2, help='seed of the larger zero-shot set')
     p.add_argument('--zs-per-class', type=int, default=16, help='its images per class')
+    p.add_argument('--sls-split', type=int, default=1,
+                   help='first block of the SLS path (split_layer of the SAN configs)')
     p.add_argument('--threads', type=int, default=1, help='torch threads')
     p.add_argument('--json', default=None, help='also write the results here')
     return p.parse_args(argv)
@@ -115,7 +128,9 @@ class _Acc:
     def __init__(self):
         self.correct = self.total = 0
 
-    def add(self, pred: torch.Tensor, target: torch.Tensor):
+    def add(self, pred: torch.Tensor, target: torch.Tensor, keep=None):
+        if keep is not None:
+            pred, target = pred[keep], target[keep]
         self.correct += int((pred == target).sum())
         self.total += int(target.numel())
 
@@ -124,7 +139,17 @@ class _Acc:
 
 
 @torch.no_grad()
-def region_probe(model, tokenizer, data_root: str, num_val: int, min_pixels: int) -> dict:
+def _sls_embeds(tower, image: torch.Tensor, masks: torch.Tensor, split: int) -> torch.Tensor:
+    """SLS embeddings ``(Q, E)`` of one image ``(1, 3, H, W)`` for patch masks ``(Q, P)``."""
+    bias = mask_attn_bias(masks[None], tower.num_heads, SLS_MASK_VALUE)
+    tokens, _ = tower.embed(image)
+    split_tokens, _ = tower.forward_blocks(tokens, 0, split)
+    sls, _ = tower.forward_sls(split_tokens, bias, split, return_visual=False)
+    return F.normalize(tower.project(sls)[0], dim=-1)
+
+
+def region_probe(model, tokenizer, data_root: str, num_val: int, min_pixels: int,
+                 sls_split: int = 1, model_name: str = TINY_CLIP_NAME) -> dict:
     """Crop / region-pool / patch classification among the 54 benchmark object names on the
     first ``num_val`` val images (module docstring)."""
     names = CONCEPT_SEG_CLASSES[1:]
@@ -136,7 +161,16 @@ def region_probe(model, tokenizer, data_root: str, num_val: int, min_pixels: int
     files = sorted(f for f in os.listdir(img_dir) if f.endswith('.png'))[:num_val]
     if len(files) < num_val:
         raise ValueError(f'{img_dir} has {len(files)} images, --num-val asks {num_val}')
-    accs = {k: _Acc() for k in ('crop_tight', 'crop_context', 'region_pool', 'patch')}
+    keys = ('crop_tight', 'crop_context', 'region_pool', 'patch', 'sls_mask')
+    accs = {k + g: _Acc() for k in keys for g in ('', '_unseen')}
+    _, unseen = get_zero_shot_split('concepts', len(CONCEPT_SEG_CLASSES))
+    unseen = torch.tensor([u - 1 for u in unseen])  # object indices (no background)
+
+    def add(key, pred, target):
+        accs[key].add(pred, target)
+        accs[key + '_unseen'].add(pred, target, torch.isin(target, unseen))
+
+    tower = sls_tower(model, model_name).eval()
     visual = model.visual
     for f in files:
         img = np.asarray(Image.open(osp.join(img_dir, f)).convert('RGB'))
@@ -165,23 +199,27 @@ def region_probe(model, tokenizer, data_root: str, num_val: int, min_pixels: int
             w = cover[int(c) - 1]
             if w.sum() > 0:
                 pooled = F.normalize((w[:, None] * dense).sum(0), dim=-1)
-                accs['region_pool'].add((pooled @ text.t()).argmax()[None],
-                                        torch.tensor([int(c) - 1]))
+                add('region_pool', (pooled @ text.t()).argmax()[None],
+                    torch.tensor([int(c) - 1]))
         if targets:
             target = torch.tensor(targets)
             for key, crops in (('crop_tight', crops_t), ('crop_context', crops_c)):
                 feats = F.normalize(model.encode_image(torch.stack(crops)), dim=-1)
-                accs[key].add((feats @ text.t()).argmax(-1), target)
+                add(key, (feats @ text.t()).argmax(-1), target)
+            masks = cover[target] >= 0.25
+            masks[torch.arange(len(target)), cover[target].argmax(-1)] = True
+            sls = _sls_embeds(tower, to_tensor(small)[None], masks, sls_split)
+            add('sls_mask', (sls @ text.t()).argmax(-1), target)
         best, label = cover.max(0)
         keep = best >= 0.5
         if keep.any():
-            accs['patch'].add((dense[keep] @ text.t()).argmax(-1), label[keep])
+            add('patch', (dense[keep] @ text.t()).argmax(-1), label[keep])
     return {k: v.result() for k, v in accs.items()}
 
 
 def probe(checkpoint: str, model_name: str = TINY_CLIP_NAME, data_root: str = 'data/concepts',
           num_val: int = 60, min_pixels: int = 16, zs_seed: int = 2,
-          zs_per_class: int = 16) -> dict:
+          zs_per_class: int = 16, sls_split: int = 1) -> dict:
     """All measurements of the module docstring for one checkpoint (dict of percentages)."""
     model = load_clip(checkpoint, model_name)
     tokenizer = open_clip.get_tokenizer(model_name)
@@ -199,7 +237,8 @@ def probe(checkpoint: str, model_name: str = TINY_CLIP_NAME, data_root: str = 'd
                                     class_ids=CONCEPT_INDEX[1:])
         out['single_54'] = dict(top1=single['top1'], num=single['num_images'])
     generate_concept_dataset(data_root)
-    out.update(region_probe(model, tokenizer, data_root, num_val, min_pixels))
+    out.update(region_probe(model, tokenizer, data_root, num_val, min_pixels, sls_split,
+                            model_name))
     return out
 
 
@@ -208,7 +247,7 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     t0 = time.process_time()
     res = probe(args.checkpoint, args.model, args.data_root, args.num_val, args.min_pixels,
-                args.zs_seed, args.zs_per_class)
+                args.zs_seed, args.zs_per_class, args.sls_split)
     res['cpu_s'] = time.process_time() - t0
     zs = f'zero_shot_70_seed{args.zs_seed}'
     print(f'{args.checkpoint} ({args.model}), logit_scale (ln) {res["logit_scale"]:.4f}')
@@ -218,9 +257,11 @@ def main(argv=None):
     print('weakest: ' + ', '.join(f'{n} {a:.0f}%' for n, a in res['zero_shot_70_weakest']))
     print(f'single-object images among the 54 benchmark names: {res["single_54"]["top1"]:.1f}%'
           f' ({res["single_54"]["num"]})')
-    for key in ('crop_tight', 'crop_context', 'region_pool', 'patch'):
+    for key in ('crop_tight', 'crop_context', 'region_pool', 'patch', 'sls_mask'):
+        u = res[key + '_unseen']
         print(f'{key:>12} (first {args.num_val} val images, 54 names): '
-              f'{res[key]["top1"]:.1f}% of {res[key]["num"]}')
+              f'{res[key]["top1"]:.1f}% of {res[key]["num"]}; unseen classes '
+              f'{u["top1"]:.1f}% of {u["num"]}')
     if args.json:
         os.makedirs(osp.dirname(osp.abspath(args.json)), exist_ok=True)
         with open(args.json, 'w') as f:

@@ -1,0 +1,186 @@
+"""Region-text losses for pretraining the tiny CLIP on generated scenes (docs/tiny_clip.md).
+
+Contrastive CLIP training aligns only the CLS embedding of a whole image with its caption;
+the segmentation methods ask other tokens to name *regions*:
+
+- ZegCLIP, MaskCLIP and the one-stage baseline match text against the patch tokens
+  (``ln_post`` + ``proj`` of each patch): :func:`dense_region_loss`.
+- SAN recognises a mask proposal with an SLS token, a copy of CLS that runs CLIP's last
+  blocks attending to the patches through the side adapter's attention bias (SAN Sec. 3.2):
+  :func:`sls_region_loss` trains exactly that path, with the object's ground-truth mask as
+  the bias (0 on the patches it covers, ``SLS_MASK_VALUE`` elsewhere).
+
+Both classify regions among class prompts. ``allowed`` restricts the classes that receive
+region supervision (and compete in its softmax): the ``'concepts'`` zero-shot split's unseen
+classes can be left out, so that they are learnt from captions only -- the way a web CLIP
+knows a category without any region-level label of it.
+"""
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = ['patch_cover', 'dense_region_loss', 'mask_attn_bias', 'sls_region_loss',
+           'sls_tower']
+
+
+def patch_cover(labels: np.ndarray, patch_size: int, num_classes: int) -> torch.Tensor:
+    """Fraction of each ViT patch covered by each class.
+
+    Args:
+        labels: integer ``(B, H, W)`` label maps, values in ``[0, num_classes)``; ``H`` and
+            ``W`` multiples of ``patch_size``.
+
+    Returns:
+        float ``(B, num_classes, (H // patch_size) * (W // patch_size))``, patches in the
+        ViT's row-major token order; sums to 1 over classes.
+    """
+    labels = np.asarray(labels)
+    b, h, w = labels.shape
+    if h % patch_size or w % patch_size:
+        raise ValueError(f'label maps {labels.shape} are not a multiple of the patch size '
+                         f'{patch_size}')
+    if labels.min() < 0 or labels.max() >= num_classes:
+        raise ValueError(f'labels must be in [0, {num_classes}), got '
+                         f'[{labels.min()}, {labels.max()}]')
+    gh, gw = h // patch_size, w // patch_size
+    pidx = (np.arange(h)[:, None] // patch_size) * gw + np.arange(w)[None, :] // patch_size
+    num_p = gh * gw
+    flat = labels.astype(np.int64) * num_p + pidx[None]
+    flat = flat + (np.arange(b) * num_classes * num_p)[:, None, None]
+    counts = np.bincount(flat.ravel(), minlength=b * num_classes * num_p)
+    cover = counts.reshape(b, num_classes, num_p) / float(patch_size * patch_size)
+    return torch.from_numpy(cover).float()
+
+
+def _restrict(cover: torch.Tensor, class_text: torch.Tensor,
+              allowed: Optional[Sequence[int]]):
+    """Object coverage ``(B, C', P)`` and text ``(C', E)`` of the allowed object classes
+    (indices into the ``C`` object classes; None: all)."""
+    obj = cover[:, 1:]
+    if obj.shape[1] != class_text.shape[0]:
+        raise ValueError(f'cover has {obj.shape[1]} object classes, class_text '
+                         f'{class_text.shape[0]}')
+    if allowed is None:
+        return obj, class_text
+    idx = torch.as_tensor(list(allowed), dtype=torch.long)
+    if len(idx) == 0 or idx.min() < 0 or idx.max() >= obj.shape[1]:
+        raise ValueError(f'allowed class indices must be in [0, {obj.shape[1]}), got '
+                         f'{list(allowed)[:8]}...')
+    return obj[:, idx], class_text[idx]
+
+
+def dense_region_loss(patch_embeds: torch.Tensor, cover: torch.Tensor,
+                      class_text: torch.Tensor, logit_scale: torch.Tensor,
+                      min_cover: float = 0.5,
+                      allowed: Optional[Sequence[int]] = None) -> torch.Tensor:
+    """Region-text loss on the patch tokens: each object's region, and each patch that one
+    object covers, is classified among the class prompts.
+
+    Two cross-entropy terms over ``logit_scale * cos(embedding, class text)``, averaged:
+    (1) per object, the patch embeddings averaged with its coverage as weights (objects
+    covering < 1 patch in all are skipped); (2) per patch whose largest object coverage is
+    >= ``min_cover``, its own embedding, target that object.
+
+    Args:
+        patch_embeds: ``(B, P, E)`` L2-normalised patch embeddings (``ln_post`` + ``proj``).
+        cover: ``(B, 1 + C, P)`` from :func:`patch_cover`, class 0 = background (no text).
+        class_text: ``(C, E)`` L2-normalised embeddings of the ``C`` object classes.
+        logit_scale: scalar, the CLIP temperature (``exp`` already applied).
+        allowed: object classes (indices into ``C``) that get region supervision; the
+            others' regions and patches are skipped and their text is not a candidate.
+
+    Returns:
+        scalar loss (0 when the batch has no supervised object).
+    """
+    obj, class_text = _restrict(cover, class_text, allowed)
+    logits = logit_scale * patch_embeds @ class_text.t()  # (B, P, C)
+    terms = []
+    area = obj.sum(-1)  # (B, C), in patches
+    bi, ci = torch.nonzero(area >= 1.0, as_tuple=True)
+    if len(bi):
+        pooled = torch.einsum('np,npe->ne', obj[bi, ci], patch_embeds[bi]) / area[bi, ci, None]
+        region_logits = logit_scale * F.normalize(pooled, dim=-1) @ class_text.t()
+        terms.append(F.cross_entropy(region_logits, ci))
+    best, target = obj.max(1)  # (B, P)
+    keep = best >= min_cover
+    if keep.any():
+        terms.append(F.cross_entropy(logits[keep], target[keep]))
+    if not terms:
+        return patch_embeds.sum() * 0
+    return sum(terms) / len(terms)
+
+
+def mask_attn_bias(masks: torch.Tensor, num_heads: int, mask_value: float) -> torch.Tensor:
+    """SLS attention bias from binary patch masks: 0 where the mask is set, ``mask_value``
+    elsewhere, the same for every head.
+
+    Args:
+        masks: bool ``(B, Q, P)``.
+
+    Returns:
+        ``(B, num_heads, Q, P)``.
+    """
+    bias = torch.full(masks.shape, float(mask_value)).masked_fill(masks, 0.0)
+    return bias[:, None].expand(-1, num_heads, -1, -1)
+
+
+def sls_tower(model: nn.Module, model_name: str) -> nn.Module:
+    """A :class:`~mmseg_ovseg.models.backbones.CLIPVisionTransformer` that runs on
+    ``model.visual`` (the same parameters, not a copy), for its SLS forward."""
+    from mmseg_ovseg.models.backbones.clip_vit import CLIPVisionTransformer
+    tower = CLIPVisionTransformer(clip_model=model_name, frozen=False, onednn_linear=False)
+    tower.visual = model.visual
+    return tower
+
+
+def sls_region_loss(tower: nn.Module, images: torch.Tensor, cover: torch.Tensor,
+                    class_text: torch.Tensor, logit_scale: torch.Tensor, split_layer: int,
+                    min_cover: float = 0.25,
+                    allowed: Optional[Sequence[int]] = None) -> torch.Tensor:
+    """SAN's recognition path trained on ground-truth regions.
+
+    Per image, one SLS token per supervised object class present (covering >= 1 patch in
+    all): a copy of CLS at block ``split_layer`` that runs blocks ``split_layer..`` attending
+    only to the patches the object covers by >= ``min_cover`` (and itself), then
+    ``ln_post`` + ``proj``; cross-entropy of ``logit_scale * cos(token, class text)``.
+
+    Args:
+        tower: :func:`sls_tower` of the CLIP being trained.
+        images: ``(B, 3, H, W)`` normalised images at the CLIP input size.
+        cover: ``(B, 1 + C, P)`` from :func:`patch_cover` of the images' label maps.
+        class_text: ``(C, E)`` L2-normalised class prompt embeddings.
+        logit_scale: scalar, ``exp`` already applied.
+        split_layer: first block run by the SLS tokens (SAN's split; the configs' value).
+        allowed: as in :func:`dense_region_loss`.
+
+    Returns:
+        scalar loss (0 when the batch has no supervised object).
+    """
+    from mmseg_ovseg.models.backbones.clip_vit import SLS_MASK_VALUE
+    obj, class_text = _restrict(cover, class_text, allowed)
+    present = obj.sum(-1) >= 1.0  # (B, C)
+    counts = present.sum(1)
+    q = int(counts.max()) if len(counts) else 0
+    if q == 0:
+        return images.sum() * 0
+    b, _, p = obj.shape
+    masks = torch.zeros(b, q, p, dtype=torch.bool)
+    targets = torch.full((b, q), -100, dtype=torch.long)
+    for i in range(b):
+        cls = torch.nonzero(present[i]).flatten()
+        region = obj[i, cls] >= min_cover
+        # every query sees at least its object's most covered patch
+        region[torch.arange(len(cls)), obj[i, cls].argmax(-1)] = True
+        masks[i, :len(cls)] = region
+        targets[i, :len(cls)] = cls
+    bias = mask_attn_bias(masks, tower.num_heads, SLS_MASK_VALUE).to(images.dtype)
+    tokens, _ = tower.embed(images)
+    split_tokens, _ = tower.forward_blocks(tokens, 0, split_layer)
+    sls, _ = tower.forward_sls(split_tokens, bias, split_layer, return_visual=False)
+    embeds = F.normalize(tower.project(sls), dim=-1)  # (B, Q, E)
+    logits = logit_scale * embeds @ class_text.t()
+    keep = targets >= 0
+    return F.cross_entropy(logits[keep], targets[keep])
