@@ -50,6 +50,17 @@ def blocked_calls(monkeypatch):
     return calls
 
 
+@pytest.fixture
+def onednn_calls(monkeypatch):
+    """Counts calls of oneDNN's prepacked linear op."""
+    calls = []
+    if fp.ONEDNN_LINEAR:
+        real = torch.ops.mkldnn._linear_pointwise
+        monkeypatch.setattr(torch.ops.mkldnn, '_linear_pointwise',
+                            lambda *a: calls.append(1) or real(*a))
+    return calls
+
+
 def _run(bb, x, bias, enabled, autocast=False):
     """Backbone outputs and SAN's SLS tokens with the fast path on or off, fresh caches."""
     bb.clear_cast_cache()
@@ -86,18 +97,23 @@ def test_switch_api_and_env_parsing(monkeypatch):
     assert fp._env_switch() is True
 
 
-def test_float32_on_equals_off_and_switch_changes_the_path(backbone, blocked_calls):
+def test_float32_on_equals_off_and_switch_changes_the_path(backbone, blocked_calls,
+                                                           onednn_calls):
     x = torch.randn(2, 3, 64, 80)
     bias = torch.randn(2, backbone.num_heads, 3, 4 * 5)
     fast = _run(backbone, x, bias, True)
-    kinds = {key[0] for key in backbone._cast_cache}
+    kinds, n_onednn = {key[0] for key in backbone._cast_cache}, len(onednn_calls)
     plain = _run(backbone, x, bias, False)
     assert not backbone._cast_cache  # off: F.linear on the parameters, nothing cached
+    assert len(onednn_calls) == n_onednn
     assert blocked_calls == []  # float32 never takes the blocked bf16 kernel
     for a, b in zip(fast, plain):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
     if fp.ONEDNN_LINEAR:  # on: every block linear ran on a reordered oneDNN weight
         assert kinds == {'onednn'}
+        # 4 linears per block: 3 blocks of the forward, 2 + 2 of the SLS runs; the last block
+        # without visual output projects the visual keys/values apart: one more
+        assert n_onednn == 4 * (3 + 2 + 2) + 1
 
 
 def test_bfloat16_on_close_to_off_and_switch_changes_the_path(backbone, blocked_calls):
