@@ -40,7 +40,7 @@ Usage::
 import re
 import sys
 from collections import OrderedDict
-from typing import Dict
+from typing import Dict, List, Optional, Tuple
 
 import torch
 
@@ -79,6 +79,38 @@ def _map_decoder_key(key: str):
     return None
 
 
+def _backbone_key(key: str) -> Tuple[Optional[str], Optional[str]]:
+    """``backbone.*`` -> (our key or None, the layout it belongs to: ``'vit'``,
+    ``'resnet'``, ``'adapter'`` or None for ``conv1``, which both towers have)."""
+    name = key[len('backbone.'):]
+    if name.startswith(_RESNET + _VIT_MODULES) or name in _VIT_PARAMS:
+        if name.startswith(_VIT_MODULES) or name in _VIT_PARAMS:
+            return 'backbone.visual.' + name, 'vit'
+        return 'backbone.visual.' + name, None if name.startswith('conv1.') else 'resnet'
+    adapter = _VIT_ADAPTER.match(key)
+    if adapter is not None:
+        return 'adapter.' + adapter.group(1), 'adapter'
+    return None, None
+
+
+def _text_value(key: str, value: torch.Tensor, text_positions: int) -> torch.Tensor:
+    """The text positions padded to ``text_positions`` rows; ``contexts`` as (N, W)."""
+    if key == 'text_encoder.positional_embedding':
+        rows = value.shape[0]
+        if rows > text_positions:
+            raise ValueError(f'{key}: {rows} rows, more than --text-positions '
+                             f'{text_positions}')
+        if rows < text_positions:
+            value = torch.cat([value, value.new_zeros(text_positions - rows, value.shape[1])])
+    elif key == 'contexts':
+        if value.dim() == 3 and value.shape[0] == 1:
+            value = value[0]
+        if value.dim() != 2:
+            raise ValueError(f'contexts: expected (1, N, W) or (N, W), got '
+                             f'{tuple(value.shape)}')
+    return value
+
+
 def convert_denseclip(state: Dict[str, torch.Tensor],
                       text_positions: int = 77) -> 'OrderedDict[str, torch.Tensor]':
     """Map an official DenseCLIP state dict to mmseg-ovseg ``DenseCLIP`` keys (module doc).
@@ -88,61 +120,29 @@ def convert_denseclip(state: Dict[str, torch.Tensor],
             ``contexts``/``gamma``.
         ValueError: tensors of unexpected shapes (``contexts``, text positions).
     """
-    out, unknown, resnet, vit, adapters = OrderedDict(), [], [], [], []
+    out, unknown = OrderedDict(), []
+    layouts = dict(resnet=[], vit=[], adapter=[])
     for key, value in state.items():
         if '.loss_decode.' in key:
             continue  # loss criterion buffers, not model weights
         if key.startswith('backbone.'):
-            name = key[len('backbone.'):]
-            adapter = _VIT_ADAPTER.match(key)
-            if name.startswith(_RESNET + _VIT_MODULES) or name in _VIT_PARAMS:
-                out['backbone.visual.' + name] = value
-                if name.startswith(_VIT_MODULES) or name in _VIT_PARAMS:
-                    vit.append(key)
-                elif not name.startswith('conv1.'):  # (conv1 is in both towers)
-                    resnet.append(key)
-            elif adapter is not None:
-                out['adapter.' + adapter.group(1)] = value
-                adapters.append(key)
-            else:
-                unknown.append(key)
-        elif key == 'text_encoder.positional_embedding':
-            rows = value.shape[0]
-            if rows > text_positions:
-                raise ValueError(f'{key}: {rows} rows, more than --text-positions '
-                                 f'{text_positions}')
-            if rows < text_positions:
-                value = torch.cat([value, value.new_zeros(text_positions - rows,
-                                                          value.shape[1])])
-            out[key] = value
-        elif key.startswith('text_encoder.'):
-            out[key] = value
-        elif key == 'contexts':
-            if value.dim() == 3 and value.shape[0] == 1:
-                value = value[0]
-            if value.dim() != 2:
-                raise ValueError(f'contexts: expected (1, N, W) or (N, W), got '
-                                 f'{tuple(value.shape)}')
-            out['text_encoder.contexts'] = value
+            new, layout = _backbone_key(key)
+            if layout is not None:
+                layouts[layout].append(key)
+        elif key.startswith('text_encoder.') or key == 'contexts':
+            value = _text_value(key, value, text_positions)
+            new = 'text_encoder.contexts' if key == 'contexts' else key
         elif key == 'gamma':
-            out['context_decoder.gamma'] = value
+            new = 'context_decoder.gamma'
         elif key.startswith(_UNCHANGED):
-            out[key] = value
+            new = key
         else:
             new = _map_decoder_key(key)
-            if new is None:
-                unknown.append(key)
-            else:
-                out[new] = value
-    if unknown:
-        raise KeyError(f'{len(unknown)} keys not in the official DenseCLIP (ResNet or ViT) '
-                       f'layout: {unknown[:10]}')
-    if resnet and vit:
-        raise KeyError(f'mixed backbone layouts: ResNet keys {resnet[:5]} and ViT keys '
-                       f'{vit[:5]}')
-    if adapters and not vit:
-        raise KeyError(f'{len(adapters)} ViT adapter keys (fpn1-fpn4) in a checkpoint '
-                       f'without a ViT backbone: {adapters[:10]}')
+        if new is None:
+            unknown.append(key)
+        else:
+            out[new] = value
+    _check_layouts(unknown, **layouts)
     cls_key, pos_key = 'backbone.visual.class_embedding', 'backbone.visual.positional_embedding'
     if cls_key in out:
         if pos_key not in out:
@@ -156,6 +156,21 @@ def convert_denseclip(state: Dict[str, torch.Tensor],
         raise KeyError(f'not a DenseCLIP checkpoint: no {missing} (official keys '
                        '"contexts", "gamma")')
     return out
+
+
+def _check_layouts(unknown: List[str], resnet: List[str], vit: List[str],
+                   adapter: List[str]) -> None:
+    """Unknown keys, ResNet and ViT backbone keys mixed, or ViT adapters without a ViT are
+    errors."""
+    if unknown:
+        raise KeyError(f'{len(unknown)} keys not in the official DenseCLIP (ResNet or ViT) '
+                       f'layout: {unknown[:10]}')
+    if resnet and vit:
+        raise KeyError(f'mixed backbone layouts: ResNet keys {resnet[:5]} and ViT keys '
+                       f'{vit[:5]}')
+    if adapter and not vit:
+        raise KeyError(f'{len(adapter)} ViT adapter keys (fpn1-fpn4) in a checkpoint '
+                       f'without a ViT backbone: {adapter[:10]}')
 
 
 def main(argv=None) -> int:
