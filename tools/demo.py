@@ -171,13 +171,7 @@ def main(argv=None):
           f'{gen_kwargs["num_train"]} train / {gen_kwargs["num_val"]} val)', flush=True)
     zero_shot = cfg.train_dataloader.dataset.type == 'ConceptSegDataset'
     if uses_tiny_clip(cfg):
-        from mmseg_ovseg.clip.tiny import ensure_tiny_clip
-        cached = osp.isfile(TINY_CLIP)
-        t0 = time.time()
-        ensure_tiny_clip(TINY_CLIP)
-        print(f'[demo] tiny CLIP: {TINY_CLIP} '
-              f'({"cached" if cached else f"pretrained in {time.time() - t0:.0f}s"})',
-              flush=True)
+        _ensure_tiny_clip()
 
     runner = Runner.from_cfg(cfg)
     t0 = time.time()
@@ -197,15 +191,7 @@ def main(argv=None):
     inferencer = OpenVocabInferencer(cfg, checkpoint=ckpt, classes=vocabulary)
     result = inferencer(image)[0]
     out_file = osp.join(cfg.work_dir, 'open_vocab_demo.png')
-    drawn = inferencer.visualize(image, result, out_file=None)
-    import mmcv
-    import numpy as np
-    scene = mmcv.bgr2rgb(mmcv.imread(image))
-    pad = np.full((max(scene.shape[0], drawn.shape[0]) - scene.shape[0], scene.shape[1], 3),
-                  255, np.uint8)
-    gap = np.full((drawn.shape[0], 8, 3), 255, np.uint8)
-    picture = np.concatenate([np.concatenate([scene, pad])[:drawn.shape[0]], gap, drawn], 1)
-    mmcv.imwrite(mmcv.rgb2bgr(picture), out_file)
+    _save_side_by_side(image, inferencer.visualize(image, result, out_file=None), out_file)
     pred = result.pred_sem_seg.data[0].cpu().numpy()
     found = [vocabulary[i] for i in sorted(set(pred.ravel().tolist()))]
 
@@ -214,21 +200,8 @@ def main(argv=None):
     print(f'Config: {args.config} ({cfg.train_cfg.max_iters} iterations, '
           f'train {train_time:.0f}s)')
     if zero_shot:
-        from mmseg_ovseg.clip.vocabularies import get_zero_shot_split
-        seen, unseen = get_zero_shot_split('concepts')
-        names = inferencer.model.vocabulary
-        print(f'Trained on the {len(seen)} seen classes only; unseen (never labelled): '
-              f'{[get_vocabulary_name(i) for i in unseen]}')
-        print(f'Concept benchmark val (all 55 classes): mIoU(S) {metrics["mIoU_seen"]:.2f}  '
-              f'mIoU(U) {metrics["mIoU_unseen"]:.2f}  hIoU {metrics["hIoU"]:.2f}  '
-              f'(pAcc {metrics["pAcc"]:.2f})')
-        print(f'Open-vocabulary picture: {out_file}')
-        print(f'  vocabulary (run time): {names}')
-        unseen_names = {get_vocabulary_name(i) for i in unseen}
-        for name, own, top in object_report(pred, concept_label, vocabulary):
-            tag = 'unseen' if name in unseen_names else 'seen'
-            print(f'  {name:>12s} ({tag:6s}): {100 * own:5.1f}% of its pixels named '
-                  f'{name!r} (most given name: {top!r})')
+        _print_zero_shot(metrics, out_file, inferencer.model.vocabulary, pred, concept_label,
+                         vocabulary)
     else:
         print(f'Synthetic val mIoU: {metrics["mIoU"]:.2f}   (aAcc {metrics["aAcc"]:.2f}, '
               f'mAcc {metrics["mAcc"]:.2f})   [{method_name(cfg)}]')
@@ -240,6 +213,49 @@ def main(argv=None):
     print(f'Total demo time: {time.time() - start:.0f}s')
     print('=' * 72)
     return metrics
+
+
+def _ensure_tiny_clip() -> None:
+    """Pretrain the tiny CLIP the config loads unless it is cached (minutes on a CPU)."""
+    from mmseg_ovseg.clip.tiny import ensure_tiny_clip
+    cached = osp.isfile(TINY_CLIP)
+    t0 = time.time()
+    ensure_tiny_clip(TINY_CLIP)
+    print(f'[demo] tiny CLIP: {TINY_CLIP} '
+          f'({"cached" if cached else f"pretrained in {time.time() - t0:.0f}s"})',
+          flush=True)
+
+
+def _save_side_by_side(image: str, drawn, out_file: str) -> None:
+    """The input image and the drawn prediction (RGB) side by side, 8 white pixels apart."""
+    import mmcv
+    import numpy as np
+    scene = mmcv.bgr2rgb(mmcv.imread(image))
+    pad = np.full((max(scene.shape[0], drawn.shape[0]) - scene.shape[0], scene.shape[1], 3),
+                  255, np.uint8)
+    gap = np.full((drawn.shape[0], 8, 3), 255, np.uint8)
+    picture = np.concatenate([np.concatenate([scene, pad])[:drawn.shape[0]], gap, drawn], 1)
+    mmcv.imwrite(mmcv.rgb2bgr(picture), out_file)
+
+
+def _print_zero_shot(metrics: dict, out_file: str, names, pred, concept_label,
+                     vocabulary) -> None:
+    """The zero-shot demo's figures: mIoU of the seen and unseen classes, and per drawn
+    object the share of its pixels given its own name."""
+    from mmseg_ovseg.clip.vocabularies import get_zero_shot_split
+    seen, unseen = get_zero_shot_split('concepts')
+    print(f'Trained on the {len(seen)} seen classes only; unseen (never labelled): '
+          f'{[get_vocabulary_name(i) for i in unseen]}')
+    print(f'Concept benchmark val (all 55 classes): mIoU(S) {metrics["mIoU_seen"]:.2f}  '
+          f'mIoU(U) {metrics["mIoU_unseen"]:.2f}  hIoU {metrics["hIoU"]:.2f}  '
+          f'(pAcc {metrics["pAcc"]:.2f})')
+    print(f'Open-vocabulary picture: {out_file}')
+    print(f'  vocabulary (run time): {names}')
+    unseen_names = {get_vocabulary_name(i) for i in unseen}
+    for name, own, top in object_report(pred, concept_label, vocabulary):
+        tag = 'unseen' if name in unseen_names else 'seen'
+        print(f'  {name:>12s} ({tag:6s}): {100 * own:5.1f}% of its pixels named '
+              f'{name!r} (most given name: {top!r})')
 
 
 def get_vocabulary_name(index: int) -> str:
