@@ -137,3 +137,28 @@ def test_bad_arguments_are_named():
         MultiheadAttention(8, 2, proj_names=('qkv', 'proj'))
     with pytest.raises(ValueError, match='self-attention'):
         MultiheadAttention(8, 2, fused_qkv=True)(torch.randn(1, 3, 8), torch.randn(1, 4, 8))
+
+
+def test_fast_path_option_selects_the_kernel(monkeypatch):
+    """``fast_path=True``: bf16 CPU inference goes to the blocked kernel (while the switch is
+    on); ``fast_path=False`` and the logits path never do."""
+    from mmseg_ovseg.models.layers import fast_path as fp
+    calls = []
+    real = fp.blocked_attention
+    monkeypatch.setattr(fp, 'blocked_attention',
+                        lambda *a, **kw: calls.append(tuple(a[0].shape)) or real(*a, **kw))
+    torch.manual_seed(0)
+    fast = MultiheadAttention(16, 2, fused_qkv=True, fast_path=True).eval().bfloat16()
+    plain = MultiheadAttention(16, 2, fused_qkv=True).eval().bfloat16()
+    plain.load_state_dict(fast.state_dict())
+    x = torch.randn(1, 9, 16, dtype=torch.bfloat16)
+    with torch.no_grad(), fp.fast_path(True):
+        ref = plain(x)
+        assert calls == []
+        out = fast(x)
+        assert calls == [(1, 2, 9, 8)]
+        fast(x, return_logits=True)
+        with fp.fast_path(False):
+            assert torch.equal(fast(x), ref)
+    assert calls == [(1, 2, 9, 8)]
+    torch.testing.assert_close(out.float(), ref.float(), atol=0.05, rtol=0.05)
