@@ -246,24 +246,29 @@ def main(argv=None):
                                      if isinstance(v, (int, float))}, **info)
         print_log(f'{column}: mIoU {miou}', logger='current')
 
-    table = format_markdown(name, results)
     if get_rank() == 0:
-        os.makedirs(work_dir, exist_ok=True)
-        summary = OrderedDict(
-            config=args.config, checkpoint=args.checkpoint, data_root=args.data_root,
-            columns=[BENCHMARKS[k][0] for k in BENCHMARKS],
-            results=OrderedDict((BENCHMARKS[k][0], v) for k, v in results.items()))
-        with open(osp.join(work_dir, 'ov_results.json'), 'w') as f:
-            json.dump(summary, f, indent=2)
-        with open(osp.join(work_dir, 'ov_results.md'), 'w') as f:
-            f.write(table)
-        for key, res in results.items():
-            if res.get('missing'):
-                print(f'{BENCHMARKS[key][0]}: missing - {res["missing"]}')
-        print(table, end='')
-        print(f'written: {osp.join(work_dir, "ov_results.json")}, '
-              f'{osp.join(work_dir, "ov_results.md")}')
+        write_summary(args, work_dir, results, format_markdown(name, results))
     return results
+
+
+def write_summary(args, work_dir: str, results: dict, table: str) -> None:
+    """``ov_results.json`` and ``ov_results.md`` in ``work_dir``; the table and the missing
+    benchmarks printed."""
+    os.makedirs(work_dir, exist_ok=True)
+    summary = OrderedDict(
+        config=args.config, checkpoint=args.checkpoint, data_root=args.data_root,
+        columns=[BENCHMARKS[k][0] for k in BENCHMARKS],
+        results=OrderedDict((BENCHMARKS[k][0], v) for k, v in results.items()))
+    with open(osp.join(work_dir, 'ov_results.json'), 'w') as f:
+        json.dump(summary, f, indent=2)
+    with open(osp.join(work_dir, 'ov_results.md'), 'w') as f:
+        f.write(table)
+    for key, res in results.items():
+        if res.get('missing'):
+            print(f'{BENCHMARKS[key][0]}: missing - {res["missing"]}')
+    print(table, end='')
+    print(f'written: {osp.join(work_dir, "ov_results.json")}, '
+          f'{osp.join(work_dir, "ov_results.md")}')
 
 
 if __name__ == '__main__':
