@@ -13,14 +13,8 @@ from mmseg_ovseg.clip.region_losses import (
     sls_region_loss,
     sls_tower,
 )
-from mmseg_ovseg.clip.tiny import (
-    TINY_CLIP_NAME,
-    ZERO_SHOT_TEMPLATE,
-    build_clip,
-    param_groups,
-    region_allowed,
-    train_step,
-)
+from mmseg_ovseg.clip.tiny import TINY_CLIP_NAME, ZERO_SHOT_TEMPLATE, build_clip
+from mmseg_ovseg.clip.tiny_pretrain import param_groups, region_allowed, train_step
 from mmseg_ovseg.clip.vocabularies import get_vocabulary
 from mmseg_ovseg.datasets.captions import CaptionGenerator, to_tensor
 from mmseg_ovseg.datasets.concepts import CONCEPT_CLASSES

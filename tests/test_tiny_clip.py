@@ -8,18 +8,9 @@ import torch
 
 import mmseg_ovseg  # noqa: F401  (registers 'ovseg-tiny-clip' with open_clip)
 from mmseg_ovseg.clip import OVCLIPTextEncoder
-from mmseg_ovseg.clip.tiny import (
-    PRETRAIN_DEFAULTS,
-    TINY_CLIP_NAME,
-    ZERO_SHOT_TEMPLATE,
-    build_clip,
-    dense_region_loss,
-    param_groups,
-    patch_cover,
-    pretrain,
-    state_path_for,
-    train_step,
-)
+from mmseg_ovseg.clip.region_losses import dense_region_loss, patch_cover
+from mmseg_ovseg.clip.tiny import PRETRAIN_DEFAULTS, TINY_CLIP_NAME, ZERO_SHOT_TEMPLATE, build_clip
+from mmseg_ovseg.clip.tiny_pretrain import param_groups, pretrain, state_path_for, train_step
 from mmseg_ovseg.datasets.captions import CaptionDataset, CaptionGenerator, to_tensor
 from mmseg_ovseg.datasets.concepts import (
     COLOR_NAMES,

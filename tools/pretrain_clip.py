@@ -20,7 +20,8 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from mmseg_ovseg.clip.tiny import DEFAULT_CHECKPOINT, PRETRAIN_DEFAULTS, PRETRAIN_PRESETS, pretrain  # noqa: E402
+from mmseg_ovseg.clip.tiny import DEFAULT_CHECKPOINT, PRETRAIN_DEFAULTS, PRETRAIN_PRESETS  # noqa: E402
+from mmseg_ovseg.clip.tiny_pretrain import pretrain  # noqa: E402
 
 
 def parse_args(argv=None):

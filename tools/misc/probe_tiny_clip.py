@@ -55,12 +55,11 @@ if REPO_ROOT not in sys.path:
 import open_clip  # noqa: E402
 
 from mmseg_ovseg.clip.builder import create_clip  # noqa: E402
-from mmseg_ovseg.clip.region_losses import mask_attn_bias, sls_tower  # noqa: E402
+from mmseg_ovseg.clip.region_losses import mask_attn_bias, patch_cover, sls_tower  # noqa: E402
 from mmseg_ovseg.clip.tiny import (  # noqa: E402
     TINY_CLIP_NAME,
     ZERO_SHOT_TEMPLATE,
     evaluate_concepts,
-    patch_cover,
     register_model_configs,
     zero_shot_accuracy,
 )
@@ -148,6 +147,28 @@ def _sls_embeds(tower, image: torch.Tensor, masks: torch.Tensor, split: int) -> 
     return F.normalize(tower.project(sls)[0], dim=-1)
 
 
+def _dense_embeds(visual, image: torch.Tensor) -> torch.Tensor:
+    """L2-normalised patch embeddings ``(P, E)`` (``ln_post`` + ``proj``) of one image."""
+    visual.output_tokens = True
+    try:
+        _, tokens = visual(image)
+    finally:
+        visual.output_tokens = False
+    return F.normalize(tokens[0] @ visual.proj, dim=-1)
+
+
+def _object_crops(img: np.ndarray, ann: np.ndarray, classes, size: int):
+    """Tight and context square crops (module docstring) of each class's box, as tensors."""
+    tight, context = [], []
+    for c in classes:
+        ys, xs = np.nonzero(ann == c)
+        box = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+        longer = max(box[2] - box[0], box[3] - box[1])
+        tight.append(to_tensor(_resize(_square_crop(img, box, longer), size)))
+        context.append(to_tensor(_resize(_square_crop(img, box, longer / 0.6), size)))
+    return tight, context
+
+
 def region_probe(model, tokenizer, data_root: str, num_val: int, min_pixels: int,
                  sls_split: int = 1, model_name: str = TINY_CLIP_NAME) -> dict:
     """Crop / region-pool / patch classification among the 54 benchmark object names on the
@@ -180,22 +201,12 @@ def region_probe(model, tokenizer, data_root: str, num_val: int, min_pixels: int
         # whole image at the CLIP input size; label map resized the same way (nearest)
         small = _resize(img, size)
         small_ann = np.asarray(Image.fromarray(ann).resize((size, size), Image.NEAREST))
-        visual.output_tokens = True
-        try:
-            _, tokens = visual(to_tensor(small)[None])
-        finally:
-            visual.output_tokens = False
-        dense = F.normalize(tokens[0] @ visual.proj, dim=-1)  # (P, E)
+        dense = _dense_embeds(visual, to_tensor(small)[None])  # (P, E)
         cover = patch_cover(small_ann[None], patch, len(CONCEPT_SEG_CLASSES))[0, 1:]  # (54, P)
         present = [c for c in np.unique(ann) if c != 0 and (ann == c).sum() >= min_pixels]
-        crops_t, crops_c, targets = [], [], []
+        crops_t, crops_c = _object_crops(img, ann, present, size)
+        targets = [int(c) - 1 for c in present]
         for c in present:
-            ys, xs = np.nonzero(ann == c)
-            box = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
-            longer = max(box[2] - box[0], box[3] - box[1])
-            crops_t.append(to_tensor(_resize(_square_crop(img, box, longer), size)))
-            crops_c.append(to_tensor(_resize(_square_crop(img, box, longer / 0.6), size)))
-            targets.append(int(c) - 1)
             w = cover[int(c) - 1]
             if w.sum() > 0:
                 pooled = F.normalize((w[:, None] * dense).sum(0), dim=-1)
