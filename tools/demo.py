@@ -27,7 +27,7 @@ REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if REPO_ROOT not in sys.path:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, REPO_ROOT)
 
-from mmengine.config import Config  # noqa: E402
+from mmengine.config import Config, DictAction  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 import mmseg_ovseg  # noqa: E402,F401  (fills registries, safe checkpoint loading)
@@ -71,6 +71,10 @@ def parse_args(argv=None):
                         help='dataset location (default: the config dataset\'s)')
     parser.add_argument('--max-iters', type=int, default=None,
                         help='override the number of training iterations')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config settings (mmseg convention), e.g. another '
+                        'tiny-CLIP checkpoint: model.backbone.pretrained=X '
+                        'model.text_encoder.pretrained=X model.decode_head.logit_scale=LN')
     return parser.parse_args(argv)
 
 
@@ -85,6 +89,8 @@ def dataset_spec(cfg: Config):
 def build_cfg(args) -> Config:
     cfg = Config.fromfile(osp.join(REPO_ROOT, args.config)
                           if not osp.isabs(args.config) else args.config)
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
     cfg.work_dir = osp.abspath(args.work_dir)
     data_root = osp.abspath(args.data_root or dataset_spec(cfg)[0])
     for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):

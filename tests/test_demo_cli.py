@@ -1,0 +1,30 @@
+"""tools/demo.py's command line: --max-iters and --cfg-options reach the config it trains."""
+import importlib.util
+import os.path as osp
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+
+def _demo():
+    spec = importlib.util.spec_from_file_location('demo', osp.join(REPO, 'tools', 'demo.py'))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_cfg_options_and_max_iters(tmp_path):
+    demo = _demo()
+    ckpt = str(tmp_path / 'other.pt')
+    args = demo.parse_args([
+        '--work-dir', str(tmp_path / 'wd'), '--max-iters', '30', '--cfg-options',
+        f'model.backbone.pretrained={ckpt}', f'model.text_encoder.pretrained={ckpt}',
+        'model.decode_head.logit_scale=3.5'])
+    cfg = demo.build_cfg(args)
+    assert cfg.model.backbone.pretrained == ckpt == cfg.model.text_encoder.pretrained
+    assert cfg.model.decode_head.logit_scale == 3.5
+    assert cfg.train_cfg.max_iters == 30 and cfg.default_hooks.checkpoint.interval == 30
+    # the phases are cut at the new end, none starts after it
+    assert all(s.end <= 30 and s.get('begin', 0) < 30 for s in cfg.param_scheduler)
+    # another checkpoint than the default: the demo does not pretrain the default one
+    assert not demo.uses_tiny_clip(cfg)
+    assert demo.uses_tiny_clip(demo.build_cfg(demo.parse_args(['--work-dir', str(tmp_path)])))
