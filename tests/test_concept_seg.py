@@ -209,7 +209,7 @@ def test_san_mask_pool_recognition_uses_the_masks_as_bias():
 
     model.recognize = spy  # the segmentor calls CLIP's recognition with each pooled bias
     with torch.no_grad():
-        all_masks, all_cls = model.decode(feats, deep_supervision=False)
+        all_cls, all_masks = model.decode(feats, deep_supervision=False)
         masks, query_embed = head.mask_decoder(*head.side_adapter(
             x, feats['feats']['clip_feats'], (head.side_adapter.depth, ))[0])
     heads = head.bias_decoder.num_heads
@@ -221,7 +221,7 @@ def test_san_mask_pool_recognition_uses_the_masks_as_bias():
     # differs from the learned bias of the paper's recognition
     head.recognition = 'attn_bias'
     with torch.no_grad():
-        _, cls_bias = model.decode(feats, deep_supervision=False)
+        cls_bias, _ = model.decode(feats, deep_supervision=False)
     assert not torch.allclose(cls_bias[-1], all_cls[-1])
     with pytest.raises(ValueError, match='recognition'):
         cfg.model.decode_head.recognition = 'pool'

@@ -170,7 +170,7 @@ def test_san_head_names_aux_losses_d_i_with_the_final_output_last():
     masks = [torch.full((1, 3, 2, 2), float(i)) for i in range(3)]
     cls = [torch.full((1, 3, 4), float(i)) for i in range(3)]
     sample = SegDataSample(gt_sem_seg=PixelData(data=torch.zeros(1, 4, 4, dtype=torch.long)))
-    losses = head.loss_by_feat((masks, cls), [sample])
+    losses = head.loss_by_feat((cls, masks), [sample])
     # SAN numbers its auxiliary outputs by side block, as mmseg's SAN head (d1, d3)
     assert list(losses) == ['d1.loss_a', 'd1.loss_b', 'd3.loss_a', 'd3.loss_b',
                             'loss_a', 'loss_b']

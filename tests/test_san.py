@@ -268,7 +268,7 @@ def test_san_predict_is_eq4_and_vocabulary_switch(san):
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         feats = san.extract_feat(x)
-        masks, cls = san.decode(feats)
+        cls, masks = san.decode(feats)
         assert len(masks) == 1 and masks[0].shape == (1, 6, 8, 8)
         assert cls[0].shape == (1, 6, len(CLASSES) + 1)
         seg = san.predict(x)[0].seg_logits.data
@@ -306,7 +306,7 @@ def test_san_walks_fig2_with_tensors_only(san):
         mask_embeds = san.recognize(clip['split_tokens'], bias)
         assert mask_embeds.shape == (1, 6, 32)
         cls = head.classify(mask_embeds, feats['class_embeds'])
-        all_masks, all_cls = san.decode(feats)
+        all_cls, all_masks = san.decode(feats)
         torch.testing.assert_close(all_masks[-1], masks[-1])
         torch.testing.assert_close(all_cls[-1], cls)
         # the recognition depends on the bias (CLIP is really steered by the side adapter)
@@ -499,7 +499,7 @@ def test_predict_by_feat_band_path_equals_full_upsampling(san):
     torch.manual_seed(0)
     masks, cls = torch.randn(2, 5, 7, 9) * 4, torch.randn(2, 5, 4) * 3
     for size in ((112, 144), (56, 72), (100, 130)):  # scale 16, scale 8, fallback
-        seg = head.predict_by_feat((masks, cls), [dict(img_shape=size, pad_shape=size)] * 2)
+        seg = head.predict_by_feat((cls, masks), [dict(img_shape=size, pad_shape=size)] * 2)
         up = F.interpolate(masks, size=size, mode='bilinear', align_corners=False).sigmoid()
         ref = torch.einsum('bqc,bqhw->bchw', cls.softmax(-1)[..., :-1], up)
         assert seg.shape == ref.shape == (2, 3) + size
@@ -514,9 +514,9 @@ def test_eq4_under_autocast_and_integer_argmax(san):
     torch.manual_seed(0)
     masks, cls = torch.randn(1, 5, 7, 9) * 4, torch.randn(1, 5, 20) * 3
     meta = [dict(img_shape=(112, 144), pad_shape=(112, 144))]
-    seg32 = head.predict_by_feat((masks, cls), meta)
+    seg32 = head.predict_by_feat((cls, masks), meta)
     with torch.autocast('cpu', dtype=torch.bfloat16):
-        seg16 = head.predict_by_feat((masks, cls), meta)
+        seg16 = head.predict_by_feat((cls, masks), meta)
     assert seg32.dtype == torch.float32 and seg16.dtype == torch.bfloat16
     assert seg16.shape == seg32.shape == (1, 19, 112, 144)
     assert (seg16.float() - seg32).abs().max() < 2e-2

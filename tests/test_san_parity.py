@@ -47,7 +47,7 @@ def mmseg_outputs(model, x, deep_sup):
 def ours_outputs(model, x):
     with torch.no_grad():
         seg = model.predict(x)[0].seg_logits.data
-        masks, cls = model.decode(model.extract_feat(x), deep_supervision=True)
+        cls, masks = model.decode(model.extract_feat(x), deep_supervision=True)
     return seg, masks, cls
 
 

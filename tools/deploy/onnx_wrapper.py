@@ -114,7 +114,7 @@ class ExportableSegmentor(nn.Module):
             if type(model).__name__ == 'SAN':
                 feats = model.extract_feat(inputs)
                 with _static_bias_pooling(model.decode_head):
-                    all_masks, all_cls = model.decode(feats, deep_supervision=False)
+                    all_cls, all_masks = model.decode(feats, deep_supervision=False)
                 return san_scores(all_masks[-1], all_cls[-1], size)
             return model.encode_decode(inputs, metas)
 

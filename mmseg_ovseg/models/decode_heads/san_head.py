@@ -181,15 +181,15 @@ class SANHead(BaseDecodeHead):
         """Step 5, Eq. 4: ``sum_q softmax(cls)[q, :C] * sigmoid(upsampled mask_q)``.
 
         Args:
-            seg_logits (tuple[Tensor, Tensor]): mask logits (B, Q, h, w), class logits
-                (B, Q, C+1).
+            seg_logits (tuple[Tensor, Tensor]): class logits (B, Q, C+1), mask logits
+                (B, Q, h, w) -- the order of :class:`ATMHead` and Mask2Former.
             batch_img_metas (list[dict]): ``pad_shape`` (or ``img_shape``) gives the size.
 
         Returns:
             Tensor: (B, C, H, W) non-negative segmentation scores, a view of a channels-last
             buffer; float32, or the autocast dtype under autocast.
         """
-        mask_logits, cls_logits = seg_logits
+        cls_logits, mask_logits = seg_logits
         return semantic_inference(cls_logits, mask_logits, prediction_size(batch_img_metas))
 
     # ------------------------------------------------------------------ training
@@ -205,12 +205,12 @@ class SANHead(BaseDecodeHead):
         mmseg's SAN head; the same ``d{i}.`` scheme as :class:`ATMHead` and Mask2Former.
 
         Args:
-            seg_logits (tuple[list[Tensor], list[Tensor]]): mask logits (B, Q, h, w) and
-                class logits (B, Q, C+1) per output, auxiliary ones first, the final one last
+            seg_logits (tuple[list[Tensor], list[Tensor]]): class logits (B, Q, C+1) and
+                mask logits (B, Q, h, w) per output, auxiliary ones first, the final one last
                 (:meth:`~mmseg_ovseg.models.segmentors.SAN.decode`).
             batch_data_samples (list[SegDataSample]): with ``gt_sem_seg``.
         """
-        all_masks, all_cls = seg_logits
+        all_cls, all_masks = seg_logits
         gt_instances = seg_data_to_instance_data(self.ignore_index, batch_data_samples)
         names = [f'd{i}.' for i in self.deep_supervision_idxs][-(len(all_masks) - 1):] \
             if len(all_masks) > 1 else []

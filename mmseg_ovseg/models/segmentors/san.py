@@ -126,8 +126,9 @@ class SAN(TextEncoderDecoder):
             deep_supervision (bool): also the auxiliary outputs (default: in training).
 
         Returns:
-            tuple[list[Tensor], list[Tensor]]: mask logits (B, Q, H/16, W/16) and class
-            logits (B, Q, C+1) per supervised side block, auxiliary ones first.
+            tuple[list[Tensor], list[Tensor]]: class logits (B, Q, C+1) and mask logits
+            (B, Q, H/16, W/16) per supervised side block, auxiliary ones first (the order of
+            the mask-classification heads here: ``ATMHead``, Mask2Former).
         """
         head = self.decode_head
         clip = feats['feats']
@@ -137,13 +138,13 @@ class SAN(TextEncoderDecoder):
             bias = head.pool_bias(bias, clip['clip_hw'])  # (B, heads, Q, h'*w')
             mask_embeds = self.recognize(clip['split_tokens'], bias)
             all_cls.append(head.classify(mask_embeds, feats['class_embeds']))
-        return all_masks, all_cls
+        return all_cls, all_masks
 
     def encode_decode(self, inputs: Tensor, batch_img_metas: List[dict]) -> Tensor:
         """Steps 1-5: (B, 3, H, W) images -> (B, C, H_pad, W_pad) Eq. 4 scores of the final
         side block."""
-        all_masks, all_cls = self.decode(self.extract_feat(inputs), deep_supervision=False)
-        return self.decode_head.predict_by_feat((all_masks[-1], all_cls[-1]), batch_img_metas)
+        all_cls, all_masks = self.decode(self.extract_feat(inputs), deep_supervision=False)
+        return self.decode_head.predict_by_feat((all_cls[-1], all_masks[-1]), batch_img_metas)
 
     def _decode_head_forward_train(self, inputs: dict, data_samples: SampleList) -> dict:
         """Losses (``decode.*``) of the final and the deeply supervised side blocks."""
