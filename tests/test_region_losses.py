@@ -9,7 +9,9 @@ import mmseg_ovseg  # noqa: F401  (registers 'ovseg-tiny-clip' with open_clip)
 from mmseg_ovseg.clip.region_losses import (
     dense_region_loss,
     mask_attn_bias,
+    object_queries,
     patch_cover,
+    sls_embeddings,
     sls_region_loss,
     sls_tower,
 )
@@ -19,14 +21,6 @@ from mmseg_ovseg.clip.vocabularies import get_vocabulary
 from mmseg_ovseg.datasets.captions import CaptionGenerator, to_tensor
 from mmseg_ovseg.datasets.concepts import CONCEPT_CLASSES
 from mmseg_ovseg.models.backbones.clip_vit import SLS_MASK_VALUE
-
-
-def _sls(tower, images, masks, split=1):
-    bias = mask_attn_bias(masks, tower.num_heads, SLS_MASK_VALUE)
-    tokens, _ = tower.embed(images)
-    split_tokens, _ = tower.forward_blocks(tokens, 0, split)
-    sls, _ = tower.forward_sls(split_tokens, bias, split, return_visual=False)
-    return tower.project(sls)
 
 
 def test_sls_tower_shares_weights_and_full_mask_is_clip():
@@ -39,8 +33,54 @@ def test_sls_tower_shares_weights_and_full_mask_is_clip():
     with torch.no_grad():
         ref = model.encode_image(images)
         for split in (1, 3):
-            out = _sls(tower, images, torch.ones(2, 3, 64, dtype=torch.bool), split)
+            out, _ = sls_embeddings(tower, images, torch.ones(2, 3, 64, dtype=torch.bool), split)
             assert torch.allclose(out, ref[:, None].expand_as(out), atol=1e-5)
+
+
+def test_one_forward_gives_open_clips_embeddings():
+    """The visual tokens that :func:`sls_embeddings` returns besides the SLS tokens give, through
+    ``ln_post`` + ``proj``, open_clip's own image embedding (CLS) and patch embeddings: the
+    single forward of a pretraining step with the SLS term feeds the contrastive and the
+    patch losses what open_clip's forward would (checked in training mode)."""
+    from mmseg_ovseg.clip.tiny_pretrain import _visual_embeds
+    model = build_clip(seed=2).train()
+    tower = sls_tower(model, TINY_CLIP_NAME)
+    images = torch.randn(3, 3, 64, 64)
+    masks = torch.zeros(3, 2, 64, dtype=torch.bool)
+    masks[:, 0, :20] = True
+    _, visual_tokens = sls_embeddings(tower, images, masks, 1, return_visual=True)
+    out = tower.project(visual_tokens)
+    pooled, patches = _visual_embeds(model.visual, images)
+    model.visual.output_tokens = True
+    ref_pooled, ref_tokens = model.visual(images)
+    model.visual.output_tokens = False
+    torch.testing.assert_close(out[:, 0], ref_pooled, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(pooled, ref_pooled)
+    torch.testing.assert_close(out[:, 1:], ref_tokens @ model.visual.proj, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(patches, ref_tokens @ model.visual.proj)
+
+
+def test_object_queries_one_per_present_class():
+    """Queries are the present supervised classes of each image in class order, padded with
+    targets -100 and empty masks; each mask holds the patches covered >= min_cover and the
+    most covered one."""
+    cover = torch.zeros(2, 4, 4)  # background + 3 classes, 4 patches
+    cover[0, 0] = 1.0
+    cover[0, 2] = torch.tensor([0.6, 0.5, 0.0, 0.0])
+    cover[0, 3] = torch.tensor([0.3, 0.5, 0.5, 0.0])
+    cover[0, 0] -= cover[0, 2] + cover[0, 3]
+    cover[1, 1] = torch.tensor([0.1, 0.1, 0.1, 0.9])
+    cover[1, 0] = 1 - cover[1, 1]
+    text = torch.eye(3)
+    masks, targets, out_text = object_queries(cover, text, min_cover=0.25)
+    assert targets.tolist() == [[1, 2], [0, -100]]
+    assert masks[0, 0].tolist() == [True, True, False, False]
+    assert masks[0, 1].tolist() == [True, True, True, False]
+    assert masks[1, 0].tolist() == [False, False, False, True] and not masks[1, 1].any()
+    assert torch.equal(out_text, text)
+    masks, targets, out_text = object_queries(cover, text, allowed=[2], min_cover=0.25)
+    assert targets.tolist() == [[0], [-100]] and torch.equal(out_text, text[[2]])
+    assert not masks[1].any()
 
 
 def test_sls_token_sees_only_its_mask():

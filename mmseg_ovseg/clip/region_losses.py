@@ -22,8 +22,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ['patch_cover', 'dense_region_loss', 'mask_attn_bias', 'sls_region_loss',
-           'sls_tower']
+__all__ = ['patch_cover', 'dense_region_loss', 'mask_attn_bias', 'object_queries',
+           'sls_embeddings', 'query_classification_loss', 'sls_region_loss', 'sls_tower']
 
 
 def patch_cover(labels: np.ndarray, patch_size: int, num_classes: int) -> torch.Tensor:
@@ -136,16 +136,81 @@ def sls_tower(model: nn.Module, model_name: str) -> nn.Module:
     return tower
 
 
+def object_queries(cover: torch.Tensor, class_text: torch.Tensor,
+                   allowed: Optional[Sequence[int]] = None, min_cover: float = 0.25):
+    """One SLS query per supervised object class present in each image.
+
+    Args:
+        cover: ``(B, 1 + C, P)`` from :func:`patch_cover`.
+        class_text: ``(C, E)`` class prompt embeddings.
+        allowed: as in :func:`dense_region_loss`.
+        min_cover: a query sees the patches its object covers by at least this much (and
+            always its object's most covered patch).
+
+    Returns:
+        masks ``(B, Q, P)`` bool, targets ``(B, Q)`` (indices into the returned text; -100
+        for padding queries, which see no patch), and the ``(C', E)`` text of the allowed
+        classes. ``Q >= 1`` (the largest number of queries in an image).
+    """
+    obj, class_text = _restrict(cover, class_text, allowed)
+    present = obj.sum(-1) >= 1.0  # (B, C): objects covering >= 1 patch in all
+    q = max(int(present.sum(1).max()), 1) if len(present) else 1
+    # the present classes of each image first, in class order (a stable sort keeps it)
+    order = present.to(torch.uint8).argsort(dim=1, descending=True, stable=True)[:, :q]
+    valid = present.gather(1, order)  # (B, Q)
+    region = obj.gather(1, order[..., None].expand(-1, -1, obj.shape[-1]))  # (B, Q, P)
+    masks = region >= min_cover
+    masks.scatter_(2, region.argmax(-1, keepdim=True), True)
+    masks &= valid[..., None]
+    targets = torch.where(valid, order, torch.full_like(order, -100))
+    return masks, targets, class_text
+
+
+def sls_embeddings(tower: nn.Module, images: torch.Tensor, masks: torch.Tensor,
+                   split_layer: int, return_visual: bool = False):
+    """SAN's recognition with ``masks`` as the attention bias: SLS tokens (copies of CLS at
+    block ``split_layer``) run the remaining blocks seeing only their mask's patches (and
+    themselves), then ``ln_post`` + ``proj``.
+
+    Args:
+        tower: :func:`sls_tower` of the CLIP.
+        images: ``(B, 3, H, W)`` normalised images at the CLIP input size.
+        masks: bool ``(B, Q, P)`` patch masks on the CLIP grid.
+        return_visual: also return the visual tokens ``(B, 1 + P, D)`` after the last block
+            (CLIP's ordinary forward, shared with the SLS tokens up to the split).
+
+    Returns:
+        ``(B, Q, E)`` embeddings (not normalised) and the visual tokens (None unless asked).
+    """
+    from mmseg_ovseg.models.backbones.clip_vit import SLS_MASK_VALUE
+    bias = mask_attn_bias(masks, tower.num_heads, SLS_MASK_VALUE).to(images.dtype)
+    tokens, _ = tower.embed(images)
+    split_tokens, _ = tower.forward_blocks(tokens, 0, split_layer)
+    sls, visual = tower.forward_sls(split_tokens, bias, split_layer, return_visual=return_visual)
+    return tower.project(sls), visual
+
+
+def query_classification_loss(embeds: torch.Tensor, targets: torch.Tensor,
+                              class_text: torch.Tensor,
+                              logit_scale: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of ``logit_scale * cos(embedding, class text)`` over the queries with a
+    target (``>= 0``); 0 when there is none."""
+    keep = targets >= 0
+    if not keep.any():
+        return embeds.sum() * 0
+    logits = logit_scale * F.normalize(embeds[keep], dim=-1) @ class_text.t()
+    return F.cross_entropy(logits, targets[keep])
+
+
 def sls_region_loss(tower: nn.Module, images: torch.Tensor, cover: torch.Tensor,
                     class_text: torch.Tensor, logit_scale: torch.Tensor, split_layer: int,
                     min_cover: float = 0.25,
                     allowed: Optional[Sequence[int]] = None) -> torch.Tensor:
     """SAN's recognition path trained on ground-truth regions.
 
-    Per image, one SLS token per supervised object class present (covering >= 1 patch in
-    all): a copy of CLS at block ``split_layer`` that runs blocks ``split_layer..`` attending
-    only to the patches the object covers by >= ``min_cover`` (and itself), then
-    ``ln_post`` + ``proj``; cross-entropy of ``logit_scale * cos(token, class text)``.
+    Per image, one SLS token per supervised object class present (:func:`object_queries`)
+    runs :func:`sls_embeddings` with its object's mask;
+    :func:`query_classification_loss` against the class prompts.
 
     Args:
         tower: :func:`sls_tower` of the CLIP being trained.
@@ -159,28 +224,6 @@ def sls_region_loss(tower: nn.Module, images: torch.Tensor, cover: torch.Tensor,
     Returns:
         scalar loss (0 when the batch has no supervised object).
     """
-    from mmseg_ovseg.models.backbones.clip_vit import SLS_MASK_VALUE
-    obj, class_text = _restrict(cover, class_text, allowed)
-    present = obj.sum(-1) >= 1.0  # (B, C)
-    counts = present.sum(1)
-    q = int(counts.max()) if len(counts) else 0
-    if q == 0:
-        return images.sum() * 0
-    b, _, p = obj.shape
-    masks = torch.zeros(b, q, p, dtype=torch.bool)
-    targets = torch.full((b, q), -100, dtype=torch.long)
-    for i in range(b):
-        cls = torch.nonzero(present[i]).flatten()
-        region = obj[i, cls] >= min_cover
-        # every query sees at least its object's most covered patch
-        region[torch.arange(len(cls)), obj[i, cls].argmax(-1)] = True
-        masks[i, :len(cls)] = region
-        targets[i, :len(cls)] = cls
-    bias = mask_attn_bias(masks, tower.num_heads, SLS_MASK_VALUE).to(images.dtype)
-    tokens, _ = tower.embed(images)
-    split_tokens, _ = tower.forward_blocks(tokens, 0, split_layer)
-    sls, _ = tower.forward_sls(split_tokens, bias, split_layer, return_visual=False)
-    embeds = F.normalize(tower.project(sls), dim=-1)  # (B, Q, E)
-    logits = logit_scale * embeds @ class_text.t()
-    keep = targets >= 0
-    return F.cross_entropy(logits[keep], targets[keep])
+    masks, targets, class_text = object_queries(cover, class_text, allowed, min_cover)
+    embeds, _ = sls_embeddings(tower, images, masks, split_layer)
+    return query_classification_loss(embeds, targets, class_text, logit_scale)

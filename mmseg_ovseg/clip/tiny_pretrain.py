@@ -16,7 +16,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .region_losses import dense_region_loss, patch_cover, sls_region_loss
+from .region_losses import (
+    dense_region_loss,
+    object_queries,
+    patch_cover,
+    query_classification_loss,
+    sls_embeddings,
+)
 from .region_losses import sls_tower as build_sls_tower
 from .tiny import (
     DEFAULT_CHECKPOINT,
@@ -48,6 +54,17 @@ def param_groups(model: nn.Module, weight_decay: float) -> List[dict]:
             dict(params=no_decay, weight_decay=0.0)]
 
 
+def _visual_embeds(visual: nn.Module, images: torch.Tensor):
+    """open_clip's image embedding ``(B, E)`` and patch embeddings ``(B, P, E)`` (``ln_post``
+    + ``proj`` on every patch token) from one forward of its visual tower."""
+    visual.output_tokens = True
+    try:
+        pooled, patch_tokens = visual(images)
+    finally:
+        visual.output_tokens = False
+    return pooled, patch_tokens @ visual.proj
+
+
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module,
                images: torch.Tensor, tokens: torch.Tensor,
                cover: Optional[torch.Tensor] = None,
@@ -67,26 +84,29 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.M
     supervising only the ``allowed`` object classes (None: all).
     """
     if cover is not None and (dense_weight or sls_weight):
-        visual = model.visual
-        visual.output_tokens = True
-        try:
-            pooled, patch_tokens = visual(images)
-        finally:
-            visual.output_tokens = False
         n = len(tokens)
         text_all = F.normalize(model.encode_text(torch.cat([tokens, class_tokens])), dim=-1)
         logit_scale = model.logit_scale.exp()
-        loss = loss_fn(F.normalize(pooled, dim=-1), text_all[:n], logit_scale)
-        if dense_weight:
-            patch_embeds = F.normalize(patch_tokens @ visual.proj, dim=-1)
-            loss = loss + dense_weight * dense_region_loss(
-                patch_embeds, cover, text_all[n:], logit_scale, allowed=allowed)
         if sls_weight:
             if sls_tower is None:
                 raise ValueError('sls_weight needs sls_tower (region_losses.sls_tower)')
-            loss = loss + sls_weight * sls_region_loss(
-                sls_tower, images, cover, text_all[n:], logit_scale, sls_split,
+            # one forward for all terms: the SLS tokens share CLIP's blocks up to the split,
+            # and the visual tokens after the last block give the CLS and patch embeddings
+            masks, targets, sls_text = object_queries(cover, text_all[n:], allowed)
+            sls_embeds, visual_tokens = sls_embeddings(sls_tower, images, masks, sls_split,
+                                                       return_visual=True)
+            out = sls_tower.project(visual_tokens)
+            pooled, patch_embeds = out[:, 0], out[:, 1:]
+        else:
+            pooled, patch_embeds = _visual_embeds(model.visual, images)
+        loss = loss_fn(F.normalize(pooled, dim=-1), text_all[:n], logit_scale)
+        if dense_weight:
+            loss = loss + dense_weight * dense_region_loss(
+                F.normalize(patch_embeds, dim=-1), cover, text_all[n:], logit_scale,
                 allowed=allowed)
+        if sls_weight:
+            loss = loss + sls_weight * query_classification_loss(
+                sls_embeds, targets, sls_text, logit_scale)
     else:
         image_features, text_features, logit_scale = model(images, tokens)
         loss = loss_fn(image_features, text_features, logit_scale)

@@ -55,7 +55,7 @@ if REPO_ROOT not in sys.path:
 import open_clip  # noqa: E402
 
 from mmseg_ovseg.clip.builder import create_clip  # noqa: E402
-from mmseg_ovseg.clip.region_losses import mask_attn_bias, patch_cover, sls_tower  # noqa: E402
+from mmseg_ovseg.clip.region_losses import patch_cover, sls_embeddings, sls_tower  # noqa: E402
 from mmseg_ovseg.clip.tiny import (  # noqa: E402
     TINY_CLIP_NAME,
     ZERO_SHOT_TEMPLATE,
@@ -70,7 +70,6 @@ from mmseg_ovseg.datasets.concept_seg import (  # noqa: E402
     CONCEPT_SEG_CLASSES,
     generate_concept_dataset,
 )
-from mmseg_ovseg.models.backbones.clip_vit import SLS_MASK_VALUE  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -138,15 +137,6 @@ class _Acc:
 
 
 @torch.no_grad()
-def _sls_embeds(tower, image: torch.Tensor, masks: torch.Tensor, split: int) -> torch.Tensor:
-    """SLS embeddings ``(Q, E)`` of one image ``(1, 3, H, W)`` for patch masks ``(Q, P)``."""
-    bias = mask_attn_bias(masks[None], tower.num_heads, SLS_MASK_VALUE)
-    tokens, _ = tower.embed(image)
-    split_tokens, _ = tower.forward_blocks(tokens, 0, split)
-    sls, _ = tower.forward_sls(split_tokens, bias, split, return_visual=False)
-    return F.normalize(tower.project(sls)[0], dim=-1)
-
-
 def _dense_embeds(visual, image: torch.Tensor) -> torch.Tensor:
     """L2-normalised patch embeddings ``(P, E)`` (``ln_post`` + ``proj``) of one image."""
     visual.output_tokens = True
@@ -219,7 +209,8 @@ def region_probe(model, tokenizer, data_root: str, num_val: int, min_pixels: int
                 add(key, (feats @ text.t()).argmax(-1), target)
             masks = cover[target] >= 0.25
             masks[torch.arange(len(target)), cover[target].argmax(-1)] = True
-            sls = _sls_embeds(tower, to_tensor(small)[None], masks, sls_split)
+            sls = F.normalize(sls_embeddings(tower, to_tensor(small)[None], masks[None],
+                                             sls_split)[0][0], dim=-1)
             add('sls_mask', (sls @ text.t()).argmax(-1), target)
         best, label = cover.max(0)
         keep = best >= 0.5
