@@ -12,12 +12,7 @@ from mmseg_ovseg.clip.builder import create_clip
 from mmseg_ovseg.models.backbones.clip_vit import CLIPVisionTransformer
 from mmseg_ovseg.models.decode_heads.side_adapter import SideAdapterBlock
 from mmseg_ovseg.models.layers import WeightCache, sdpa, set_fast_path, use_fast_path
-
-TINY = dict(
-    embed_dim=32,
-    quick_gelu=True,
-    vision_cfg=dict(image_size=64, layers=3, width=64, head_width=16, patch_size=16),
-    text_cfg=dict(context_length=77, vocab_size=49408, width=32, heads=2, layers=1))
+from test_clip_vit import TINY  # the tiny CLIP config of the backbone tests
 
 
 @pytest.fixture(scope='module')
