@@ -4,9 +4,10 @@ import torch
 import torch.nn.functional as F
 
 import mmseg_ovseg.models.layers.fast_path as attn_mod
-from mmseg_ovseg.models.attention import attention, blocked_attention, uses_blocked_attention
 from mmseg_ovseg.models.backbones.clip_vit import build_sls_attn_mask
 from mmseg_ovseg.models.decode_heads.side_adapter import SideAdapterBlock
+from mmseg_ovseg.models.layers.fast_path import blocked_attention, uses_blocked_attention
+from mmseg_ovseg.models.layers.fast_path import sdpa as attention
 
 
 def _qkv(b, h, nq, nk, d, dtype=torch.float32, seed=0):

@@ -106,7 +106,7 @@ def _print_san_table(res: dict, checks: dict) -> None:
 def kernel_comparison(args) -> dict:
     """Our CPU kernels against the PyTorch op they replace, at SAN ViT-B/16's shapes.
 
-    - bf16 attention: :func:`mmseg_ovseg.models.attention.blocked_attention` against
+    - bf16 attention: :func:`mmseg_ovseg.models.layers.fast_path.blocked_attention` against
       ``scaled_dot_product_attention`` (side adapter: 1700 tokens, 6 heads of 40; CLIP at half
       scale: 401 tokens, 12 heads of 64);
     - float32 linear: ``torch.ops.mkldnn._linear_pointwise`` on a weight reordered once (what
@@ -118,7 +118,7 @@ def kernel_comparison(args) -> dict:
     """
     import torch.nn.functional as F
 
-    from mmseg_ovseg.models.attention import blocked_attention
+    from mmseg_ovseg.models.layers.fast_path import blocked_attention
     div = 8 if args.tiny else 1
     g = torch.Generator().manual_seed(args.seed)
 
