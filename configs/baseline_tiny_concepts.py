@@ -33,8 +33,7 @@ model = dict(
         out_indices=(3, ),
         output_dense=True),
     text_encoder=dict(
-        type='OVCLIPTextEncoder', clip_model=clip_model, pretrained=clip_pretrained,
-        templates='single'),
+        type='OVCLIPTextEncoder', clip_model=clip_model, pretrained=clip_pretrained),
     decode_head=dict(
         type='PatchTextHead',
         in_channels=64,  # CLIP embedding width

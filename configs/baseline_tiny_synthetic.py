@@ -37,8 +37,7 @@ model = dict(
         out_indices=(2, ),
         output_dense=True),
     text_encoder=dict(
-        type='OVCLIPTextEncoder', clip_model=clip_model, pretrained=None,
-        templates='single'),
+        type='OVCLIPTextEncoder', clip_model=clip_model, pretrained=None),
     decode_head=dict(
         type='PatchTextHead',
         in_channels=64,  # clip_model['embed_dim']: dense embeddings after ln_post + proj

@@ -36,7 +36,7 @@ model = dict(
     backbone=dict(
         type='CLIPVisionTransformer', clip_model=clip_model, pretrained=None, frozen=False),
     text_encoder=dict(
-        type='OVCLIPTextEncoder', clip_model=clip_model, pretrained=None, templates='single'),
+        type='OVCLIPTextEncoder', clip_model=clip_model, pretrained=None),
     decode_head=dict(
         type='SANHead',
         side_adapter=dict(

@@ -47,7 +47,7 @@ model = dict(
         # as the ViT-B configs; acts only on weights loaded through `pretrained` (none here)
         fold_class_embedding=True),
     text_encoder=dict(
-        type='OVCLIPTextEncoder', clip_model=clip_model, pretrained=None, templates='single'),
+        type='OVCLIPTextEncoder', clip_model=clip_model, pretrained=None),
     decode_head=dict(
         type='ZegCLIPHead',
         in_channels=64,

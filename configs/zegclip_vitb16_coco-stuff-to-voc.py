@@ -13,8 +13,7 @@ model = dict(
     vocabulary='voc20',
     zero_shot_split=None,
     self_training=False,
-    templates='zegclip_voc',
-    text_encoder=dict(templates='zegclip_voc'))
+    templates='zegclip_voc')
 
 test_pipeline = [
     dict(type='LoadImageFromFile'),

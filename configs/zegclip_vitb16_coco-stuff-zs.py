@@ -22,8 +22,7 @@ model = dict(
     vocabulary=vocabulary,
     zero_shot_split=zero_shot_split,
     templates='zegclip',
-    backbone=dict(num_prompt_tokens=num_prompt_tokens),
-    text_encoder=dict(templates='zegclip'))
+    backbone=dict(num_prompt_tokens=num_prompt_tokens))
 
 train_pipeline = [
     dict(type='LoadImageFromFile'),

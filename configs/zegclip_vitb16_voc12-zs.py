@@ -19,8 +19,7 @@ model = dict(
     # 'a photo of a {}' without a final period: the official VOC text embeddings
     # (get_embedding.ipynb -> voc12_single.npy) and the official segmentor's default
     templates='zegclip_voc',
-    zero_shot_split=zero_shot_split,
-    text_encoder=dict(templates='zegclip_voc'))
+    zero_shot_split=zero_shot_split)
 
 # ---------------------------------------------------------------- data: VOC 2012 + SBD aug
 # mmseg's VOC-aug (train + SBD aug concatenated, val, mIoU) with ZegCLIP's pipelines; keeping

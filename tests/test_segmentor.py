@@ -223,3 +223,28 @@ def test_postprocess_equals_mmseg(model, meta):
                                             [SegDataSample(metainfo=dict(meta))])[0]
     assert torch.equal(ours.seg_logits.data, ref.seg_logits.data)
     assert torch.equal(ours.pred_sem_seg.data, ref.pred_sem_seg.data)
+
+
+def test_templates_are_set_on_the_segmentor_only():
+    """Configs name the templates once, on the segmentor: they become the encoder's default
+    (its standalone ``encode`` prompts the same way); an encoder without template ensembling
+    (learned context) rejects them with an error naming the encoder."""
+    from mmseg_ovseg.clip.templates import get_templates
+    init_default_scope('mmseg')
+    cfg = tiny_cfg(templates='vild')
+    cfg['text_encoder'] = dict(type='OVCLIPTextEncoder', clip_model=CLIP)
+    cfg['text_encoder']['templates'] = 'single'  # what the segmentor must override
+    model = MODELS.build(cfg)
+    assert model.templates == model.text_encoder.templates == get_templates('vild')
+    model.set_vocabulary('cat, dog', templates='single')
+    assert model.text_encoder.templates == get_templates('single')
+    torch.testing.assert_close(model.text_encoder.encode(['cat', 'dog']),
+                               model.text_encoder.embed(['cat', 'dog'], get_templates('single')))
+    # no spec: the encoder's own default is the segmentor's
+    del cfg['templates']
+    cfg['text_encoder']['templates'] = 'vild'
+    assert MODELS.build(cfg).templates == get_templates('vild')
+    # a learned-context encoder has no templates to set
+    model.text_encoder.templates = None
+    with pytest.raises(ValueError, match='OVCLIPTextEncoder does not ensemble'):
+        model.templates = 'vild'

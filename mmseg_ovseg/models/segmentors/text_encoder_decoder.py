@@ -72,8 +72,9 @@ class TextEncoderDecoder(EncoderDecoder):
             name such as ``'synthetic'``, a list, a ``.txt`` path, a comma-separated string).
             Usually the train dataset's classes.
         templates (str | list[str], optional): prompt templates (any spec of
-            ``get_templates``) for a text encoder that ensembles templates; None uses the
-            encoder's default (``OVCLIPTextEncoder(templates=...)``).
+            ``get_templates``) for a text encoder that ensembles templates, the one place
+            to set them (they become the encoder's default too); None uses the encoder's
+            default (``OVCLIPTextEncoder(templates=...)``).
         **kwargs: other :class:`EncoderDecoder` arguments (``neck``, ``auxiliary_head``,
             ``train_cfg``, ``test_cfg``, ``data_preprocessor``, ``init_cfg``).
     """
@@ -184,16 +185,26 @@ class TextEncoderDecoder(EncoderDecoder):
     @property
     def templates(self) -> Optional[List[str]]:
         """The prompt templates (a resolved list; None for encoders without templates, e.g.
-        learned contexts). Assigning a spec resolves it; None takes the encoder's default."""
+        learned contexts). Assigning a spec resolves it; None takes the encoder's default.
+
+        The segmentor owns the templates (configs set them here only): an assigned spec also
+        becomes the encoder's default, so ``text_encoder.encode(names)`` called outside the
+        model prompts the same way."""
         return self._templates
 
     @templates.setter
     def templates(self, spec: Union[str, Sequence[str], None]) -> None:
+        default = getattr(self.text_encoder, 'templates', None)
         if spec is None:
-            default = getattr(self.text_encoder, 'templates', None)
             self._templates = None if default is None else list(default)
-        else:
-            self._templates = get_templates(spec)
+            return
+        if default is None:
+            raise ValueError(
+                f'TextEncoderDecoder: templates={spec!r} given, but the text encoder '
+                f'{type(self.text_encoder).__name__} does not ensemble prompt templates '
+                '(it learns its context); remove model.templates')
+        self._templates = get_templates(spec)
+        self.text_encoder.templates = list(self._templates)
 
     def _text_trainable(self) -> bool:
         return any(p.requires_grad for p in self.text_encoder.parameters())
