@@ -8,10 +8,13 @@ import torch
 import torch.nn.functional as F
 
 import mmseg_ovseg.models.layers.fast_path as fp
+import mmseg_ovseg.models.layers.mask_inference as mi
 from mmseg_ovseg.clip.builder import create_clip
 from mmseg_ovseg.models.backbones.clip_vit import CLIPVisionTransformer
+from mmseg_ovseg.models.decode_heads import atm_head, san_head
 from mmseg_ovseg.models.decode_heads.side_adapter import SideAdapterBlock
 from mmseg_ovseg.models.layers import WeightCache, sdpa, set_fast_path, use_fast_path
+from mmseg_ovseg.models.segmentors.dense_inference import argmax_classes
 from test_clip_vit import TINY  # the tiny CLIP config of the backbone tests
 
 
@@ -179,6 +182,107 @@ def test_weight_cache_linear_scales_rows_and_follows_updates(rows):
     cache.clear()
     cache.linear(x, wg, b, rows=rows).sum().backward()
     assert len(cache) == 0 and wg.grad.abs().sum() > 0
+
+
+@pytest.fixture
+def banded_calls(monkeypatch):
+    """Output sizes of each call of the row-banded Eq. 4."""
+    calls = []
+    real = mi._banded_inference
+
+    def spy(cls, masks, size, *args):
+        calls.append(size)
+        return real(cls, masks, size, *args)
+
+    monkeypatch.setattr(mi, '_banded_inference', spy)
+    return calls
+
+
+def _mask_heads():
+    """Tiny SAN and SegViT heads (their ``predict_by_feat`` needs no weights)."""
+    san = san_head.SANHead(num_classes=3, side_adapter=dict(
+        embed_dims=16, depth=4, num_heads=2, patch_size=8, num_queries=3, pos_grid=(2, 2),
+        clip_channels=8, fusion_index=(0, ), mlp_ratio=2),
+        mask_decoder=dict(embed_channels=8, mlp_channels=8),
+        bias_decoder=dict(num_heads=2, embed_channels=8, mlp_channels=8), text_channels=8,
+        deep_supervision_idxs=(1, ))
+    atm = atm_head.ATMHead(in_channels=16, num_classes=3, embed_dims=16, num_layers=1,
+                           num_heads=2, use_stages=1, align_corners=True)
+    return san, atm
+
+
+# (Q, h, w, C+1, output size): x16 upsampling, a non-integer scale, C = 171 (padded to 176 on
+# the fast path), an unchanged size, one axis only
+EQ4_CASES = [(5, 7, 9, 4, (112, 144)), (5, 7, 9, 4, (100, 130)), (8, 4, 4, 172, (64, 64)),
+             (6, 6, 5, 3, (6, 5)), (6, 6, 5, 3, (6, 40))]
+
+
+@pytest.mark.parametrize('q,h,w,c,size', EQ4_CASES)
+@pytest.mark.parametrize('align_corners', [False, True])
+def test_eq4_on_equals_plain_math_off_and_switch_changes_the_path(q, h, w, c, size,
+                                                                   align_corners, banded_calls):
+    torch.manual_seed(0)
+    masks, cls = torch.randn(2, q, h, w) * 4, torch.randn(2, q, c) * 3
+    on = mi.semantic_inference(cls, masks, size, align_corners)
+    assert banded_calls == [size]
+    with fp.fast_path(False):
+        off = mi.semantic_inference(cls, masks, size, align_corners)
+    assert banded_calls == [size]  # off: the plain math, written out here
+    up = F.interpolate(masks, size=size, mode='bilinear', align_corners=align_corners)
+    plain = torch.einsum('bqc,bqhw->bchw', cls.softmax(-1)[..., :-1], up.sigmoid())
+    assert torch.equal(off, plain)
+    assert on.shape == off.shape == (2, c - 1) + size and on.dtype == off.dtype == torch.float32
+    assert (on - off).abs().max() <= 1e-6
+    assert torch.equal(on.argmax(1), off.argmax(1))
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        on16 = mi.semantic_inference(cls, masks, size, align_corners)
+        with fp.fast_path(False):
+            off16 = mi.semantic_inference(cls, masks, size, align_corners)
+    assert len(banded_calls) == 2
+    assert on16.dtype == off16.dtype == torch.bfloat16
+    # off: float32 math rounded once; on: the class product in bf16 (bf16 rounding)
+    assert torch.equal(off16, plain.bfloat16())
+    assert (on16.float() - plain).abs().max() <= 0.02 * plain.abs().max()
+
+
+def test_san_and_segvit_heads_share_the_one_semantic_inference(banded_calls):
+    """Both heads infer through ``layers.semantic_inference`` (banded on, plain off)."""
+    san, atm = _mask_heads()
+    assert san_head.semantic_inference is atm_head.semantic_inference is mi.semantic_inference
+    torch.manual_seed(0)
+    cls, masks = torch.randn(1, 3, 4), torch.randn(1, 3, 5, 6) * 4
+    metas = [dict(img_shape=(40, 48), pad_shape=(40, 48))]
+    for head, corners in ((san, False), (atm, True)):
+        on = head.predict_by_feat((cls, masks), metas)
+        with fp.fast_path(False):
+            off = head.predict_by_feat((cls, masks), metas)
+        expected = mi.semantic_inference(cls, masks, (40, 48), align_corners=corners)
+        assert torch.equal(on, expected)
+        torch.testing.assert_close(on, off, atol=1e-6, rtol=1e-6)
+    assert banded_calls == [(40, 48)] * 4  # each head's fast call and the reference's
+
+
+def test_integer_argmax_on_equals_float_argmax_off_ties_included():
+    """Labels identical on and off: non-negative scores with many exact ties and zeros (the
+    first maximal class wins on both paths), float32 and bfloat16."""
+    g = torch.Generator().manual_seed(0)
+    scores = torch.randint(0, 4, (7, 30, 40), generator=g) / 4  # values 0, .25, .5, .75
+    scores[:, :5] = 0.0  # every class tied at zero
+    for dtype in (torch.float32, torch.bfloat16):
+        x = scores.to(dtype)
+        on = argmax_classes(x, nonnegative=True)
+        with fp.fast_path(False):
+            off = argmax_classes(x, nonnegative=True)
+        assert torch.equal(on, off) and torch.equal(off, x.argmax(dim=0, keepdim=True))
+        assert (on[0, :5] == 0).all()
+    # the path changes: outside its precondition (scores >= 0) the integer argmax orders
+    # negative floats backwards (bits(-2.0) > bits(-1.0) as int32), and -0.0 below +0.0
+    for values, fast in (([-2.0, -1.0], 0), ([-0.0, 0.0], 1)):
+        x = torch.tensor(values).view(2, 1, 1)
+        assert int(argmax_classes(x, nonnegative=True)) == fast
+        with fp.fast_path(False):
+            assert int(argmax_classes(x, nonnegative=True)) == int(x.argmax(dim=0)) == 1 - fast
+        assert int(argmax_classes(x)) == 1 - fast  # not flagged non-negative: float argmax
 
 
 @pytest.mark.slow

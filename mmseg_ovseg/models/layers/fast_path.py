@@ -1,7 +1,8 @@
 """CPU inference fast paths behind one switch (as timm's ``use_fused_attn()``).
 
 Model code calls the plain operations here (:meth:`WeightCache.weight`,
-:meth:`WeightCache.linear`, :func:`sdpa`); with the fast path on they take, where it applies,
+:meth:`WeightCache.linear`, :func:`sdpa`) and the inference functions that ask
+:func:`use_fast_path` (listed last below); with the fast path on they take, where it applies,
 the faster route below, with the same results (float32 within 1e-5, bfloat16 within its
 rounding), and otherwise the plain PyTorch op:
 
@@ -15,7 +16,12 @@ rounding), and otherwise the plain PyTorch op:
 - blocked bfloat16 attention: bfloat16 CPU inference computes attention for blocks of queries
   (two batched GEMMs and one softmax per cache-sized tile) instead of PyTorch's flash kernel,
   whose small per-block GEMMs run narrow heads (SAN's side adapter: 6 heads of width 40; CLIP
-  ViT-B: 12 of width 64) at ~90-120 GFLOP/s: 20-30% faster at these shapes.
+  ViT-B: 12 of width 64) at ~90-120 GFLOP/s: 20-30% faster at these shapes;
+- row-banded mask-classification inference (``mask_inference.semantic_inference``, SAN's
+  Eq. 4 and SegViT): the masks upsampled and multiplied by bands of output rows instead of
+  the plain interpolate + einsum over the full ``(Q, H, W)`` masks;
+- integer argmax (``segmentors/dense_inference.argmax_classes``, scores known to be >= 0):
+  the argmax over classes on the scores' IEEE bit patterns read as integers.
 
 Whatever needs gradients takes the plain ops; so do traced models (FLOP counting, export) and
 ``torch.compile`` for the linears. Prepacked linears and blocked attention are CPU-only; the

@@ -2,15 +2,20 @@
 
 ``seg[c] = sum_q softmax(cls_q)[c] * sigmoid(up(mask_q))`` over the real classes (the last
 class is "no object"), as SAN (Eq. 4) and SegViT (ATM) infer. The masks are upsampled
-(bilinear) to the output size before the sigmoid. The sum is evaluated in bands of output rows
-so that the ``(Q, H, W)`` upsampled masks never exist in full: bilinear upsampling is
-separable, ``rows = R_y @ M @ R_x^T`` with the interpolation matrices of ``F.interpolate``.
+(bilinear) to the output size before the sigmoid.
+
+The plain form is ``F.interpolate``, sigmoid and one ``einsum``. A CPU fast path
+(:func:`~.fast_path.use_fast_path`, eager calls) evaluates the sum in bands of output rows so
+that the ``(Q, H, W)`` upsampled masks never exist in full: bilinear upsampling is separable,
+``rows = R_y @ M @ R_x^T`` with the interpolation matrices of ``F.interpolate``.
 """
 from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from .fast_path import _tracing, use_fast_path
 
 # Output rows per band (measured on a 2-core AVX-512 CPU: 32 rows keep each band's upsampled
 # masks at ~8 MB for Q = 100 at 640 px width).
@@ -44,9 +49,10 @@ def semantic_inference(cls_logits: Tensor, mask_logits: Tensor,
                        align_corners: bool = False) -> Tensor:
     """``sum_q softmax(cls_q)[:C] * sigmoid(up(mask_q))``.
 
-    Eager calls take the row-banded path; tracers (FLOP counting, export) see the plain math
-    (``F.interpolate``, sigmoid, one ``einsum``): writes into views do not trace, and the
-    class product is then counted as the official heads compute it.
+    With the fast path on, eager calls take the row-banded path (the same values: float32
+    within rounding, the class product under autocast in the low dtype); with it off, and
+    under tracers (FLOP counting, export: writes into views do not trace, and the class
+    product is then counted as the official heads compute it), the plain math.
 
     Args:
         cls_logits (Tensor): ``(B, Q, C+1)`` class logits, the last one "no object".
@@ -55,9 +61,9 @@ def semantic_inference(cls_logits: Tensor, mask_logits: Tensor,
         align_corners (bool): of the bilinear upsampling. Default: False.
 
     Returns:
-        Tensor: ``(B, C, H, W)`` non-negative scores (eager: a view of a channels-last
-        buffer); float32, or the autocast dtype under autocast (the class product, the
-        dominant GEMM, runs in it as any autocast GEMM does; the interpolation and the
+        Tensor: ``(B, C, H, W)`` non-negative scores (banded: a view of a channels-last
+        buffer); float32, or the autocast dtype under autocast (banded, the class product,
+        the dominant GEMM, runs in it as any autocast GEMM does; the interpolation and the
         sigmoid stay float32).
     """
     h, w = mask_logits.shape[-2:]
@@ -67,14 +73,13 @@ def semantic_inference(cls_logits: Tensor, mask_logits: Tensor,
         device_type) else None
     with torch.autocast(device_type, enabled=False):
         cls = cls_logits.float().softmax(dim=-1)[..., :-1]  # (B, Q, C)
-        if torch.jit.is_tracing() or torch.compiler.is_compiling():
-            masks = mask_logits.float()
-            if tuple(size) != (h, w):
-                masks = F.interpolate(masks, size=size, mode='bilinear',
-                                      align_corners=align_corners)
-            seg = torch.einsum('bqc,bqhw->bchw', cls, masks.sigmoid())
-            return seg if low is None else seg.to(low)
-        return _banded_inference(cls, mask_logits.float(), size, align_corners, low)
+        if use_fast_path() and not _tracing():
+            return _banded_inference(cls, mask_logits.float(), size, align_corners, low)
+        masks = mask_logits.float()
+        if tuple(size) != (h, w):
+            masks = F.interpolate(masks, size=size, mode='bilinear', align_corners=align_corners)
+        seg = torch.einsum('bqc,bqhw->bchw', cls, masks.sigmoid())
+        return seg if low is None else seg.to(low)
 
 
 def _banded_inference(cls: Tensor, mask_logits: Tensor, size: Tuple[int, int],
