@@ -24,6 +24,8 @@ import sys
 import time
 from typing import Dict, List
 
+from mmengine.config import DictAction
+
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
@@ -125,7 +127,16 @@ def parse_args(argv=None):
                         help='with --clip-checkpoint: its temperature (ln, printed by '
                         'tools/misc/probe_tiny_clip.py) for configs that set '
                         'model.decode_head.logit_scale (SAN)')
-    return parser.parse_args(argv)
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
+                        help='KEY=VALUE overrides merged into every row after its own '
+                        'options (e.g. optim_wrapper.optimizer.lr=1e-3); needs --tag')
+    parser.add_argument('--tag', default=None,
+                        help='name of this variant: results are cached under '
+                        '<table>/<row>+<tag>/... so they never mix with the plain row')
+    args = parser.parse_args(argv)
+    if args.cfg_options and not args.tag:
+        parser.error('--cfg-options needs --tag (the cache key of the variant)')
+    return args
 
 
 DEFAULT_CLIP = 'work_dirs/tiny_clip/ovseg-tiny-clip.pt'
@@ -140,7 +151,8 @@ def _replace_value(node, old, new):
     return new if node == old else node
 
 
-def run_key(table: str, row: str, seed: int, max_iters) -> str:
+def run_key(table: str, row: str, seed: int, max_iters, tag=None) -> str:
+    row = f'{row}+{tag}' if tag else row
     return f'{table}/{row}/seed{seed}' + (f'/it{max_iters}' if max_iters else '')
 
 
@@ -180,7 +192,7 @@ def final_metrics(work_dir: str) -> dict:
 
 
 def build_config(spec: dict, seed: int, max_iters, load_from, work_dir: str,
-                 clip_checkpoint=None, clip_logit_scale=None) -> str:
+                 clip_checkpoint=None, clip_logit_scale=None, extra_options=None) -> str:
     """Dump the row's resolved config into its work dir; returns the path."""
     from mmengine.config import Config
     cfg = Config.fromfile(osp.join(REPO_ROOT, spec['config']))
@@ -190,6 +202,7 @@ def build_config(spec: dict, seed: int, max_iters, load_from, work_dir: str,
                 and cfg.model.backbone.get('pretrained') == clip_checkpoint):
             cfg.model.decode_head.logit_scale = clip_logit_scale
     options = dict(spec.get('options', {}))
+    options.update(extra_options or {})
     options['randomness.seed'] = seed
     if load_from:
         options['load_from'] = load_from
@@ -213,7 +226,7 @@ def build_config(spec: dict, seed: int, max_iters, load_from, work_dir: str,
 
 
 def run_one(table: str, row: str, seed: int, args, results: dict, results_path: str) -> dict:
-    key = run_key(table, row, seed, args.max_iters)
+    key = run_key(table, row, seed, args.max_iters, args.tag)
     if key in results and not args.force:
         return results[key]
     spec = TABLES[table][row]
@@ -227,7 +240,7 @@ def run_one(table: str, row: str, seed: int, args, results: dict, results_path: 
         with open(osp.join(work_dir, 'run_config.py')) as f:
             previous = f.read()
     config = build_config(spec, seed, args.max_iters, load_from, work_dir,
-                          args.clip_checkpoint, args.clip_logit_scale)
+                          args.clip_checkpoint, args.clip_logit_scale, args.cfg_options)
     with open(config) as f:
         same_config = f.read() == previous
     cmd = [sys.executable, osp.join(REPO_ROOT, 'tools', 'train.py'), config, '--work-dir',
@@ -261,6 +274,7 @@ def run_one(table: str, row: str, seed: int, args, results: dict, results_path: 
     entry = dict(final_metrics(work_dir), table=table, row=row, seed=seed, iters=iters,
                  config=spec['config'], options={k: repr(v) for k, v in
                                                  spec.get('options', {}).items()},
+                 tag=args.tag, cfg_options={k: repr(v) for k, v in args.cfg_options.items()},
                  checkpoint=osp.join(work_dir, f'iter_{iters}.pth'), wall_s=round(wall, 1),
                  cpu_s=round(cpu, 1),
                  threads=args.threads, load_from=load_from,
@@ -280,11 +294,11 @@ def _mean_std(values: List[float]) -> str:
     return f'{v.mean():.1f} ± {v.std(ddof=1):.1f}'
 
 
-def markdown(table: str, results: dict, seeds, max_iters) -> str:
+def markdown(table: str, results: dict, seeds, max_iters, tag=None) -> str:
     lines = [f'| {table} row | mIoU(S) | mIoU(U) | hIoU | pAcc | seeds: (S / U / h) | '
              'command |', '|---|---|---|---|---|---|---|']
     for row, spec in TABLES[table].items():
-        runs = [results.get(run_key(table, row, s, max_iters)) for s in seeds]
+        runs = [results.get(run_key(table, row, s, max_iters, tag)) for s in seeds]
         runs = [r for r in runs if r]
         cmd = (f'`python tools/misc/run_open_vocab_ablations.py --table {table} --rows {row} '
                f'--seeds {" ".join(map(str, seeds))}`')
@@ -327,7 +341,7 @@ def main(argv=None):
         for row in rows:
             for seed in args.seeds:
                 run_one(args.table, row, seed, args, results, results_path)
-    text = markdown(args.table, results, args.seeds, args.max_iters)
+    text = markdown(args.table, results, args.seeds, args.max_iters, args.tag)
     with open(osp.join(args.out, f'{args.table}.md'), 'w') as f:
         f.write(text)
     print(text)
