@@ -345,6 +345,32 @@ def test_pretrain_presets_and_region_resume_guard(tmp_path):
 
 
 @pytest.mark.slow
+def test_region_start_switches_the_region_terms_on_mid_schedule(tmp_path, monkeypatch):
+    """``region_start`` = fraction of the schedule run as plain CLIP steps: the region terms
+    (the label maps' coverage) reach ``train_step`` from that step on; a state written with
+    another ``region_start`` is not resumed; a fraction outside [0, 1) is refused."""
+    from mmseg_ovseg.clip import tiny_pretrain
+    calls = []
+    real_step = tiny_pretrain.train_step
+
+    def spy(*args, **kwargs):
+        calls.append('cover' in kwargs)
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(tiny_pretrain, 'train_step', spy)
+    out = str(tmp_path / 'rs.pt')
+    kwargs = dict(steps=4, batch_size=4, warmup=1, eval_per_class=1, save_every=1, threads=1,
+                  progress=False, log=lambda s: None, dense_weight=1.0, sls_weight=1.0,
+                  region_exclude='concepts')
+    pretrain(out=out, stop_after=3, region_start=0.5, **kwargs)
+    assert calls == [False, False, True]
+    with pytest.raises(ValueError, match='region_start'):
+        pretrain(out=out, resume=True, region_start=0.25, **kwargs)
+    with pytest.raises(ValueError, match='fraction'):
+        pretrain(out=str(tmp_path / 'x.pt'), region_start=1.0, **kwargs)
+
+
+@pytest.mark.slow
 def test_pretrain_init_from_checkpoint(tmp_path, tiny_checkpoint):
     """``init`` starts from a checkpoint: with lr 0 (AdamW's decay is scaled by the lr) the
     written weights are the initial ones; a random start differs."""

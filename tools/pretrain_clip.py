@@ -52,6 +52,9 @@ def parse_args(argv=None):
     p.add_argument('--region-exclude', default=d['region_exclude'],
                    help='zero-shot split whose unseen classes get no region supervision '
                    '(e.g. concepts; default: none)')
+    p.add_argument('--region-start', type=float, default=d['region_start'],
+                   help='fraction of the schedule after which the region terms are on '
+                   '(0: from the first step)')
     p.add_argument('--eval-per-class', type=int, default=d['eval_per_class'],
                    help='held-out zero-shot images per class')
     p.add_argument('--eval-every', type=int, default=0,
@@ -81,7 +84,7 @@ def main(argv=None):
         weight_decay=args.weight_decay, seed=args.seed, eval_per_class=args.eval_per_class,
         save_every=args.save_every, dense_weight=args.dense_weight, init=args.init,
         sls_weight=args.sls_weight, sls_split=args.sls_split,
-        region_exclude=args.region_exclude)
+        region_exclude=args.region_exclude, region_start=args.region_start)
     zs = result['zero_shot']
     worst = sorted(zs['per_class'].items(), key=lambda kv: kv[1])[:5]
     print('weakest classes: ' + ', '.join(f'{n} {a:.0f}%' for n, a in worst))

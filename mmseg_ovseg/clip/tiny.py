@@ -55,6 +55,9 @@ PRETRAIN_DEFAULTS = dict(
     # A zero-shot split (get_zero_shot_split spec, e.g. 'concepts') whose unseen classes get
     # no region supervision (they are learnt from captions only); None: all classes.
     region_exclude=None,
+    # Fraction of the schedule after which the region terms are switched on (0: from the
+    # first step); the steps before are plain CLIP steps.
+    region_start=0.0,
     # Checkpoint (plain open_clip state dict) to start from instead of a random init.
     init=None,
 )

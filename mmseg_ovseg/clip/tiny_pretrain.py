@@ -138,7 +138,8 @@ def state_path_for(out: str) -> str:
 
 # Settings that must match to resume a training state.
 _RESUME_KEYS = ('model', 'steps', 'batch_size', 'lr', 'warmup', 'weight_decay', 'seed',
-                'captions', 'dense_weight', 'sls_weight', 'sls_split', 'region_exclude', 'init')
+                'captions', 'dense_weight', 'sls_weight', 'sls_split', 'region_exclude', 'init',
+                'region_start')
 
 
 def pretrain(out: str = DEFAULT_CHECKPOINT,
@@ -205,6 +206,15 @@ def region_allowed(exclude) -> Optional[List[int]]:
     _, unseen = get_zero_shot_split(exclude, len(CONCEPT_SEG_CLASSES))
     skip = {CONCEPT_INDEX[i] - 1 for i in unseen}
     return [i for i in range(len(CONCEPT_CLASSES) - 1) if i not in skip]
+
+
+def region_start_step(cfg: dict) -> int:
+    """First step with the region terms: ``region_start`` (a fraction in [0, 1)) of the
+    schedule."""
+    frac = float(cfg['region_start'])
+    if not 0.0 <= frac < 1.0:
+        raise ValueError(f'region_start must be a fraction in [0, 1), got {frac}')
+    return int(round(frac * cfg['steps']))
 
 
 def _region_setup(model, cfg, tokenizer) -> Optional[dict]:
@@ -288,13 +298,15 @@ def _pretrain(cfg, out, resume, state_path, eval_every, stop_after, progress, lo
 
     steps, bs = cfg['steps'], cfg['batch_size']
     region = _region_setup(model, cfg, tokenizer)
+    region_from = region_start_step(cfg)
     model.train()
     loss_value = float('nan')
     t_wall, t_cpu = time.time(), time.process_time()
     bar = tqdm(total=steps, initial=start, desc='pretrain tiny CLIP', disable=not progress,
                dynamic_ncols=True)
     for step in range(start, steps):
-        images, tokens, region_args = _batch(gen, tokenizer, region, step, bs)
+        images, tokens, region_args = _batch(gen, tokenizer,
+                                             region if step >= region_from else None, step, bs)
         lr = cosine_lr(step, steps, cfg['lr'], cfg['warmup'])
         for group in optimizer.param_groups:
             group['lr'] = lr
