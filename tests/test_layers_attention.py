@@ -117,6 +117,43 @@ def test_state_dict_names_and_options():
         'v.weight']
 
 
+@pytest.mark.parametrize('heads', [1, 4])
+def test_torch_layout_equals_nn_multihead_attention(heads):
+    """``torch_layout=True``: nn.MultiheadAttention's state-dict keys (in order), its seeded
+    initial weights, and its outputs and gradients with the weights of either loaded strictly
+    into the other (SegViT's class-token self-attention, official keys)."""
+    torch.manual_seed(0)
+    ours = MultiheadAttention(24, heads, torch_layout=True)
+    torch.manual_seed(0)
+    ref = nn.MultiheadAttention(24, heads, batch_first=True)
+    assert ours.fused_qkv and list(ours.state_dict()) == list(ref.state_dict()) == [
+        'in_proj_weight', 'in_proj_bias', 'out_proj.weight', 'out_proj.bias']
+    for key, value in ref.state_dict().items():  # the same draws under one seed
+        assert torch.equal(ours.state_dict()[key], value), key
+    for p in ref.parameters():  # non-zero biases, so a dropped bias shows
+        nn.init.normal_(p, std=0.3)
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    ours.eval()
+    ref.eval()
+    x = torch.randn(3, 7, 24)
+    pad = torch.zeros(3, 7, dtype=torch.bool)
+    pad[1, 4:] = True
+    bias = torch.zeros(3, 1, 1, 7).masked_fill(pad[:, None, None], float('-inf'))
+    with torch.no_grad():
+        expected = ref(x, x, x, key_padding_mask=pad, need_weights=False)[0]
+        torch.testing.assert_close(ours(x, bias=bias), expected, rtol=1e-5, atol=1e-5)
+        out = ours(x, bias=bias, return_logits=True)[0]
+        torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    ours(x).square().sum().backward()
+    ref(x, x, x, need_weights=False)[0].square().sum().backward()
+    for (name, p), (ref_name, p_ref) in zip(ours.named_parameters(), ref.named_parameters()):
+        assert name == ref_name
+        torch.testing.assert_close(p.grad, p_ref.grad, rtol=1e-4, atol=1e-5)
+    ref.load_state_dict(ours.state_dict(), strict=True)  # and back
+    assert sorted(MultiheadAttention(8, 2, qkv_bias=False, torch_layout=True).state_dict()) == [
+        'in_proj_weight', 'out_proj.bias', 'out_proj.weight']
+
+
 def test_attention_dropout_in_training_only():
     attn = MultiheadAttention(8, 2, attn_drop=0.5)
     x = torch.randn(1, 5, 8)

@@ -82,7 +82,7 @@ def test_atm_mask_is_sigmoid_of_pre_softmax_similarity():
 
     layer = ATMDecoderLayer(16, 4).eval()
     x, lmask = layer(query, memory)
-    pre = layer.norm1(query + layer.self_attn(query, query, query)[0])
+    pre = layer.norm1(query + layer.self_attn(query))
     torch.testing.assert_close(lmask, _explicit_similarity(layer.cross_attn, pre, memory))
     assert x.shape == query.shape
 

@@ -58,7 +58,10 @@ class ATMCrossAttention(MultiheadAttention):
 class ATMDecoderLayer(nn.Module):
     """One post-norm decoder layer with ATM cross-attention.
 
-    ``x = LN1(x + SelfAttn(x)); x = LN2(x + ATM(x, F)); x = LN3(x + FFN(x))``.
+    ``x = LN1(x + SelfAttn(x)); x = LN2(x + ATM(x, F)); x = LN3(x + FFN(x))``. Both
+    attentions are the shared :class:`~mmseg_ovseg.models.layers.MultiheadAttention`: the
+    self-attention in ``nn.MultiheadAttention``'s layout (``self_attn.in_proj_weight``,
+    ``in_proj_bias``, ``out_proj.*``: the official keys).
 
     Args:
         embed_dims (int): token width ``D``.
@@ -74,8 +77,10 @@ class ATMDecoderLayer(nn.Module):
     def __init__(self, embed_dims: int, num_heads: int, ffn_ratio: int = 4,
                  dropout: float = 0.1, attn_drop: float = 0.1):
         super().__init__()
-        self.self_attn = nn.MultiheadAttention(embed_dims, num_heads, dropout=dropout,
-                                               batch_first=True)
+        # the official nn.MultiheadAttention's layout (in_proj_weight/in_proj_bias, out_proj),
+        # so official checkpoints load unchanged and seeded initial weights are torch's
+        self.self_attn = MultiheadAttention(embed_dims, num_heads, attn_drop=dropout,
+                                            torch_layout=True)
         self.cross_attn = ATMCrossAttention(embed_dims, num_heads, attn_drop=attn_drop)
         self.ffn = nn.Sequential(
             nn.Linear(embed_dims, ffn_ratio * embed_dims), nn.ReLU(inplace=True),
@@ -88,8 +93,7 @@ class ATMDecoderLayer(nn.Module):
         self.drop3 = nn.Dropout(dropout)
 
     def forward(self, query: Tensor, memory: Tensor) -> Tuple[Tensor, Tensor]:
-        x = self.norm1(query + self.drop1(self.self_attn(query, query, query,
-                                                          need_weights=False)[0]))
+        x = self.norm1(query + self.drop1(self.self_attn(query)))
         out, mask = self.cross_attn(x, memory)
         x = self.norm2(x + self.drop2(out))
         x = self.norm3(x + self.drop3(self.ffn(x)))

@@ -3,15 +3,17 @@
 One module, :class:`MultiheadAttention`, covers the attention layers the papers use:
 
 - self-attention with one fused ``qkv`` projection (timm layout: SAN's side adapter, ReSTR's
-  encoders) or cross-attention with separate ``q/k/v`` projections (ZegCLIP's and SegViT's
-  decoders, DenseCLIP's context decoder);
+  encoders; or ``nn.MultiheadAttention``'s packed ``in_proj_weight``/``in_proj_bias``:
+  SegViT's class-token self-attention) or cross-attention with separate ``q/k/v``
+  projections (ZegCLIP's and SegViT's decoders, DenseCLIP's context decoder);
 - an optional additive attention bias (key padding, SAN's attention bias);
 - optionally the per-head pre-softmax logits ``q k^T / sqrt(d) + bias``, which ZegCLIP's
   relationship decoder (Eq. 2) and SegViT's ATM read out as mask logits.
 
 Parameter names differ between the official codebases (``q_proj``/``out_proj`` in ZegCLIP and
-DenseCLIP, ``q``/``proj`` in SegViT, ``qkv``/``proj`` in timm-style ViTs); ``proj_names``
-keeps each method's names, so checkpoints load unchanged.
+DenseCLIP, ``q``/``proj`` in SegViT, ``qkv``/``proj`` in timm-style ViTs, ``in_proj_*``/
+``out_proj`` in modules built on ``nn.MultiheadAttention``); ``proj_names`` and
+``torch_layout`` keep each method's names, so checkpoints load unchanged.
 
 Without logits (and without attention dropout in training) the attention runs on PyTorch's
 ``scaled_dot_product_attention``; with ``fast_path=True`` it runs on
@@ -23,6 +25,7 @@ fused kernels do not expose the scores.
 """
 from typing import Optional, Sequence, Tuple, Union
 
+import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
@@ -55,7 +58,13 @@ class MultiheadAttention(nn.Module):
         proj_drop (float): dropout after the output projection. Default: 0.
         proj_names (Sequence[str], optional): attribute (= state-dict) names of the
             projections: ``(qkv, out)`` when fused, ``(q, k, v, out)`` otherwise. Default:
-            ``('qkv', 'proj')`` / ``('q_proj', 'k_proj', 'v_proj', 'out_proj')``.
+            ``('qkv', 'proj')`` / ``('q_proj', 'k_proj', 'v_proj', 'out_proj')``;
+            ``('in_proj', 'out_proj')`` with ``torch_layout``.
+        torch_layout (bool): hold the fused projection as ``nn.MultiheadAttention`` does:
+            parameters ``<qkv>_weight (3C, C)`` and ``<qkv>_bias (3C,)`` (no ``Linear``),
+            initialised as torch does (Xavier-uniform weight, zero biases, drawn after the
+            output projection's default init), so state dicts and seeded initial weights
+            equal ``nn.MultiheadAttention``'s. Implies ``fused_qkv``. Default: False.
         fast_path (bool): allow the CPU bfloat16 inference kernel (see the module docstring)
             where no logits are returned. Default: False.
 
@@ -79,11 +88,15 @@ class MultiheadAttention(nn.Module):
                  attn_drop: float = 0.0,
                  proj_drop: float = 0.0,
                  proj_names: Optional[Sequence[str]] = None,
-                 fast_path: bool = False):
+                 fast_path: bool = False,
+                 torch_layout: bool = False):
         super().__init__()
         if embed_dims % num_heads:
             raise ValueError(f'embed_dims {embed_dims} is not divisible by num_heads {num_heads}')
-        if proj_names is None:
+        fused_qkv = fused_qkv or torch_layout
+        if proj_names is None and torch_layout:
+            proj_names = ('in_proj', 'out_proj')
+        elif proj_names is None:
             proj_names = ('qkv', 'proj') if fused_qkv else ('q_proj', 'k_proj', 'v_proj',
                                                             'out_proj')
         expected = '(qkv, out)' if fused_qkv else '(q, k, v, out)'
@@ -94,16 +107,42 @@ class MultiheadAttention(nn.Module):
         self.head_dims = embed_dims // num_heads
         self.scale = self.head_dims**-0.5
         self.fused_qkv = fused_qkv
+        self.torch_layout = torch_layout
         self.fast_path = fast_path
         self.proj_names = tuple(proj_names)
-        if fused_qkv:
-            self.add_module(proj_names[0], nn.Linear(embed_dims, 3 * embed_dims, bias=qkv_bias))
+        if torch_layout:
+            self._init_torch_layout(embed_dims, qkv_bias)
         else:
-            for name in proj_names[:3]:
-                self.add_module(name, nn.Linear(embed_dims, embed_dims, bias=qkv_bias))
-        self.add_module(proj_names[-1], nn.Linear(embed_dims, embed_dims))
+            if fused_qkv:
+                self.add_module(proj_names[0], nn.Linear(embed_dims, 3 * embed_dims,
+                                                         bias=qkv_bias))
+            else:
+                for name in proj_names[:3]:
+                    self.add_module(name, nn.Linear(embed_dims, embed_dims, bias=qkv_bias))
+            self.add_module(proj_names[-1], nn.Linear(embed_dims, embed_dims))
         self.attn_drop = nn.Dropout(attn_drop)
         self.proj_drop = nn.Dropout(proj_drop)
+
+    def _init_torch_layout(self, embed_dims: int, qkv_bias: bool) -> None:
+        """``nn.MultiheadAttention``'s parameters, registration order and initialisation."""
+        name = self.proj_names[0]
+        weight = nn.Parameter(torch.empty(3 * embed_dims, embed_dims))
+        bias = nn.Parameter(torch.empty(3 * embed_dims)) if qkv_bias else None
+        self.register_parameter(f'{name}_weight', weight)
+        self.register_parameter(f'{name}_bias', bias)
+        out = nn.Linear(embed_dims, embed_dims)  # its default init draws first, as in torch
+        self.add_module(self.proj_names[-1], out)
+        nn.init.xavier_uniform_(weight)
+        if bias is not None:
+            nn.init.zeros_(bias)
+        nn.init.zeros_(out.bias)
+
+    def _qkv(self, x: Tensor) -> Tensor:
+        """The fused projection ``(B, N, C) -> (B, N, 3C)``."""
+        name = self.proj_names[0]
+        if self.torch_layout:
+            return F.linear(x, getattr(self, f'{name}_weight'), getattr(self, f'{name}_bias'))
+        return getattr(self, name)(x)
 
     def qkv_heads(self, query: Tensor,
                   memory: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor]:
@@ -114,7 +153,7 @@ class MultiheadAttention(nn.Module):
                 raise ValueError('MultiheadAttention: a fused qkv projection is for '
                                  'self-attention; memory must be None')
             b, n, c = query.shape
-            qkv = getattr(self, names[0])(query).view(b, n, 3, self.num_heads, c // self.num_heads)
+            qkv = self._qkv(query).view(b, n, 3, self.num_heads, c // self.num_heads)
             return qkv.permute(2, 0, 3, 1, 4).unbind(0)
         memory = query if memory is None else memory
         return tuple(
