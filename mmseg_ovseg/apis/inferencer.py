@@ -290,11 +290,7 @@ class OpenVocabInferencer(MMSegInferencer):
             results.append(pred if return_datasamples else _labels(pred))
             if return_vis:
                 pictures.append(picture)
-        if return_datasamples:
-            return results
-        if len(results) == 1:  # mmseg unwraps a single result
-            return dict(predictions=results[0], visualization=pictures[0] if pictures else [])
-        return dict(predictions=results, visualization=pictures)
+        return results if return_datasamples else _mmseg_dict(results, pictures)
 
     def _progress(self, stream, total: int):
         """``stream`` with mmengine's (rich) progress bar when ``show_progress``."""
@@ -392,3 +388,10 @@ class ReferringInferencer(OpenVocabInferencer):
 def _labels(pred: SegDataSample) -> np.ndarray:
     """``(H, W)`` class indices of a prediction, on the CPU."""
     return pred.pred_sem_seg.data[0].cpu().numpy()
+
+
+def _mmseg_dict(results: list, pictures: list) -> dict:
+    """mmseg's dict result: ``predictions`` and ``visualization``, a single one unwrapped."""
+    if len(results) == 1:
+        return dict(predictions=results[0], visualization=pictures[0] if pictures else [])
+    return dict(predictions=results, visualization=pictures)
