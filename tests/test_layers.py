@@ -11,6 +11,7 @@ from mmseg_ovseg.models.backbones.clip_resnet import resize_attnpool_pos_embed
 from mmseg_ovseg.models.backbones.clip_vit import resize_clip_pos_embed
 from mmseg_ovseg.models.decode_heads.side_adapter import SideAdapterViT
 from mmseg_ovseg.models.layers import MLP, LayerNorm2d, resize_pos_embed, trunc_normal_init_weights
+from mmseg_ovseg.models.layers.fast_path import fast_path
 from mmseg_ovseg.models.layers.init import TRUNC_NORMAL_SAMPLERS
 from mmseg_ovseg.models.layers.mask_inference import semantic_inference
 from mmseg_ovseg.models.necks.query_upsampling import QueryUpsampling
@@ -372,6 +373,7 @@ INFERENCE_CASES = [(5, 7, 9, 4, (112, 144)), (5, 7, 9, 4, (100, 130)), (8, 4, 4,
 
 
 @pytest.mark.parametrize('q,h,w,c,size', INFERENCE_CASES)
+@fast_path(True)  # the banded path, whatever OVSEG_FAST_PATH says (off: test_fast_path)
 def test_semantic_inference_equals_former_san(q, h, w, c, size):
     torch.manual_seed(0)
     masks, cls = torch.randn(2, q, h, w) * 4, torch.randn(2, q, c) * 3

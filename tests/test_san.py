@@ -17,6 +17,7 @@ from mmseg.structures import SegDataSample
 import mmseg_ovseg  # noqa: F401  (registers the plugin's modules)
 from mmseg_ovseg.models.decode_heads.san_decoders import AttentionBiasDecoder, MaskDecoder
 from mmseg_ovseg.models.decode_heads.side_adapter import SideAdapterViT
+from mmseg_ovseg.models.layers.fast_path import fast_path
 from mmseg_ovseg.models.losses.mask_classification_loss import MaskClassificationLoss
 from mmseg_ovseg.models.losses.point_sampling import point_sample, sample_uncertain_points
 from official_fixtures import official_keys, random_official_state
@@ -507,6 +508,7 @@ def test_predict_by_feat_band_path_equals_full_upsampling(san):
         assert torch.equal(seg.argmax(1), ref.argmax(1))
 
 
+@fast_path(True)  # the banded Eq. 4 and integer argmax, whatever OVSEG_FAST_PATH says
 def test_eq4_under_autocast_and_integer_argmax(san):
     """Under bf16 autocast the scores are bf16 (class product in bf16) and close to float32;
     the argmax SAN takes on the scores' integer bit patterns equals the float argmax."""
