@@ -12,11 +12,8 @@ from mmseg.structures import SegDataSample
 
 import mmseg_ovseg  # noqa: F401  (registers the plugin's modules)
 from mmseg_ovseg.models.backbones.shrunk_vit import ShrunkVisionTransformer
-from mmseg_ovseg.models.decode_heads.atm import (
-    ATMCrossAttention,
-    ATMDecoderLayer,
-    semantic_inference,
-)
+from mmseg_ovseg.models.decode_heads.atm import ATMCrossAttention, ATMDecoderLayer
+from mmseg_ovseg.models.layers import semantic_inference  # SegViT's rule, shared with SAN
 from mmseg_ovseg.models.losses.atm_loss import ATMLoss
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))

@@ -17,10 +17,7 @@ from typing import List, Tuple
 import torch.nn as nn
 from torch import Tensor
 
-from mmseg_ovseg.models.layers import (
-    MultiheadAttention,
-    semantic_inference,  # noqa: F401  SegViT's inference rule, shared with SAN (kept importable)
-)
+from mmseg_ovseg.models.layers import MultiheadAttention
 
 
 class ATMCrossAttention(MultiheadAttention):
