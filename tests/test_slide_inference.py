@@ -32,7 +32,6 @@ def _patch_text_model(text_encoder=None):
     model = MODELS.build(dict(
         type='TextEncoderDecoder',
         vocabulary='synthetic',
-        templates='single',
         backbone=dict(type='CLIPVisionTransformer', clip_model=CLIP, out_indices=(1, ),
                       frozen=False, output_dense=True),
         text_encoder=text_encoder,
