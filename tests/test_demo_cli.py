@@ -25,6 +25,13 @@ def test_cfg_options_and_max_iters(tmp_path):
     assert cfg.train_cfg.max_iters == 30 and cfg.default_hooks.checkpoint.interval == 30
     # the phases are cut at the new end, none starts after it
     assert all(s.end <= 30 and s.get('begin', 0) < 30 for s in cfg.param_scheduler)
+    # a longer run: the last phase is stretched to the new end (no iterations at lr 0)
+    longer = demo.build_cfg(demo.parse_args(['--work-dir', str(tmp_path), '--max-iters',
+                                             '5000']))
+    assert max(s.end for s in longer.param_scheduler) == 5000 == longer.train_cfg.max_iters
+    default = demo.build_cfg(demo.parse_args(['--work-dir', str(tmp_path)]))
+    assert [s.end for s in longer.param_scheduler][:-1] == \
+        [s.end for s in default.param_scheduler][:-1]
     # another checkpoint than the default: the demo does not pretrain the default one
     assert not demo.uses_tiny_clip(cfg)
     assert demo.uses_tiny_clip(demo.build_cfg(demo.parse_args(['--work-dir', str(tmp_path)])))

@@ -99,10 +99,13 @@ def build_cfg(args) -> Config:
         n = args.max_iters
         cfg.train_cfg.max_iters = n
         # drop the phases that would start at or after the new end (e.g. the poly phase
-        # after a warmup longer than n), cut the others at n
+        # after a warmup longer than n), cut the others at n; the phase that ended with the
+        # old schedule ends at n (a longer run decays over its whole length instead of
+        # running at lr 0 after the old end), as run_open_vocab_ablations.py --max-iters
+        old_end = max(sched.end for sched in cfg.param_scheduler)
         scheds = [s for s in cfg.param_scheduler if s.get('begin', 0) < n]
         for sched in scheds:
-            sched.end = min(sched.end, n)
+            sched.end = n if sched.end == old_end else min(sched.end, n)
         cfg.param_scheduler = scheds
         cfg.default_hooks.checkpoint.interval = n
     # Evaluate once, after training (step 4), not inside the loop.
