@@ -32,6 +32,10 @@ def test_cfg_options_and_max_iters(tmp_path):
     default = demo.build_cfg(demo.parse_args(['--work-dir', str(tmp_path)]))
     assert [s.end for s in longer.param_scheduler][:-1] == \
         [s.end for s in default.param_scheduler][:-1]
-    # another checkpoint than the default: the demo does not pretrain the default one
-    assert not demo.uses_tiny_clip(cfg)
-    assert demo.uses_tiny_clip(demo.build_cfg(demo.parse_args(['--work-dir', str(tmp_path)])))
+    # the demo pretrains (if missing) the tiny-CLIP checkpoint the config loads: the default
+    # one, or the one given with --cfg-options (not the default then); none for a random CLIP
+    assert demo.tiny_clip_checkpoint(cfg) == ckpt
+    assert demo.tiny_clip_checkpoint(default) == demo.TINY_CLIP
+    synthetic = demo.build_cfg(demo.parse_args(['--work-dir', str(tmp_path), '--config',
+                                                'configs/san_tiny_synthetic.py']))
+    assert demo.tiny_clip_checkpoint(synthetic) is None

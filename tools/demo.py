@@ -3,8 +3,9 @@ in segmentation training, with the in-package tiny CLIP.
 
 1. writes the generated concept benchmark to ``data/concepts`` if it is not there yet (55
    classes; split 'concepts': 9 unseen classes, docs/open_vocab.md);
-2. pretrains the tiny CLIP into ``work_dirs/tiny_clip/ovseg-tiny-clip.pt`` unless that file
-   exists (``ensure_tiny_clip``; reused afterwards);
+2. pretrains the tiny CLIP (preset 'demo' of ``tools/pretrain_clip.py``) into the checkpoint
+   the config loads, ``work_dirs/tiny_clip/ovseg-tiny-clip.pt``, unless that file exists
+   (``ensure_tiny_clip``; reused afterwards);
 3. trains ``DEMO_CONFIG`` (SAN with the frozen tiny CLIP) on the 46 *seen* classes only, with
    mmengine's Runner in ``work_dirs/demo``;
 4. evaluates on all 55 classes and prints mIoU(S), mIoU(U) and hIoU;
@@ -124,9 +125,16 @@ def method_name(cfg: Config) -> str:
     return f'{model.type} + {head}'
 
 
-def uses_tiny_clip(cfg: Config) -> bool:
-    return any(cfg.model.get(t, {}).get('pretrained') == TINY_CLIP
-               for t in ('backbone', 'text_encoder'))
+def tiny_clip_checkpoint(cfg: Config):
+    """The in-package tiny CLIP checkpoint the config's CLIP towers load (``pretrained`` of
+    the backbone or text encoder whose ``clip_model`` is ``'ovseg-tiny-clip'``); None when it
+    loads another CLIP or none (random init)."""
+    from mmseg_ovseg.clip.tiny import TINY_CLIP_NAME
+    for tower in ('backbone', 'text_encoder'):
+        spec = cfg.model.get(tower, {})
+        if spec.get('clip_model') == TINY_CLIP_NAME and spec.get('pretrained'):
+            return spec['pretrained']
+    return None
 
 
 def pick_demo_image(data_root: str, num_val: int) -> str:
@@ -179,8 +187,9 @@ def main(argv=None):
           f'({"generated" if info["generated"] else "already present"}, '
           f'{gen_kwargs["num_train"]} train / {gen_kwargs["num_val"]} val)', flush=True)
     zero_shot = cfg.train_dataloader.dataset.type == 'ConceptSegDataset'
-    if uses_tiny_clip(cfg):
-        _ensure_tiny_clip()
+    tiny_clip = tiny_clip_checkpoint(cfg)
+    if tiny_clip:
+        _ensure_tiny_clip(tiny_clip)
 
     runner = Runner.from_cfg(cfg)
     t0 = time.time()
@@ -224,15 +233,17 @@ def main(argv=None):
     return metrics
 
 
-def _ensure_tiny_clip() -> None:
-    """Pretrain the tiny CLIP the config loads unless it is cached (minutes on a CPU)."""
+def _ensure_tiny_clip(path: str) -> None:
+    """Pretrain the tiny CLIP the config loads (preset 'demo', minutes on a CPU) unless that
+    file exists; a checkpoint given with --cfg-options that does not exist yet is pretrained
+    there the same way."""
     from mmseg_ovseg.clip.tiny import ensure_tiny_clip
-    cached = osp.isfile(TINY_CLIP)
-    t0 = time.time()
-    ensure_tiny_clip(TINY_CLIP)
-    print(f'[demo] tiny CLIP: {TINY_CLIP} '
-          f'({"cached" if cached else f"pretrained in {time.time() - t0:.0f}s"})',
-          flush=True)
+    cached = osp.isfile(path)
+    t0, c0 = time.time(), time.process_time()
+    ensure_tiny_clip(path)
+    how = ('cached' if cached else f'pretrained in {time.time() - t0:.0f}s wall, '
+           f'{time.process_time() - c0:.0f}s process CPU')
+    print(f'[demo] tiny CLIP: {path} ({how})', flush=True)
 
 
 def _save_side_by_side(image: str, drawn, out_file: str) -> None:
