@@ -9,7 +9,14 @@ import torch
 import mmseg_ovseg  # noqa: F401  (registers 'ovseg-tiny-clip' with open_clip)
 from mmseg_ovseg.clip import OVCLIPTextEncoder
 from mmseg_ovseg.clip.region_losses import dense_region_loss, patch_cover
-from mmseg_ovseg.clip.tiny import PRETRAIN_DEFAULTS, TINY_CLIP_NAME, ZERO_SHOT_TEMPLATE, build_clip
+from mmseg_ovseg.clip.tiny import (
+    PLAIN_CHECKPOINT,
+    PRETRAIN_DEFAULTS,
+    PRETRAIN_PRESETS,
+    TINY_CLIP_NAME,
+    ZERO_SHOT_TEMPLATE,
+    build_clip,
+)
 from mmseg_ovseg.clip.tiny_pretrain import param_groups, pretrain, state_path_for, train_step
 from mmseg_ovseg.datasets.captions import CaptionDataset, CaptionGenerator, to_tensor
 from mmseg_ovseg.datasets.concepts import (
@@ -330,10 +337,17 @@ def test_pretrain_presets_and_region_resume_guard(tmp_path):
     spec = importlib.util.spec_from_file_location('pretrain_clip', 'tools/pretrain_clip.py')
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
+    # the default preset is the demo recipe: region terms from scratch, unseen left out
     demo = tool.parse_args([])
-    assert demo.steps == PRETRAIN_DEFAULTS['steps'] and demo.dense_weight == 0
+    assert demo.preset == 'demo' and demo.init is None and demo.region_start == 0
+    assert demo.steps == PRETRAIN_PRESETS['demo']['steps'] < PRETRAIN_DEFAULTS['steps']
+    assert demo.dense_weight > 0 and demo.sls_weight > 0 and demo.region_exclude == 'concepts'
+    # the earlier demo recipe stays reachable: plain CLIP, 1,200 steps
+    plain = tool.parse_args(['--preset', 'plain'])
+    assert plain.steps == PRETRAIN_DEFAULTS['steps'] == 1200
+    assert plain.dense_weight == plain.sls_weight == 0 and plain.region_exclude is None
     region = tool.parse_args(['--preset', 'region', '--steps', '7'])
-    assert region.steps == 7 and region.dense_weight > 0
+    assert region.steps == 7 and region.dense_weight > 0 and region.init == PLAIN_CHECKPOINT
     out = str(tmp_path / 'r.pt')
     kwargs = dict(steps=2, batch_size=4, warmup=1, eval_per_class=1, save_every=1, threads=1,
                   progress=False, log=lambda s: None)
@@ -368,6 +382,24 @@ def test_region_start_switches_the_region_terms_on_mid_schedule(tmp_path, monkey
         pretrain(out=out, resume=True, region_start=0.25, **kwargs)
     with pytest.raises(ValueError, match='fraction'):
         pretrain(out=str(tmp_path / 'x.pt'), region_start=1.0, **kwargs)
+
+
+def test_ensure_tiny_clip_pretrains_the_demo_preset_once(tmp_path, monkeypatch):
+    """A missing checkpoint is pretrained with the 'demo' preset (caller's settings on top,
+    resuming a partial run); an existing one is returned without pretraining."""
+    from mmseg_ovseg.clip import tiny, tiny_pretrain
+    calls = []
+
+    def fake_pretrain(out, **kwargs):
+        calls.append(kwargs)
+        torch.save({}, out)
+
+    monkeypatch.setattr(tiny_pretrain, 'pretrain', fake_pretrain)
+    path = str(tmp_path / 'clip.pt')
+    assert tiny.ensure_tiny_clip(path, threads=1, steps=5) == path
+    assert calls == [dict(PRETRAIN_PRESETS['demo'], resume=True, threads=1, steps=5)]
+    assert calls[0]['dense_weight'] > 0 and calls[0]['region_exclude'] == 'concepts'
+    assert tiny.ensure_tiny_clip(path) == path and len(calls) == 1
 
 
 @pytest.mark.slow
