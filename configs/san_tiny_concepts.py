@@ -52,8 +52,9 @@ model = dict(
         mask_decoder=dict(embed_channels=64, mlp_channels=64, num_mlp_layers=3),
         bias_decoder=dict(num_heads=4, embed_channels=64, mlp_channels=64, num_mlp_layers=3),
         text_channels=64,
-        # the tiny CLIP's own learned temperature (exp = 27.18; SAN's 100 is OpenAI CLIP's)
-        logit_scale=3.3027,
+        # the tiny CLIP's own learned temperature (exp = 24.73; SAN's 100 is OpenAI CLIP's), of
+        # the 'demo' preset checkpoint (docs/tiny_clip.md; 3.3027 for the earlier 'plain' one)
+        logit_scale=3.2082,
         deep_supervision_idxs=(3, ),
         loss_decode=dict(type='MaskClassificationLoss', num_points=1024)),
     train_cfg=dict(),
