@@ -42,15 +42,14 @@ model = dict(
         frozen=True,
         frozen_exclude=('positional_embedding', )),
     text_encoder=dict(
-        type='OVCLIPTextEncoder', clip_model=clip_model, pretrained=clip_pretrained,
-        templates='single'),
+        type='OVCLIPTextEncoder', clip_model=clip_model, pretrained=clip_pretrained),
     decode_head=dict(
         type='SANHead',
-        # width 96 (was 64; +20-25 % CPU): hIoU up on both seeds at 400 iterations with the
-        # region-sls CLIP (29.5 / 23.2 -> 35.1 / 29.6) and the default CLIP (12.8 / 10.1 at
-        # lr 5e-4 -> 23.2 / 26.0), at 1,200 35.9 / 36.5 -> 40.1 / 36.9 (docs/open_vocab.md)
+        # width 64: 96 wins with the region-sls CLIP (hIoU 1,200 it 35.9 / 36.5 -> 40.1 / 36.9)
+        # but not with the default 'demo' CLIP (400 it, seeds 0 / 1: 25.0 / 25.3 at 64, 23.2 /
+        # 26.0 at 96, and the demo picture loses the blue circle on seed 0): docs/open_vocab.md
         side_adapter=dict(
-            embed_dims=96, depth=4, num_heads=2, patch_size=8, num_queries=16,
+            embed_dims=64, depth=4, num_heads=2, patch_size=8, num_queries=16,
             pos_grid=(16, 16), clip_channels=64, fusion_index=(0, 2)),
         mask_decoder=dict(embed_channels=64, mlp_channels=64, num_mlp_layers=3),
         bias_decoder=dict(num_heads=4, embed_channels=64, mlp_channels=64, num_mlp_layers=3),
