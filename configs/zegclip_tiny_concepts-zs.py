@@ -72,8 +72,9 @@ model = dict(
 # What limits it at this size (docs/open_vocab.md, "What limits ZegCLIP here"): the decoder
 # learns one shared objectness map (class logit maps correlate at ~0.9) and barely class
 # identity (colour right on ~50 % of object patches vs ~91 % for the baseline head on the same
-# features); 1600 iterations lift the fully supervised hIoU 7.2 -> 10.9 and the inductive one
-# 5.3 -> 6.6 (seed 0 each), not adopted without a second seed.
+# features); 1600 iterations lift the fully supervised hIoU 7.2 -> 10.9 (seed 0) and the
+# inductive one 5.3 -> 6.6 / 5.9 -> 17.7 (seeds 0 / 1); not adopted yet: the main table's rows and
+# -zs-st.py's load_from (iter_800.pth) would have to follow.
 optim_wrapper = dict(
     type='OptimWrapper',
     optimizer=dict(type='AdamW', lr=5e-3, betas=(0.9, 0.999), weight_decay=0.01),
