@@ -46,8 +46,7 @@ model = dict(
         prompt_dropout=0.1,
         fold_class_embedding=False),  # our own weights: nothing to fold
     text_encoder=dict(
-        type='OVCLIPTextEncoder', clip_model=clip_model, pretrained=clip_pretrained,
-        templates='single'),
+        type='OVCLIPTextEncoder', clip_model=clip_model, pretrained=clip_pretrained),
     decode_head=dict(
         type='ZegCLIPHead',
         in_channels=64,
