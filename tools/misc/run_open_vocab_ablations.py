@@ -135,7 +135,7 @@ def parse_args(argv=None):
                         '<table>/<row>+<tag>/... so they never mix with the plain row')
     parser.add_argument('--oracle-eval', nargs='+', metavar='WORK_DIR', default=None,
                         help='SAN runs only: oracle evaluations of these trained work dirs '
-                        '(see oracle_eval), nothing trained')
+                        '(tools/misc/san_oracle_eval.py), nothing trained')
     parser.add_argument('--oracle-num', type=int, default=250, help='val images for it')
     parser.add_argument('--reset-pos', action='store_true',
                         help='--oracle-eval with the pretrained CLIP position embedding')
@@ -292,156 +292,6 @@ def run_one(table: str, row: str, seed: int, args, results: dict, results_path: 
     return entry
 
 
-def oracle_eval(work_dir: str, num: int = 250, reset_pos: bool = False) -> dict:
-    """Where a trained SAN run of the concept benchmark loses its IoU: oracle evaluations.
-
-    On the first ``num`` val images, with the run's ``run_config.py`` and last checkpoint:
-
-    - ``normal``: the model's own prediction (Eq. 4; equals the run's evaluation);
-    - ``oracle_cls``: the model's masks, each query named by the ground-truth class under
-      most of its (sigmoid) mask mass -- mask quality is the only error left;
-    - ``oracle_mask``: each ground-truth object as SAN's attention bias (0 on the CLIP patches
-      it covers by >= 25 % and on its most covered one, -100 elsewhere; the probe's
-      ``sls_mask``), named by the model's SLS recognition among the 55 names; background
-      pixels given -- recognition is the only error left;
-    - ``own_mask_bias`` / ``own_mask_logsig``: at inference only, the bias decoder's bias
-      replaced by the model's own masks (hard as above / ``log sigmoid``);
-    - ``calib<l>``: ZegCLIP's seen calibration, ``l`` subtracted from the seen objects'
-      class logits.
-
-    Also: naming accuracy of the objects with oracle masks, and of the query whose binarised
-    mask overlaps each object best (with that mask's mean IoU). ``reset_pos`` puts the CLIP
-    position embedding (trained by SAN) back to the pretrained one. Writes
-    ``<work_dir>/oracle_eval[_resetpos].json`` (per-class IoU included) and returns it.
-    """
-    import glob
-    import numpy as np
-    import torch
-    import torch.nn.functional as F
-    from mmengine.config import Config
-    from mmengine.runner import load_checkpoint
-    from mmseg.registry import MODELS
-    from mmseg.utils import register_all_modules
-    from PIL import Image
-
-    import mmseg_ovseg  # noqa: F401
-    from mmseg_ovseg.clip.vocabularies import get_zero_shot_split
-    from mmseg_ovseg.models.layers.mask_inference import semantic_inference
-    register_all_modules()
-    cfg = Config.fromfile(osp.join(work_dir, 'run_config.py'))
-    model = MODELS.build(cfg.model)
-    ckpts = sorted(glob.glob(osp.join(work_dir, 'iter_*.pth')),
-                   key=lambda p: int(p.rsplit('_', 1)[1][:-4]))
-    if not ckpts:
-        raise FileNotFoundError(f'no iter_*.pth in {work_dir}')
-    load_checkpoint(model, ckpts[-1], map_location='cpu', logger='silent')
-    if reset_pos:
-        fresh = MODELS.build(cfg.model)
-        fresh.init_weights()
-        with torch.no_grad():
-            model.backbone.visual.positional_embedding.copy_(
-                fresh.backbone.visual.positional_embedding)
-    model.eval()
-    C = len(model.vocabulary)
-    seen, unseen = get_zero_shot_split('concepts', C)
-    seen_obj = [c for c in seen if c != 0]
-    files = sorted(glob.glob(osp.join(REPO_ROOT, 'data/concepts/img_dir/val/*.png')))[:num]
-    cal = (0.5, 1.0, 2.0)
-    modes = ('normal', 'oracle_cls', 'oracle_mask', 'own_mask_bias', 'own_mask_logsig') + tuple(
-        f'calib{v}' for v in cal)
-    inter = {m: np.zeros(C) for m in modes}
-    union = {m: np.zeros(C) for m in modes}
-    mean = torch.tensor(cfg.data_preprocessor.mean).view(3, 1, 1)
-    std = torch.tensor(cfg.data_preprocessor.std).view(3, 1, 1)
-    heads = model.backbone.num_heads
-    named = {'seen': [0, 0], 'unseen': [0, 0]}  # oracle-mask objects: right, all
-    query = {'seen': [0, 0, 0.0], 'unseen': [0, 0, 0.0]}  # best query: right, all, IoU sum
-    with torch.no_grad():
-        for f in files:
-            img = np.array(Image.open(f).convert('RGB'))  # the model's bgr_to_rgb input
-            gt = np.array(Image.open(f.replace('img_dir', 'ann_dir'))).astype(np.int64)
-            x = ((torch.from_numpy(img).permute(2, 0, 1).float() - mean) / std)[None]
-            feats = model.extract_feat(x)
-            split_tokens, hw = feats['feats']['split_tokens'], feats['feats']['clip_hw']
-            all_cls, all_masks = model.decode(feats, deep_supervision=False)
-            cls, masks = all_cls[-1], all_masks[-1]
-            size = gt.shape
-            preds = dict(normal=semantic_inference(cls, masks, size)[0].argmax(0).numpy())
-            for v in cal:
-                shifted = cls.clone()
-                shifted[..., seen_obj] -= v
-                preds[f'calib{v}'] = semantic_inference(shifted, masks, size)[0].argmax(0).numpy()
-            up = torch.sigmoid(F.interpolate(masks, size, mode='bilinear',
-                                             align_corners=False))[0]  # (Q, H, W)
-            onehot_gt = F.one_hot(torch.from_numpy(gt), C).float()  # (H, W, C)
-            mass = torch.einsum('qhw,hwc->qc', up, onehot_gt)
-            oracle = F.one_hot(mass.argmax(1), C).float()
-            preds['oracle_cls'] = torch.einsum('qc,qhw->chw', oracle, up).argmax(0).numpy()
-            present = [int(c) for c in np.unique(gt)]
-            cover = F.adaptive_avg_pool2d(onehot_gt.permute(2, 0, 1)[None], hw)[0]
-            cover = cover.reshape(C, -1)[present]  # (K, P)
-            keep = cover >= 0.25
-            keep[torch.arange(len(present)), cover.argmax(-1)] = True
-            bias = torch.where(keep, 0.0, -100.0)[None, None].expand(1, heads, -1, -1)
-            logits = model.decode_head.classify(model.recognize(split_tokens, bias),
-                                                feats['class_embeds'])[0, :, :C]
-            pred = np.zeros_like(gt)
-            for c, n in zip(present, logits.argmax(-1).tolist()):
-                if c == 0:
-                    continue
-                pred[gt == c] = n
-                k = 'unseen' if c in unseen else 'seen'
-                named[k][0] += int(n == c)
-                named[k][1] += 1
-            preds['oracle_mask'] = pred
-            own = F.adaptive_avg_pool2d((up > 0.5).float()[None], hw)[0].flatten(1)
-            hard = torch.where(own >= 0.25, 0.0, -100.0)
-            hard[own.max(-1).values < 0.25] = 0.0  # an empty mask restricts nothing
-            soft = F.logsigmoid(F.adaptive_max_pool2d(masks, hw))[0].flatten(1)
-            for name, b in (('own_mask_bias', hard), ('own_mask_logsig', soft)):
-                own_cls = model.decode_head.classify(
-                    model.recognize(split_tokens, b[None, None].expand(1, heads, -1, -1)),
-                    feats['class_embeds'])
-                preds[name] = semantic_inference(own_cls, masks, size)[0].argmax(0).numpy()
-            binary = up > 0.5
-            for c in present:
-                if c == 0:
-                    continue
-                obj = torch.from_numpy(gt == c)
-                iou = ((binary & obj).flatten(1).sum(1) /
-                       (binary | obj).flatten(1).sum(1).clamp(min=1))
-                q = int(iou.argmax())
-                k = 'unseen' if c in unseen else 'seen'
-                query[k][0] += int(int(cls[0, q, :C].argmax()) == c)
-                query[k][1] += 1
-                query[k][2] += float(iou[q])
-            for name, p in preds.items():
-                for c in np.unique(np.concatenate([gt.ravel(), p.ravel()])):
-                    inter[name][c] += ((p == c) & (gt == c)).sum()
-                    union[name][c] += ((p == c) | (gt == c)).sum()
-    out = dict(work_dir=work_dir, checkpoint=ckpts[-1], num_images=len(files),
-               reset_pos=reset_pos)
-    for name in modes:
-        iou = np.where(union[name] > 0, inter[name] / np.maximum(union[name], 1), np.nan) * 100
-        s, u = float(np.nanmean(iou[seen])), float(np.nanmean(iou[unseen]))
-        out[name] = dict(mIoU_seen=round(s, 2), mIoU_unseen=round(u, 2),
-                         hIoU=round(2 * s * u / (s + u), 2),
-                         iou={model.vocabulary[c]: round(float(iou[c]), 1) for c in range(C)})
-        print(f'{name:16s} mIoU(S) {s:5.1f}  mIoU(U) {u:5.1f}  hIoU {2 * s * u / (s + u):5.1f}')
-    out['oracle_mask_naming'] = {k: dict(right=a, objects=n) for k, (a, n) in named.items()}
-    out['best_query_naming'] = {k: dict(right=a, objects=n, mean_iou=round(100 * m / max(n, 1), 1))
-                                for k, (a, n, m) in query.items()}
-    print('objects named with oracle masks: ' + ', '.join(
-        f'{k} {a}/{n} = {100 * a / max(n, 1):.1f} %' for k, (a, n) in named.items()))
-    print('objects named by their best-overlapping query (its mean mask IoU): ' + ', '.join(
-        f'{k} {100 * a / max(n, 1):.1f} % ({100 * m / max(n, 1):.1f})'
-        for k, (a, n, m) in query.items()))
-    path = osp.join(work_dir, 'oracle_eval' + ('_resetpos' if reset_pos else '') + '.json')
-    with open(path, 'w') as f:
-        json.dump(out, f, indent=1)
-    return out
-
-
 def _mean_std(values: List[float]) -> str:
     import numpy as np
     v = np.asarray(values, np.float64)
@@ -478,12 +328,11 @@ def main(argv=None):
                 print(f'  {row:18s} {spec["config"]} {spec.get("options", "")}')
         return
     os.chdir(REPO_ROOT)
-    if args.oracle_eval:
-        import torch
-        torch.set_num_threads(args.threads)
-        for work_dir in args.oracle_eval:
-            print(f'[oracle] {work_dir}', flush=True)
-            oracle_eval(work_dir, args.oracle_num, args.reset_pos)
+    if args.oracle_eval:  # tools/misc/san_oracle_eval.py
+        sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+        from san_oracle_eval import main as oracle_main
+        oracle_main(args.oracle_eval + ['--num', str(args.oracle_num), '--threads',
+                                         str(args.threads)] + ['--reset-pos'] * args.reset_pos)
         return
     os.makedirs(args.out, exist_ok=True)
     results_path = osp.join(args.out, 'results.json')
