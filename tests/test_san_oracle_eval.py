@@ -8,9 +8,9 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
-from tool_loader import load_tool
 
 import mmseg_ovseg  # noqa: F401
+from tool_loader import load_tool
 
 oracle = load_tool('misc/san_oracle_eval')
 
