@@ -34,6 +34,7 @@ from mmengine.runner import Runner  # noqa: E402
 import mmseg_ovseg  # noqa: E402,F401  (fills registries, safe checkpoint loading)
 from mmseg_ovseg.datasets.concept_seg import generate_concept_dataset  # noqa: E402
 from mmseg_ovseg.datasets.synthetic import generate_synthetic_dataset  # noqa: E402
+from mmseg_ovseg.utils.schedule import set_max_iters  # noqa: E402
 
 # The demo model: SAN with the frozen pretrained tiny CLIP, trained on the seen classes.
 DEMO_CONFIG = 'configs/san_tiny_concepts.py'
@@ -97,18 +98,7 @@ def build_cfg(args) -> Config:
     for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         cfg[loader].dataset.data_root = data_root
     if args.max_iters is not None:
-        n = args.max_iters
-        cfg.train_cfg.max_iters = n
-        # drop the phases that would start at or after the new end (e.g. the poly phase
-        # after a warmup longer than n), cut the others at n; the phase that ended with the
-        # old schedule ends at n (a longer run decays over its whole length instead of
-        # running at lr 0 after the old end), as run_open_vocab_ablations.py --max-iters
-        old_end = max(sched.end for sched in cfg.param_scheduler)
-        scheds = [s for s in cfg.param_scheduler if s.get('begin', 0) < n]
-        for sched in scheds:
-            sched.end = n if sched.end == old_end else min(sched.end, n)
-        cfg.param_scheduler = scheds
-        cfg.default_hooks.checkpoint.interval = n
+        set_max_iters(cfg, args.max_iters)
     # Evaluate once, after training (step 4), not inside the loop.
     cfg.train_cfg.val_interval = cfg.train_cfg.max_iters + 1
     return cfg

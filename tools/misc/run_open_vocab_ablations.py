@@ -214,17 +214,9 @@ def build_config(spec: dict, seed: int, max_iters, load_from, work_dir: str,
         options['load_from'] = load_from
     cfg.merge_from_dict(options)
     if max_iters:
-        cfg.train_cfg.max_iters = max_iters
+        from mmseg_ovseg.utils.schedule import set_max_iters
+        set_max_iters(cfg, max_iters)
         cfg.train_cfg.val_interval = max_iters
-        cfg.default_hooks.checkpoint.interval = max_iters
-        # phases starting after the new end are dropped, the others cut at it; the phase
-        # that ended with the old schedule ends with the new one (a longer run decays over
-        # its whole length)
-        old_end = max(s.end for s in cfg.param_scheduler)
-        scheds = [s for s in cfg.param_scheduler if s.get('begin', 0) < max_iters]
-        for s in scheds:
-            s.end = max_iters if s.end == old_end else min(s.end, max_iters)
-        cfg.param_scheduler = scheds
     os.makedirs(work_dir, exist_ok=True)
     path = osp.join(work_dir, 'run_config.py')
     cfg.dump(path)
