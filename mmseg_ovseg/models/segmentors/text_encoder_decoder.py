@@ -110,7 +110,6 @@ class TextEncoderDecoder(EncoderDecoder):
         self.text_encoder = MODELS.build(text_encoder)
         self._vocabulary = classes
         self._dataset_meta = None
-        self._templates = None
         self.templates = templates
         # The one cache of text embeddings: (vocabulary, templates, inference mode) ->
         # embeddings, valid while the text-encoder tensors keep the versions of _text_stamp.
@@ -185,26 +184,24 @@ class TextEncoderDecoder(EncoderDecoder):
     @property
     def templates(self) -> Optional[List[str]]:
         """The prompt templates (a resolved list; None for encoders without templates, e.g.
-        learned contexts). Assigning a spec resolves it; None takes the encoder's default.
+        learned contexts). Assigning a spec resolves it; None keeps the current ones.
 
         The segmentor owns the templates (configs set them here only): an assigned spec also
         becomes the encoder's default, so ``text_encoder.encode(names)`` called outside the
-        model prompts the same way."""
-        return self._templates
+        model prompts the same way. They are stored once, as the encoder's ``templates``."""
+        templates = getattr(self.text_encoder, 'templates', None)
+        return None if templates is None else list(templates)
 
     @templates.setter
     def templates(self, spec: Union[str, Sequence[str], None]) -> None:
-        default = getattr(self.text_encoder, 'templates', None)
-        if spec is None:
-            self._templates = None if default is None else list(default)
+        if spec is None:  # keep the encoder's
             return
-        if default is None:
+        if getattr(self.text_encoder, 'templates', None) is None:
             raise ValueError(
                 f'TextEncoderDecoder: templates={spec!r} given, but the text encoder '
                 f'{type(self.text_encoder).__name__} does not ensemble prompt templates '
                 '(it learns its context); remove model.templates')
-        self._templates = get_templates(spec)
-        self.text_encoder.templates = list(self._templates)
+        self.text_encoder.templates = get_templates(spec)
 
     def _text_trainable(self) -> bool:
         return any(p.requires_grad for p in self.text_encoder.parameters())
