@@ -42,7 +42,7 @@ def test_one_forward_gives_open_clips_embeddings():
     ``ln_post`` + ``proj``, open_clip's own image embedding (CLS) and patch embeddings: the
     single forward of a pretraining step with the SLS term feeds the contrastive and the
     patch losses what open_clip's forward would (checked in training mode)."""
-    from mmseg_ovseg.clip.tiny_pretrain import _visual_embeds
+    from mmseg_ovseg.clip.region_losses import patch_embeddings as _visual_embeds
     model = build_clip(seed=2).train()
     tower = sls_tower(model, TINY_CLIP_NAME)
     images = torch.randn(3, 3, 64, 64)

@@ -22,7 +22,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ['patch_cover', 'dense_region_loss', 'mask_attn_bias', 'object_queries',
+__all__ = ['patch_cover', 'cover_masks', 'patch_embeddings', 'dense_region_loss',
+           'mask_attn_bias', 'object_queries',
            'sls_embeddings', 'query_classification_loss', 'sls_region_loss', 'sls_tower']
 
 
@@ -136,6 +137,31 @@ def sls_tower(model: nn.Module, model_name: str) -> nn.Module:
     return tower
 
 
+def cover_masks(cover: torch.Tensor, min_cover: float = 0.25) -> torch.Tensor:
+    """Patch masks of regions: the patches a region covers by at least ``min_cover``, and
+    always its most covered patch (so no SLS query attends to nothing).
+
+    Args:
+        cover: ``(..., P)`` per-patch coverage fractions (:func:`patch_cover`).
+
+    Returns:
+        bool ``(..., P)``.
+    """
+    masks = cover >= min_cover
+    return masks.scatter_(-1, cover.argmax(-1, keepdim=True), True)
+
+
+def patch_embeddings(visual: nn.Module, images: torch.Tensor):
+    """open_clip's image embedding ``(B, E)`` and patch embeddings ``(B, P, E)`` (``ln_post``
+    + ``proj`` on every patch token) from one forward of its visual tower (not normalised)."""
+    visual.output_tokens = True
+    try:
+        pooled, patch_tokens = visual(images)
+    finally:
+        visual.output_tokens = False
+    return pooled, patch_tokens @ visual.proj
+
+
 def object_queries(cover: torch.Tensor, class_text: torch.Tensor,
                    allowed: Optional[Sequence[int]] = None, min_cover: float = 0.25):
     """One SLS query per supervised object class present in each image.
@@ -159,9 +185,7 @@ def object_queries(cover: torch.Tensor, class_text: torch.Tensor,
     order = present.to(torch.uint8).argsort(dim=1, descending=True, stable=True)[:, :q]
     valid = present.gather(1, order)  # (B, Q)
     region = obj.gather(1, order[..., None].expand(-1, -1, obj.shape[-1]))  # (B, Q, P)
-    masks = region >= min_cover
-    masks.scatter_(2, region.argmax(-1, keepdim=True), True)
-    masks &= valid[..., None]
+    masks = cover_masks(region, min_cover) & valid[..., None]
     targets = torch.where(valid, order, torch.full_like(order, -100))
     return masks, targets, class_text
 

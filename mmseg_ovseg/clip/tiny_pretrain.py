@@ -20,6 +20,7 @@ from .region_losses import (
     dense_region_loss,
     object_queries,
     patch_cover,
+    patch_embeddings,
     query_classification_loss,
     sls_embeddings,
 )
@@ -52,17 +53,6 @@ def param_groups(model: nn.Module, weight_decay: float) -> List[dict]:
         (no_decay if exclude else decay).append(p)
     return [dict(params=decay, weight_decay=weight_decay),
             dict(params=no_decay, weight_decay=0.0)]
-
-
-def _visual_embeds(visual: nn.Module, images: torch.Tensor):
-    """open_clip's image embedding ``(B, E)`` and patch embeddings ``(B, P, E)`` (``ln_post``
-    + ``proj`` on every patch token) from one forward of its visual tower."""
-    visual.output_tokens = True
-    try:
-        pooled, patch_tokens = visual(images)
-    finally:
-        visual.output_tokens = False
-    return pooled, patch_tokens @ visual.proj
 
 
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module,
@@ -98,7 +88,7 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.M
             out = sls_tower.project(visual_tokens)
             pooled, patch_embeds = out[:, 0], out[:, 1:]
         else:
-            pooled, patch_embeds = _visual_embeds(model.visual, images)
+            pooled, patch_embeds = patch_embeddings(model.visual, images)
         loss = loss_fn(F.normalize(pooled, dim=-1), text_all[:n], logit_scale)
         if dense_weight:
             loss = loss + dense_weight * dense_region_loss(

@@ -55,7 +55,13 @@ if REPO_ROOT not in sys.path:
 import open_clip  # noqa: E402
 
 from mmseg_ovseg.clip.builder import create_clip  # noqa: E402
-from mmseg_ovseg.clip.region_losses import patch_cover, sls_embeddings, sls_tower  # noqa: E402
+from mmseg_ovseg.clip.region_losses import (  # noqa: E402
+    cover_masks,
+    patch_cover,
+    patch_embeddings,
+    sls_embeddings,
+    sls_tower,
+)
 from mmseg_ovseg.clip.tiny import (  # noqa: E402
     TINY_CLIP_NAME,
     ZERO_SHOT_TEMPLATE,
@@ -137,16 +143,6 @@ class _Acc:
 
 
 @torch.no_grad()
-def _dense_embeds(visual, image: torch.Tensor) -> torch.Tensor:
-    """L2-normalised patch embeddings ``(P, E)`` (``ln_post`` + ``proj``) of one image."""
-    visual.output_tokens = True
-    try:
-        _, tokens = visual(image)
-    finally:
-        visual.output_tokens = False
-    return F.normalize(tokens[0] @ visual.proj, dim=-1)
-
-
 def _object_crops(img: np.ndarray, ann: np.ndarray, classes, size: int):
     """Tight and context square crops (module docstring) of each class's box, as tensors."""
     tight, context = [], []
@@ -191,7 +187,8 @@ def region_probe(model, tokenizer, data_root: str, num_val: int, min_pixels: int
         # whole image at the CLIP input size; label map resized the same way (nearest)
         small = _resize(img, size)
         small_ann = np.asarray(Image.fromarray(ann).resize((size, size), Image.NEAREST))
-        dense = _dense_embeds(visual, to_tensor(small)[None])  # (P, E)
+        dense = F.normalize(patch_embeddings(visual, to_tensor(small)[None])[1][0],
+                            dim=-1)  # (P, E)
         cover = patch_cover(small_ann[None], patch, len(CONCEPT_SEG_CLASSES))[0, 1:]  # (54, P)
         present = [c for c in np.unique(ann) if c != 0 and (ann == c).sum() >= min_pixels]
         crops_t, crops_c = _object_crops(img, ann, present, size)
@@ -207,8 +204,7 @@ def region_probe(model, tokenizer, data_root: str, num_val: int, min_pixels: int
             for key, crops in (('crop_tight', crops_t), ('crop_context', crops_c)):
                 feats = F.normalize(model.encode_image(torch.stack(crops)), dim=-1)
                 add(key, (feats @ text.t()).argmax(-1), target)
-            masks = cover[target] >= 0.25
-            masks[torch.arange(len(target)), cover[target].argmax(-1)] = True
+            masks = cover_masks(cover[target])
             sls = F.normalize(sls_embeddings(tower, to_tensor(small)[None], masks[None],
                                              sls_split)[0][0], dim=-1)
             add('sls_mask', (sls @ text.t()).argmax(-1), target)

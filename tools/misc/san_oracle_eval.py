@@ -67,9 +67,9 @@ def load_run(work_dir: str, reset_pos: bool = False):
 def patch_bias(cover: torch.Tensor, heads: int) -> torch.Tensor:
     """SLS attention bias from per-patch coverage ``(K, P)``: 0 where a mask covers a patch by
     >= 25 % and on its most covered patch, -100 elsewhere -> ``(1, heads, K, P)``."""
-    keep = cover >= 0.25
-    keep[torch.arange(len(cover)), cover.argmax(-1)] = True
-    return torch.where(keep, 0.0, -100.0)[None, None].expand(1, heads, -1, -1)
+    from mmseg_ovseg.clip.region_losses import cover_masks, mask_attn_bias
+    from mmseg_ovseg.models.backbones.clip_sls import SLS_MASK_VALUE
+    return mask_attn_bias(cover_masks(cover)[None], heads, SLS_MASK_VALUE)
 
 
 class OracleEval:
