@@ -1,6 +1,11 @@
-"""tools/demo.py's command line: --max-iters and --cfg-options reach the config it trains."""
+"""tools/demo.py's command line (and the ablation driver's): --max-iters and --cfg-options
+reach the config it trains."""
 import importlib.util
 import os.path as osp
+
+import pytest
+
+from tool_loader import load_tool
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
@@ -39,3 +44,21 @@ def test_cfg_options_and_max_iters(tmp_path):
     synthetic = demo.build_cfg(demo.parse_args(['--work-dir', str(tmp_path), '--config',
                                                 'configs/san_tiny_synthetic.py']))
     assert demo.tiny_clip_checkpoint(synthetic) is None
+
+
+def test_ablation_driver_variants_and_max_iters(tmp_path):
+    """run_open_vocab_ablations: --cfg-options needs --tag, which keys the cache apart from
+    the plain row; overrides and --max-iters reach the dumped run config."""
+    from mmengine.config import Config
+    drv = load_tool('misc/run_open_vocab_ablations')
+    with pytest.raises(SystemExit):
+        drv.parse_args(['--cfg-options', 'optim_wrapper.optimizer.lr=1e-3'])
+    args = drv.parse_args(['--cfg-options', 'optim_wrapper.optimizer.lr=1e-3', '--tag', 'lr'])
+    assert drv.run_key('main', 'san', 0, 1200, args.tag) == 'main/san+lr/seed0/it1200'
+    assert drv.run_key('main', 'san', 0, 1200) == 'main/san/seed0/it1200'
+    path = drv.build_config(drv.TABLES['main']['san'], 1, 1200, None, str(tmp_path),
+                            extra_options=args.cfg_options)
+    cfg = Config.fromfile(path)
+    assert cfg.optim_wrapper.optimizer.lr == 1e-3 and cfg.randomness.seed == 1
+    assert cfg.train_cfg.max_iters == cfg.train_cfg.val_interval == 1200
+    assert max(s.end for s in cfg.param_scheduler) == 1200
