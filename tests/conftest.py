@@ -1,10 +1,12 @@
 """Shared test set-up: fill mmseg's registries and make 'mmseg' the default scope, as a config
 with ``default_scope='mmseg'`` and ``custom_imports=['mmseg_ovseg']`` does."""
 import itertools
+import logging
 import os
 
 import pytest
 import torch
+from mmengine.logging import MMLogger
 from mmseg.utils import register_all_modules
 
 import mmseg_ovseg  # noqa: F401
@@ -22,3 +24,19 @@ def _seed_and_scope():
     from mmengine.registry import DefaultScope
     torch.manual_seed(0)
     DefaultScope.get_instance(f'mmseg-test-{next(_counter)}', scope_name='mmseg')
+
+
+# Log messages for the tests that check a warning (test_engine_hooks*.py).
+class LogCapture(list):
+    """Messages of the current MMLogger from ``attach()`` on (each Runner makes its own)."""
+
+    def attach(self):
+        handler = logging.Handler()
+        handler.emit = lambda r: self.append(r.getMessage())
+        MMLogger.get_current_instance().addHandler(handler)
+        return self
+
+
+@pytest.fixture
+def warnings_log():
+    return LogCapture().attach()

@@ -1,10 +1,11 @@
-"""SafeCheckpointHook, FiniteLossHook and the resume helpers (mmseg_ovseg/engine), on a toy
-model trained with mmengine's real Runner (seconds on CPU), plus the shipped configs.
+"""SafeCheckpointHook and the resume helpers (mmseg_ovseg/engine), on a toy model trained with
+mmengine's real Runner (seconds on CPU): exact resume, kill-proof saving, best checkpoints.
 
-The kill -9 tests with the tiny SAN / ZegCLIP configs are in tests/test_resume.py.
+Broken-checkpoint fallback at resume is tested in tests/test_engine_hooks_resume.py, FiniteLossHook
+and the shipped configs in tests/test_engine_hooks_finite_loss.py (both use the toy Runner here),
+the kill -9 tests with the tiny SAN / ZegCLIP configs in tests/test_resume.py.
 """
 import glob
-import logging
 import os
 import os.path as osp
 import uuid
@@ -13,22 +14,16 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
-from mmengine.config import Config
 from mmengine.evaluator import BaseMetric, Evaluator
 from mmengine.fileio.backends import LocalBackend
 from mmengine.hooks import CheckpointHook, Hook
-from mmengine.logging import MMLogger
 from mmengine.model import BaseModel
 from mmengine.runner import Runner
-from mmseg.registry import HOOKS
 from torch.utils.data import Dataset
 
 from mmseg_ovseg.engine import (
-    FiniteLossHook,
-    NonFiniteLossError,
     SafeCheckpointHook,
     check_checkpoint,
-    find_resumable_checkpoint,
 )
 from mmseg_ovseg.engine.resume import capture_rng_state, restore_rng_state
 
@@ -243,210 +238,6 @@ def test_stale_temporary_removed(tmp_path):
     stale.write_bytes(b'half a checkpoint')
     make_runner(tmp_path, max_iters=4, resume=True).train()
     assert not stale.exists()
-
-
-# --- resume finds the newest loadable checkpoint -----------------------------------------
-
-
-@pytest.fixture
-def two_checkpoints(tmp_path):
-    make_runner(tmp_path, max_iters=4, max_keep_ckpts=2).train()
-    assert (tmp_path / 'last_checkpoint').read_text() == str(tmp_path / 'iter_4.pth')
-    return tmp_path
-
-
-class LogCapture(list):
-    """Messages of the current MMLogger from ``attach()`` on (each Runner makes its own)."""
-
-    def attach(self):
-        handler = logging.Handler()
-        handler.emit = lambda r: self.append(r.getMessage())
-        MMLogger.get_current_instance().addHandler(handler)
-        return self
-
-
-@pytest.fixture
-def warnings_log():
-    return LogCapture().attach()
-
-
-def _truncate(path):
-    data = open(path, 'rb').read()
-    open(path, 'wb').write(data[:len(data) // 3])
-
-
-@pytest.mark.parametrize('damage', ['zero-bytes', 'truncated', 'random-bytes', 'missing',
-                                    'directory', 'not-a-checkpoint'])
-def test_broken_newest_checkpoint_skipped(two_checkpoints, warnings_log, damage):
-    work = two_checkpoints
-    newest = work / 'iter_4.pth'
-    if damage == 'zero-bytes':
-        newest.write_bytes(b'')
-    elif damage == 'truncated':
-        _truncate(newest)
-    elif damage == 'random-bytes':
-        newest.write_bytes(np.random.default_rng(0).bytes(5000))
-    elif damage == 'missing':
-        newest.unlink()
-    elif damage == 'directory':
-        newest.unlink()
-        newest.mkdir()
-    else:
-        torch.save({'weights': torch.zeros(2)}, newest)
-    choice = find_resumable_checkpoint(str(work))
-    assert choice.path == str(work / 'iter_2.pth')
-    assert choice.meta['iter'] == 2
-    assert [p for p, _ in choice.skipped] == [str(newest)]
-    assert any(str(newest) in m and str(work / 'iter_2.pth') in m for m in warnings_log)
-    if damage == 'directory':  # (the new iter_4.pth could not replace a folder)
-        return
-    # a runner built with resume=True takes the same one
-    record = Record()
-    make_runner(work, max_iters=5, record=record, resume=True, max_keep_ckpts=2).train()
-    assert sorted(record.losses) == [3, 4, 5]
-
-
-def test_empty_last_checkpoint(two_checkpoints, warnings_log):
-    (two_checkpoints / 'last_checkpoint').write_text('')
-    choice = find_resumable_checkpoint(str(two_checkpoints))
-    assert choice.path == str(two_checkpoints / 'iter_4.pth')
-    assert any('last_checkpoint' in m and 'empty' in m for m in warnings_log)
-
-
-def test_nothing_to_resume(tmp_path):
-    assert find_resumable_checkpoint(str(tmp_path)) is None
-    (tmp_path / 'last_checkpoint').write_text('')
-    assert find_resumable_checkpoint(str(tmp_path)) is None
-    record = Record()
-    make_runner(tmp_path, max_iters=2, record=record, resume=True).train()
-    assert sorted(record.losses) == [1, 2]
-
-
-def test_no_loadable_checkpoint_is_an_error(two_checkpoints):
-    for name in ('iter_2.pth', 'iter_4.pth'):
-        _truncate(two_checkpoints / name)
-    with pytest.raises(RuntimeError, match='no checkpoint .* can be loaded') as err:
-        find_resumable_checkpoint(str(two_checkpoints))
-    assert 'iter_2.pth' in str(err.value) and 'iter_4.pth' in str(err.value)
-
-
-def test_train_py_resume_resolution(two_checkpoints, tmp_path):
-    from tool_loader import load_tool
-    train = load_tool('train')
-    (two_checkpoints / 'iter_4.pth').write_bytes(b'')
-    cfg = Config(dict(work_dir=str(two_checkpoints), randomness=dict(seed=None)))
-    train.resolve_resume(cfg, 'auto')
-    assert cfg.resume and cfg.load_from == str(two_checkpoints / 'iter_2.pth')
-    assert cfg.randomness.seed == 0  # the interrupted run's seed, for the data loaders
-    with pytest.raises(ValueError, match='iter_4.pth: empty file'):
-        train.resolve_resume(cfg, str(two_checkpoints / 'iter_4.pth'))
-    cfg = Config(dict(work_dir=str(tmp_path / 'empty')))
-    train.resolve_resume(cfg, 'auto')
-    assert cfg.resume is False and cfg.load_from is None
-
-
-# --- non-finite loss ---------------------------------------------------------------------
-
-
-class NaNAt(Hook):
-    """Makes the loss of one iteration NaN (a patched loss)."""
-
-    def __init__(self, iteration, value=float('nan')):
-        self.iteration, self.value = iteration, value
-
-    def before_train_iter(self, runner, batch_idx, data_batch=None):
-        if runner.iter + 1 == self.iteration:
-            data_batch['labels'][0] = self.value
-
-
-@pytest.mark.parametrize('value', [float('nan'), float('inf')])
-def test_non_finite_loss_stops_training(tmp_path, value):
-    finite = dict(type='FiniteLossHook')
-    runner = make_runner(tmp_path, interval=1, finite=finite, extra_hooks=[NaNAt(3, value)])
-    with pytest.raises(NonFiniteLossError, match=r'iteration 3: loss=(nan|inf)') as err:
-        runner.train()
-    assert 'last checkpoint: ' + str(tmp_path / 'iter_2.pth') in str(err.value)
-    # raised before the checkpoint hook: the weights after the bad step are not saved
-    assert not (tmp_path / 'iter_3.pth').exists()
-    assert (tmp_path / 'last_checkpoint').read_text().endswith('iter_2.pth')
-
-
-class NaNGradientAt(Hook):
-    """A finite loss whose gradient is NaN at one iteration."""
-
-    def __init__(self, iteration):
-        self.iteration, self.handle = iteration, None
-
-    def before_train_iter(self, runner, batch_idx, data_batch=None):
-        if runner.iter + 1 == self.iteration:
-            self.handle = runner.model.linear.weight.register_hook(lambda g: g * float('nan'))
-
-    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
-        if self.handle is not None:
-            self.handle.remove()
-            self.handle = None
-
-
-def test_non_finite_gradient_norm_stops_training(tmp_path):
-    runner = make_runner(tmp_path, interval=1, finite=dict(type='FiniteLossHook'),
-                         clip_grad=dict(max_norm=1.0), extra_hooks=[NaNGradientAt(3)])
-    with pytest.raises(NonFiniteLossError,
-                       match=r'non-finite gradient norm .* at iteration 3: grad_norm=nan '
-                       r'\(finite: loss=') as err:
-        runner.train()
-    assert not torch.isfinite(runner.model.linear.weight).all()  # why it must stop
-    assert 'last checkpoint: ' + str(tmp_path / 'iter_2.pth') in str(err.value)
-    assert not (tmp_path / 'iter_3.pth').exists()
-    # without clip_grad there is no gradient norm to check; with it and finite gradients, no
-    # false alarm
-    make_runner(tmp_path / 'ok', finite=dict(type='FiniteLossHook'),
-                clip_grad=dict(max_norm=1.0)).train()
-
-
-def test_non_finite_loss_huge_learning_rate(tmp_path):
-    runner = make_runner(tmp_path, max_iters=200, interval=1000, optimizer='SGD', lr=1e6,
-                         finite=dict(type='FiniteLossHook'))
-    with pytest.raises(NonFiniteLossError, match=r'non-finite loss at iteration \d+: loss='):
-        runner.train()
-    assert runner.iter < 199
-
-
-def test_non_finite_loss_warn(tmp_path, warnings_log):
-    runner = make_runner(tmp_path, max_iters=4, finite=dict(type='FiniteLossHook',
-                                                            action='warn'),
-                         extra_hooks=[NaNAt(2)])
-    warnings_log.attach()
-    runner.train()
-    assert runner.iter == 4
-    assert any('non-finite loss at iteration 2: loss=nan' in m for m in warnings_log)
-
-
-def test_finite_loss_hook_arguments():
-    with pytest.raises(ValueError, match="action must be 'raise' or 'warn'"):
-        FiniteLossHook(action='skip')
-    with pytest.raises(ValueError, match='interval'):
-        FiniteLossHook(interval=0)
-
-
-# --- every shipped config uses the hooks -------------------------------------------------
-
-CONFIGS = sorted(glob.glob(osp.join(REPO, 'configs', '*.py')))
-
-
-def test_configs_found():
-    assert len(CONFIGS) >= 20
-
-
-@pytest.mark.parametrize('config', CONFIGS, ids=[osp.basename(c) for c in CONFIGS])
-@pytest.mark.slow
-def test_config_uses_safe_checkpoint_and_finite_loss(config):
-    cfg = Config.fromfile(config)
-    hooks = cfg.default_hooks
-    assert hooks.checkpoint.type == 'SafeCheckpointHook', hooks.checkpoint
-    assert hooks.check_finite_loss.type == 'FiniteLossHook'
-    assert hooks.check_finite_loss.action == 'raise'
-    assert isinstance(HOOKS.build(dict(hooks.checkpoint)), SafeCheckpointHook)
-    assert isinstance(HOOKS.build(dict(hooks.check_finite_loss)), FiniteLossHook)
 
 
 # --- best checkpoints (save_best) are saved atomically too -------------------------------
