@@ -1,10 +1,10 @@
 """Inference front door (issue 11): OpenVocabInferencer on mmseg's MMSegInferencer, the
 referring inferencer (ReSTR, out-of-vocabulary words), dataset_meta following the vocabulary
-through mmseg's own APIs, tools/infer.py through main(argv), CLIP weights loaded in
-init_weights (models that load a checkpoint never read them), and the overlay."""
+through mmseg's own APIs, tools/infer.py through main(argv), clip_pretrained reaching every CLIP
+tower. CLIP weights loaded in init_weights are tested in test_clip_init_weights.py, the overlay
+in test_overlay.py."""
 import os
 import os.path as osp
-import warnings
 
 import cv2
 import numpy as np
@@ -20,15 +20,10 @@ from mmseg_ovseg.apis import (
     OpenVocabInferencer,
     ReferringInferencer,
     class_palette,
-    draw_overlay,
     merge_cfg_options,
-    name_color,
 )
 from mmseg_ovseg.apis.config import clip_towers
-from mmseg_ovseg.apis.overlay import font_for, text_size_for
-from mmseg_ovseg.apis.palette import MIN_DISTANCE
 from mmseg_ovseg.clip.builder import create_clip
-from mmseg_ovseg.models.backbones.clip_vit import CLIPVisionTransformer
 from mmseg_ovseg.models.language.word_vocab import WordVocabulary
 from tool_loader import load_tool
 
@@ -326,89 +321,7 @@ def test_infer_py_referring_sentence(restr_vocab, tmp_path, capsys):
     one_error_line(err, 'referring model', '--sentence')
 
 
-# ----------------------------------------------- CLIP weights through init_weights
-def _tiny_clip_file(tmp_path, clip_cfg):
-    torch.manual_seed(1)
-    clip = create_clip(clip_cfg)
-    path = tmp_path / 'clip.pt'
-    torch.save(clip.state_dict(), path)
-    return clip, str(path)
-
-
-def test_vit_loads_clip_in_init_weights_once_and_in_place(tmp_path):
-    cfg = Config.fromfile(CONFIG).model.backbone.clip_model
-    clip, path = _tiny_clip_file(tmp_path, cfg)
-    kwargs = dict(pretrained=path, pos_grid=(6, 5), fold_class_embedding=True,
-                  interpolate_mode='bilinear')
-    plain = CLIPVisionTransformer(cfg, **kwargs)  # no file read here
-    missing = CLIPVisionTransformer(cfg, **dict(kwargs, pretrained=str(tmp_path / 'no.pt')))
-    shapes = {k: v.shape for k, v in plain.state_dict().items()}
-    assert {k: v.shape for k, v in missing.state_dict().items()} == shapes
-    params = dict(plain.named_parameters())
-    plain.init_weights()
-    assert {k: v.shape for k, v in plain.state_dict().items()} == shapes
-    assert all(p is params[k] for k, p in plain.named_parameters())  # optimizer-safe
-    pos = clip.visual.positional_embedding.detach().clone()
-    pos[0] += clip.visual.class_embedding.detach()  # fold, then resize: once
-    from mmseg_ovseg.models.backbones.clip_vit import resize_clip_pos_embed
-    expected = resize_clip_pos_embed(pos, plain.clip_grid, (6, 5), 1, 'bilinear')
-    torch.testing.assert_close(plain.visual.positional_embedding.detach(), expected)
-    plain.init_weights()  # mmengine: a second call does nothing
-    torch.testing.assert_close(plain.visual.positional_embedding.detach(), expected)
-    plain.load_clip_weights(path)  # a new load starts again from the file
-    torch.testing.assert_close(plain.visual.positional_embedding.detach(), expected)
-    with pytest.raises(FileNotFoundError, match='no.pt'):
-        missing.init_weights()
-
-
-@pytest.mark.slow
-def test_runner_training_runs_init_weights(tmp_path):
-    """mmengine's Runner calls model.init_weights() in train(): the CLIP file named by
-    clip_pretrained reaches both (frozen) towers."""
-    from mmengine.runner import Runner
-
-    from mmseg_ovseg.datasets.synthetic import generate_synthetic_dataset
-    cfg = Config.fromfile(CONFIG)
-    clip, path = _tiny_clip_file(tmp_path, cfg.model.backbone.clip_model)
-    root = str(tmp_path / 'data')
-    generate_synthetic_dataset(root, num_train=2, num_val=1, seed=0, size=32)
-    opts = {'clip_pretrained': path, 'work_dir': str(tmp_path / 'work'),
-            'train_cfg.max_iters': 1, 'train_cfg.val_interval': 100,
-            'train_dataloader.batch_size': 1, 'train_dataloader.dataset.data_root': root,
-            'val_dataloader.dataset.data_root': root, 'test_dataloader.dataset.data_root': root,
-            'default_hooks.checkpoint.interval': 100, 'model.backbone.frozen': True}
-    runner = Runner.from_cfg(merge_cfg_options(cfg, opts))
-    runner.train()
-    model = runner.model
-    assert torch.equal(model.backbone.visual.conv1.weight, clip.visual.conv1.weight)
-    assert torch.equal(model.text_encoder.token_embedding.weight,
-                       clip.token_embedding.weight)
-
-
-@pytest.mark.slow
-def test_full_config_loads_a_checkpoint_without_the_clip_file(tmp_path):
-    """init_model(san_vitb16_coco-stuff.py, ckpt) and our inferencer with the CLIP file
-    (pretrained/ViT-B-16.pt) absent: the checkpoint holds every weight."""
-    from mmseg.apis import init_model
-    cfg = Config.fromfile(SAN_FULL)
-    assert not osp.exists(osp.join(REPO, cfg.clip_pretrained))
-    assert not osp.exists(cfg.clip_pretrained)
-    torch.manual_seed(0)
-    model = build(SAN_FULL)
-    path = tmp_path / 'san.pth'
-    torch.save(dict(state_dict=model.state_dict(),
-                    meta=dict(dataset_meta=dict(classes=list(model.vocabulary)))), path)
-    loaded = init_model(SAN_FULL, str(path), device='cpu')
-    for key in ('backbone.visual.positional_embedding', 'text_encoder.text_projection'):
-        assert torch.equal(loaded.state_dict()[key], model.state_dict()[key])
-    del loaded
-    inf = OpenVocabInferencer(SAN_FULL, str(path), classes=['cat', 'dog', 'sky'],
-                              templates='single')
-    assert inf.classes == ['cat', 'dog', 'sky']
-    key = 'backbone.visual.transformer.resblocks.0.attn.in_proj_weight'
-    assert torch.equal(inf.model.state_dict()[key], model.state_dict()[key])
-
-
+# ----------------------------------------------- clip_pretrained in every config
 @pytest.mark.slow
 def test_clip_pretrained_is_one_variable_for_every_tower():
     """Every shipped config that names clip_pretrained passes it to all its CLIP towers, and
@@ -435,86 +348,3 @@ def test_clip_pretrained_is_one_variable_for_every_tower():
     assert checked >= 8
 
 
-@pytest.mark.slow
-def test_get_flops_cfg_options(capsys):
-    get_flops = load_tool('analysis_tools/get_flops')
-    full = get_flops.get_flops(CONFIG, (32, 32))
-    res = get_flops.main([CONFIG, '--shape', '32', '32', '--cfg-options',
-                          'model.vocabulary=cat,dog', 'clip_pretrained=no_such_file.pt'])
-    assert 0 < res['flops'] < full['flops']  # 2 classes instead of 8 in the class matmul
-    assert 'Flops:' in capsys.readouterr().out
-
-
-# ---------------------------------------------------------------------------- overlay
-def test_palette_is_keyed_by_name():
-    names = ['background', 'cat', 'dog', 'grass', 'sky', 'tree', 'road', 'car']
-    pal = dict(zip(names, class_palette(names)))
-    shuffled = names[::-1]
-    assert dict(zip(shuffled, class_palette(shuffled))) == pal
-    assert class_palette(['Cat ']) == class_palette(['cat'])
-    # the colour of a name, unless a similar colour is taken in the same vocabulary
-    assert class_palette(['cat', 'grass'])[0] == name_color('cat')
-    assert class_palette(['grass', 'cat'])[1] == name_color('cat')
-    for i, a in enumerate(names):  # distinct colours within a palette
-        for b in names[i + 1:]:
-            assert np.linalg.norm(np.subtract(pal[a], pal[b])) >= MIN_DISTANCE, (a, b)
-
-
-def _scene(size):
-    h, w = size
-    labels = np.zeros((h, w), np.int64)
-    labels[h // 4:h // 2, w // 4:w // 2] = 1
-    labels[h // 2:, w // 2:] = 2
-    image = np.full((h, w, 3), 90, np.uint8)
-    return image, labels
-
-
-def _ink_rows(panel):
-    """Rows of the legend panel holding dark (text) pixels."""
-    return np.flatnonzero((panel.min(axis=2) < 60).any(axis=1))
-
-
-def test_overlay_scales_with_the_image_and_keeps_the_image_unpainted():
-    classes = ['background', 'cat', 'dog']
-    pal = class_palette(classes)
-    heights = {}
-    for size in ((96, 128), (960, 1280)):
-        image, labels = _scene(size)
-        out = draw_overlay(image, labels, classes, pal, with_labels=False)
-        panel = out[:, size[1]:]
-        rows = _ink_rows(panel)
-        heights[size] = rows[-1] - rows[0]
-        assert panel.shape[1] > text_size_for(*size)
-        # no background: its pixels are the image, the others blended at the opacity
-        out = draw_overlay(image, labels, classes, pal, opacity=0.25, with_labels=False,
-                           legend=False, draw_background=False)
-        assert np.array_equal(out[labels == 0], image[labels == 0])
-        cat = np.rint(image[0, 0] * 0.75 + np.array(pal[1]) * 0.25)
-        assert np.array_equal(out[labels == 1][0], cat.astype(np.uint8))
-    # legend text follows the image (12 px at least)
-    ratio = text_size_for(960, 1280) / text_size_for(96, 128)
-    assert ratio > 2 and heights[(960, 1280)] > 0.8 * ratio * heights[(96, 128)]
-    out = draw_overlay(*_scene((64, 64)), classes, pal, opacity=0.0, legend=False,
-                       with_labels=False)
-    assert np.array_equal(out, _scene((64, 64))[0])
-
-
-def test_overlay_draws_unicode_names_or_says_what_it_draws():
-    image, labels = _scene((200, 200))
-    greek = draw_overlay(image, labels, ['background', 'γάτα', 'dog'],
-                         class_palette(['background', 'γάτα', 'dog']), with_labels=False)
-    path, drawn = font_for('γάτα')
-    if path is not None and drawn == 'γάτα':  # a font with Greek glyphs: drawn as such
-        qmarks = draw_overlay(image, labels, ['background', '????', 'dog'],
-                              class_palette(['background', 'γάτα', 'dog']), with_labels=False)
-        assert not np.array_equal(greek, qmarks)
-    cjk = '猫'
-    font_for.cache_clear()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter('always')
-        path, drawn = font_for(cjk)
-    if drawn != cjk:  # no CJK font here: drawn as '?' and a warning names the character
-        assert drawn == '?' and any(cjk in str(w.message) for w in caught)
-    out = draw_overlay(image, labels, ['background', cjk, 'dog'],
-                       class_palette(['background', cjk, 'dog']))
-    assert out.shape[0] == 200 and out.shape[1] > 200
