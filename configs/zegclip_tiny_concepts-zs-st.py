@@ -2,10 +2,10 @@
 # in training and pixels annotated with an unseen class get the model's own argmax over the
 # unseen classes as label; started from the inductive model (zegclip_tiny_concepts-zs.py, run
 # it first), no seen-class calibration at test -- as the official two-stage schedule, at tiny
-# size (800 inductive + 200 self-training iterations).
+# size (1600 inductive + 200 self-training iterations).
 _base_ = ['./zegclip_tiny_concepts-zs.py']
 
-load_from = 'work_dirs/zegclip_tiny_concepts-zs/iter_800.pth'
+load_from = 'work_dirs/zegclip_tiny_concepts-zs/iter_1600.pth'
 
 model = dict(self_training=True, seen_calibration=0.0)
 
