@@ -133,12 +133,6 @@ def parse_args(argv=None):
     parser.add_argument('--tag', default=None,
                         help='name of this variant: results are cached under '
                         '<table>/<row>+<tag>/... so they never mix with the plain row')
-    parser.add_argument('--oracle-eval', nargs='+', metavar='WORK_DIR', default=None,
-                        help='SAN runs only: oracle evaluations of these trained work dirs '
-                        '(tools/misc/san_oracle_eval.py), nothing trained')
-    parser.add_argument('--oracle-num', type=int, default=250, help='val images for it')
-    parser.add_argument('--reset-pos', action='store_true',
-                        help='--oracle-eval with the pretrained CLIP position embedding')
     args = parser.parse_args(argv)
     if args.cfg_options and not args.tag:
         parser.error('--cfg-options needs --tag (the cache key of the variant)')
@@ -320,12 +314,6 @@ def main(argv=None):
                 print(f'  {row:18s} {spec["config"]} {spec.get("options", "")}')
         return
     os.chdir(REPO_ROOT)
-    if args.oracle_eval:  # tools/misc/san_oracle_eval.py
-        sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-        from san_oracle_eval import main as oracle_main
-        oracle_main(args.oracle_eval + ['--num', str(args.oracle_num), '--threads',
-                                         str(args.threads)] + ['--reset-pos'] * args.reset_pos)
-        return
     os.makedirs(args.out, exist_ok=True)
     results_path = osp.join(args.out, 'results.json')
     results = load_results(results_path)
