@@ -62,3 +62,27 @@ def test_ablation_driver_variants_and_max_iters(tmp_path):
     assert cfg.optim_wrapper.optimizer.lr == 1e-3 and cfg.randomness.seed == 1
     assert cfg.train_cfg.max_iters == cfg.train_cfg.val_interval == 1200
     assert max(s.end for s in cfg.param_scheduler) == 1200
+
+
+def test_ablation_driver_refuses_a_cached_run_of_another_clip(tmp_path, capsys):
+    """A cached result records the CLIP file's digest; once the file at that path holds other
+    weights the cached run is refused instead of being reported as a run of the new CLIP."""
+    drv = load_tool('misc/run_open_vocab_ablations')
+    clip = tmp_path / 'clip.pt'
+    clip.write_bytes(b'weights of the first CLIP')
+    args = drv.parse_args(['--clip-checkpoint', str(clip), '--out', str(tmp_path / 'out')])
+    key = drv.run_key('main', 'san', 0, None)
+    first = drv.clip_digest(str(clip))
+    assert len(first) == 16
+    results = {key: dict(hIoU=25.0, clip_sha256=first)}
+    # same file: the cached entry is returned (nothing is trained)
+    assert drv.run_one('main', 'san', 0, args, results, str(tmp_path / 'r.json'))['hIoU'] == 25.0
+    clip.write_bytes(b'weights of another CLIP')
+    assert drv.clip_digest(str(clip)) != first
+    with pytest.raises(SystemExit, match=rf'{key}.*sha256 {first}.*another CLIP'):
+        drv.run_one('main', 'san', 0, args, results, str(tmp_path / 'r.json'))
+    # entries from before the digests are returned with a printed notice
+    results = {key: dict(hIoU=24.0)}
+    assert drv.run_one('main', 'san', 0, args, results, str(tmp_path / 'r.json'))['hIoU'] == 24.0
+    assert 'not checked' in capsys.readouterr().out
+    assert drv.clip_digest(str(tmp_path / 'missing.pt')) is None

@@ -15,6 +15,7 @@ Before the first run it writes the benchmark to ``data/concepts`` and pretrains 
 when ``work_dirs/tiny_clip/ovseg-tiny-clip.pt`` is missing (``ensure_tiny_clip``).
 """
 import argparse
+import hashlib
 import json
 import os
 import os.path as osp
@@ -156,6 +157,34 @@ def run_key(table: str, row: str, seed: int, max_iters, tag=None) -> str:
     return f'{table}/{row}/seed{seed}' + (f'/it{max_iters}' if max_iters else '')
 
 
+def clip_digest(path: str):
+    """SHA-256 (first 16 hex digits) of a CLIP checkpoint file; None if it does not exist.
+
+    Runs are cached by table/row/seed and their configs name the CLIP by path, so a
+    checkpoint replaced under the same path (the default one was, on 2026-11-30) would
+    otherwise pass for the old one.
+    """
+    if not osp.isfile(path):
+        return None
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+def check_clip(key: str, recorded: dict, clip: str, digest) -> None:
+    """Refuse a cached run of another CLIP than the one ``clip`` holds now."""
+    if 'clip_sha256' not in recorded:
+        print(f'[{key}] cached before CLIP digests were recorded: not checked that it used '
+              f'the {clip} of now', flush=True)
+    elif recorded['clip_sha256'] != digest:
+        raise SystemExit(
+            f'[{key}] was run with the CLIP checkpoint {clip} of sha256 '
+            f'{recorded["clip_sha256"]}, which now has {digest}: its result is of another '
+            'CLIP. Use another --out (or --force to retrain it).')
+
+
 def load_results(path: str) -> dict:
     if osp.isfile(path):
         with open(path) as f:
@@ -219,7 +248,10 @@ def build_config(spec: dict, seed: int, max_iters, load_from, work_dir: str,
 
 def run_one(table: str, row: str, seed: int, args, results: dict, results_path: str) -> dict:
     key = run_key(table, row, seed, args.max_iters, args.tag)
+    clip = args.clip_checkpoint or DEFAULT_CLIP
+    digest = clip_digest(clip)
     if key in results and not args.force:
+        check_clip(key, results[key], clip, digest)
         return results[key]
     spec = TABLES[table][row]
     load_from = None
@@ -246,6 +278,7 @@ def run_one(table: str, row: str, seed: int, args, results: dict, results_path: 
         # before it could record the result): record it without training again
         with open(finished) as f:
             timing = json.load(f)
+        check_clip(key, timing, clip, digest)
         wall, cpu = timing['wall_s'], timing['cpu_s']
         print(f'[{key}] already trained in {work_dir}', flush=True)
     else:
@@ -262,7 +295,7 @@ def run_one(table: str, row: str, seed: int, args, results: dict, results_path: 
                                f'{work_dir}/train_stdout.log')
         cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
         with open(finished, 'w') as f:
-            json.dump(dict(wall_s=wall, cpu_s=cpu), f)
+            json.dump(dict(wall_s=wall, cpu_s=cpu, clip_sha256=digest), f)
     entry = dict(final_metrics(work_dir), table=table, row=row, seed=seed, iters=iters,
                  config=spec['config'], options={k: repr(v) for k, v in
                                                  spec.get('options', {}).items()},
@@ -270,7 +303,7 @@ def run_one(table: str, row: str, seed: int, args, results: dict, results_path: 
                  checkpoint=osp.join(work_dir, f'iter_{iters}.pth'), wall_s=round(wall, 1),
                  cpu_s=round(cpu, 1),
                  threads=args.threads, load_from=load_from,
-                 clip_checkpoint=args.clip_checkpoint or DEFAULT_CLIP)
+                 clip_checkpoint=clip, clip_sha256=digest)
     results[key] = entry
     save_results(results_path, results, key)
     print(f'[{key}] ' + '  '.join(f'{m} {entry[m]:.2f}' for m in METRICS if m in entry)
