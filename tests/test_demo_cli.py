@@ -86,3 +86,23 @@ def test_ablation_driver_refuses_a_cached_run_of_another_clip(tmp_path, capsys):
     assert drv.run_one('main', 'san', 0, args, results, str(tmp_path / 'r.json'))['hIoU'] == 24.0
     assert 'not checked' in capsys.readouterr().out
     assert drv.clip_digest(str(tmp_path / 'missing.pt')) is None
+
+
+def test_ablation_driver_refuses_a_finished_work_dir_of_another_clip(tmp_path):
+    """The same check on a run finished in its work dir but not yet in results.json (a driver
+    stopped after training): taken as it is only if its CLIP file is unchanged."""
+    import json
+    drv = load_tool('misc/run_open_vocab_ablations')
+    clip = tmp_path / 'clip.pt'
+    clip.write_bytes(b'weights of the first CLIP')
+    out = tmp_path / 'out'
+    args = drv.parse_args(['--clip-checkpoint', str(clip), '--out', str(out)])
+    key = drv.run_key('main', 'san', 0, None)
+    work_dir = str(out / key)
+    # what a previous driver left: the same run config and its finished.json
+    drv.build_config(drv.TABLES['main']['san'], 0, None, None, work_dir, str(clip))
+    with open(osp.join(work_dir, 'finished.json'), 'w') as f:
+        json.dump(dict(wall_s=1.0, cpu_s=1.0, clip_sha256=drv.clip_digest(str(clip))), f)
+    clip.write_bytes(b'weights of another CLIP')
+    with pytest.raises(SystemExit, match='another CLIP'):
+        drv.run_one('main', 'san', 0, args, {}, str(tmp_path / 'r.json'))

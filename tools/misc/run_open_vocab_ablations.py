@@ -246,6 +246,38 @@ def build_config(spec: dict, seed: int, max_iters, load_from, work_dir: str,
     return path
 
 
+def train(key: str, config: str, work_dir: str, args, reuse: bool, clip: str, digest):
+    """Train (and evaluate) one run with ``tools/train.py``; returns (wall s, CPU s).
+
+    With ``reuse``, a run already finished in ``work_dir`` with this very config (e.g. by a
+    driver stopped before it could record the result) is taken as it is.
+    """
+    finished = osp.join(work_dir, 'finished.json')
+    if reuse and osp.isfile(finished):
+        with open(finished) as f:
+            timing = json.load(f)
+        check_clip(key, timing, clip, digest)
+        print(f'[{key}] already trained in {work_dir}', flush=True)
+        return timing['wall_s'], timing['cpu_s']
+    cmd = [sys.executable, osp.join(REPO_ROOT, 'tools', 'train.py'), config, '--work-dir',
+           work_dir]
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
+    print(f'[{key}] {" ".join(cmd)}', flush=True)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.time()
+    with open(osp.join(work_dir, 'train_stdout.log'), 'w') as log:
+        proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    wall = time.time() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode:
+        raise RuntimeError(f'[{key}] training failed (exit {proc.returncode}); see '
+                           f'{work_dir}/train_stdout.log')
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    with open(finished, 'w') as f:
+        json.dump(dict(wall_s=wall, cpu_s=cpu, clip_sha256=digest), f)
+    return wall, cpu
+
+
 def run_one(table: str, row: str, seed: int, args, results: dict, results_path: str) -> dict:
     key = run_key(table, row, seed, args.max_iters, args.tag)
     clip = args.clip_checkpoint or DEFAULT_CLIP
@@ -267,35 +299,10 @@ def run_one(table: str, row: str, seed: int, args, results: dict, results_path: 
                           args.clip_checkpoint, args.clip_logit_scale, args.cfg_options)
     with open(config) as f:
         same_config = f.read() == previous
-    cmd = [sys.executable, osp.join(REPO_ROOT, 'tools', 'train.py'), config, '--work-dir',
-           work_dir]
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
     from mmengine.config import Config
     iters = Config.fromfile(config).train_cfg.max_iters
-    finished = osp.join(work_dir, 'finished.json')
-    if same_config and not args.force and osp.isfile(finished):
-        # trained and evaluated with this very config (e.g. by a driver that was stopped
-        # before it could record the result): record it without training again
-        with open(finished) as f:
-            timing = json.load(f)
-        check_clip(key, timing, clip, digest)
-        wall, cpu = timing['wall_s'], timing['cpu_s']
-        print(f'[{key}] already trained in {work_dir}', flush=True)
-    else:
-        print(f'[{key}] {" ".join(cmd)}', flush=True)
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        t0 = time.time()
-        with open(osp.join(work_dir, 'train_stdout.log'), 'w') as log:
-            proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, stdout=log,
-                                  stderr=subprocess.STDOUT)
-        wall = time.time() - t0
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        if proc.returncode:
-            raise RuntimeError(f'[{key}] training failed (exit {proc.returncode}); see '
-                               f'{work_dir}/train_stdout.log')
-        cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
-        with open(finished, 'w') as f:
-            json.dump(dict(wall_s=wall, cpu_s=cpu, clip_sha256=digest), f)
+    wall, cpu = train(key, config, work_dir, args, reuse=same_config and not args.force,
+                      clip=clip, digest=digest)
     entry = dict(final_metrics(work_dir), table=table, row=row, seed=seed, iters=iters,
                  config=spec['config'], options={k: repr(v) for k, v in
                                                  spec.get('options', {}).items()},
