@@ -212,3 +212,27 @@ def test_launcher_kill_ends_workers(tmp_path, target, sig):
                 pass
         script.wait(timeout=10)
         log.close()
+
+
+def test_cli_closes_the_process_group(tmp_path):
+    """run_cli destroys the process group a tool's main() left initialized (a gloo group left
+    to the interpreter's exit aborted rank 0 of dist_test_ov.sh once), and close_distributed
+    is a no-op without one."""
+    import torch.distributed as dist
+
+    from mmseg_ovseg.utils.cli import run_cli
+    from mmseg_ovseg.utils.dist import close_distributed
+    close_distributed()  # nothing initialized: nothing to do
+    seen = []
+
+    def main(argv):
+        dist.init_process_group('gloo', init_method=f'file://{tmp_path}/store', rank=0,
+                                world_size=1)
+        seen.append(dist.is_initialized())
+
+    try:
+        assert run_cli(main, 'tool.py', []) == 0
+        assert seen == [True] and not dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()

@@ -43,6 +43,7 @@ import mmseg_ovseg  # noqa: E402,F401  (fills registries, registers safe checkpo
 from mmseg_ovseg.clip.vocabularies import get_vocabulary  # noqa: E402
 from mmseg_ovseg.datasets.layout_check import check_dataset_layout, dataset_size  # noqa: E402
 from mmseg_ovseg.utils import setup_cpu_distributed  # noqa: E402
+from mmseg_ovseg.utils.dist import close_distributed  # noqa: E402
 
 # key -> (column, SAN cross-dataset config, validation images of the complete split)
 BENCHMARKS = OrderedDict([
@@ -273,3 +274,4 @@ def write_summary(args, work_dir: str, results: dict, table: str) -> None:
 
 if __name__ == '__main__':
     main()
+    close_distributed()

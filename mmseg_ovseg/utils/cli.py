@@ -83,7 +83,7 @@ def run_cli(main: Callable[[Optional[Sequence[str]]], object],
     """
     args = list(sys.argv[1:] if argv is None else argv)
     debug = '--debug' in args or os.environ.get('OVSEG_DEBUG', '') not in ('', '0')
-    from .dist import exit_with_parent, launched_by_torchrun
+    from .dist import close_distributed, exit_with_parent, launched_by_torchrun
     if launched_by_torchrun():
         exit_with_parent()
         # The agent passes on the SIGINT it gets; a KeyboardInterrupt would wait for the
@@ -108,4 +108,5 @@ def run_cli(main: Callable[[Optional[Sequence[str]]], object],
             hint = ' (--debug for the traceback)'
         print(f'{prog}: error: {error_message(e)}{hint}', file=sys.stderr, flush=True)
         return 1
+    close_distributed()
     return 0

@@ -167,3 +167,16 @@ def exit_with_parent(interval: float = 0.5, grace: float = 5.0) -> bool:
     _watchdog = threading.Thread(target=watch, name='exit_with_parent', daemon=True)
     _watchdog.start()
     return True
+
+
+def close_distributed() -> None:
+    """Destroy the default process group, if one is initialized (else nothing).
+
+    Called when a distributed tool has finished. A gloo group left to the interpreter's exit
+    is torn down with the C++ statics, and its threads can then abort the process
+    ("terminate called without an active exception", exit -6) after the work is done: seen
+    once on rank 0 of ``tools/dist_test_ov.sh`` in a CI run on a loaded machine.
+    """
+    import torch.distributed as torch_dist
+    if torch_dist.is_available() and torch_dist.is_initialized():
+        torch_dist.destroy_process_group()
