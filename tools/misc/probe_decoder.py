@@ -47,7 +47,6 @@ Figures (per cent unless a count):
         [--json OUT]
 """
 import argparse
-import glob
 import json
 import os.path as osp
 import sys
@@ -57,7 +56,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from san_oracle_eval import REPO_ROOT, load_run  # noqa: E402
+from san_oracle_eval import REPO_ROOT, load_run, val_images  # noqa: E402
 
 OBJECT_SHARE = 0.5  # a patch is an object patch when one object class covers >= this share
 FIGURES = ('object_patches', 'called_object', 'identity_top1', 'colour_right', 'shape_right',
@@ -209,34 +208,13 @@ def patch_logits(model, x: torch.Tensor) -> tuple:
     return logits, raw
 
 
-def check_checkpoint_covers(model, ckpt: str) -> None:
-    """Every tensor of the model must come from the run's checkpoint (nothing left at its
-    constructor's random values or taken from a CLIP file)."""
-    state = torch.load(ckpt, map_location='cpu', weights_only=False)
-    state = state.get('state_dict', state)
-    missing = sorted(set(model.state_dict()) - set(state))
-    if missing:
-        raise KeyError(f'probe_decoder: {ckpt} lacks {len(missing)} model tensors, e.g. '
-                       f'{missing[:5]}')
-
-
 def probe(work_dir: str, num: int = 60,
           data_root: str = osp.join(REPO_ROOT, 'data/concepts')) -> dict:
     """The probe on a trained work dir (see the module docstring)."""
-    from PIL import Image
-    model, cfg, ckpt = load_run(work_dir)
-    check_checkpoint_covers(model, ckpt)
-    files = sorted(glob.glob(osp.join(data_root, 'img_dir/val/*.png')))[:num]
-    if not files:
-        raise FileNotFoundError(f'no val images in {data_root}/img_dir/val')
-    mean = torch.tensor(cfg.data_preprocessor.mean).view(3, 1, 1)
-    std = torch.tensor(cfg.data_preprocessor.std).view(3, 1, 1)
+    model, cfg, ckpt = load_run(work_dir)  # refuses a checkpoint missing a model tensor
     acc = DecoderProbe(model.vocabulary)
     with torch.no_grad():
-        for f in files:
-            img = np.array(Image.open(f).convert('RGB'))  # the model's bgr_to_rgb input
-            gt = np.array(Image.open(f.replace('img_dir', 'ann_dir'))).astype(np.int64)
-            x = ((torch.from_numpy(img).permute(2, 0, 1).float() - mean) / std)[None]
+        for x, gt in val_images(cfg, data_root, num):
             logits, raw = patch_logits(model, x)
             acc.add(logits[0], raw[0], gt)
     out = dict(work_dir=work_dir, checkpoint=ckpt, segmentor=type(model).__name__)

@@ -21,8 +21,6 @@ embedding (trained by SAN) back to the pretrained one. Writes
 ``<work_dir>/oracle_eval[_resetpos].json`` (per-class IoU included)::
 
     python tools/misc/san_oracle_eval.py WORK_DIR [WORK_DIR ...] [--num 250] [--reset-pos]
-
-(also reachable as ``run_open_vocab_ablations.py --oracle-eval WORK_DIR``).
 """
 import argparse
 import glob
@@ -42,7 +40,7 @@ MODES = ('normal', 'oracle_cls', 'oracle_mask', 'own_mask_bias', 'own_mask_logsi
 def load_run(work_dir: str, reset_pos: bool = False):
     """The run's model (eval mode, last ``iter_*.pth``), its config and checkpoint path."""
     from mmengine.config import Config
-    from mmengine.runner import load_checkpoint
+    from mmengine.runner.checkpoint import _load_checkpoint, load_state_dict
     from mmseg.registry import MODELS
     from mmseg.utils import register_all_modules
 
@@ -54,7 +52,14 @@ def load_run(work_dir: str, reset_pos: bool = False):
                    key=lambda p: int(p.rsplit('_', 1)[1][:-4]))
     if not ckpts:
         raise FileNotFoundError(f'no iter_*.pth in {work_dir}')
-    load_checkpoint(model, ckpts[-1], map_location='cpu', logger='silent')
+    # Every tensor must come from the run (the config's CLIP file may hold other weights now
+    # and is not read: init_weights is not called); extra keys are tolerated.
+    state = _load_checkpoint(ckpts[-1], map_location='cpu')
+    state = state.get('state_dict', state)
+    missing = sorted(set(model.state_dict()) - set(state))
+    if missing:
+        raise KeyError(f'{ckpts[-1]} lacks {len(missing)} model tensors, e.g. {missing[:5]}')
+    load_state_dict(model, state, strict=False, logger='silent')
     if reset_pos:
         fresh = MODELS.build(cfg.model)
         fresh.init_weights()
@@ -62,6 +67,21 @@ def load_run(work_dir: str, reset_pos: bool = False):
             model.backbone.visual.positional_embedding.copy_(
                 fresh.backbone.visual.positional_embedding)
     return model.eval(), cfg, ckpts[-1]
+
+
+def val_images(cfg, data_root: str, num: int):
+    """The first ``num`` val images of the concept benchmark as the model's normalised input
+    ``(1, 3, H, W)`` with their labels ``(H, W)`` int64."""
+    from PIL import Image
+    files = sorted(glob.glob(osp.join(data_root, 'img_dir/val/*.png')))[:num]
+    if not files:
+        raise FileNotFoundError(f'no val images in {data_root}/img_dir/val')
+    mean = torch.tensor(cfg.data_preprocessor.mean).view(3, 1, 1)
+    std = torch.tensor(cfg.data_preprocessor.std).view(3, 1, 1)
+    for f in files:
+        img = np.array(Image.open(f).convert('RGB'))  # the model's bgr_to_rgb input
+        gt = np.array(Image.open(f.replace('img_dir', 'ann_dir'))).astype(np.int64)
+        yield ((torch.from_numpy(img).permute(2, 0, 1).float() - mean) / std)[None], gt
 
 
 def patch_bias(cover: torch.Tensor, heads: int) -> torch.Tensor:
@@ -182,25 +202,17 @@ def oracle_eval(work_dir: str, num: int = 250, reset_pos: bool = False,
                 data_root: str = osp.join(REPO_ROOT, 'data/concepts')) -> dict:
     """Run every mode on a trained SAN work dir; writes and returns the summary (see the
     module docstring)."""
-    from PIL import Image
-
     from mmseg_ovseg.clip.vocabularies import get_zero_shot_split
     model, cfg, ckpt = load_run(work_dir, reset_pos)
     C = len(model.vocabulary)
     seen, unseen = get_zero_shot_split('concepts', C)
-    files = sorted(glob.glob(osp.join(data_root, 'img_dir/val/*.png')))[:num]
-    if not files:
-        raise FileNotFoundError(f'no val images in {data_root}/img_dir/val')
-    mean = torch.tensor(cfg.data_preprocessor.mean).view(3, 1, 1)
-    std = torch.tensor(cfg.data_preprocessor.std).view(3, 1, 1)
     acc = OracleEval(model, C, unseen)
+    num_images = 0
     with torch.no_grad():
-        for f in files:
-            img = np.array(Image.open(f).convert('RGB'))  # the model's bgr_to_rgb input
-            gt = np.array(Image.open(f.replace('img_dir', 'ann_dir'))).astype(np.int64)
-            x = ((torch.from_numpy(img).permute(2, 0, 1).float() - mean) / std)[None]
+        for x, gt in val_images(cfg, data_root, num):
             acc.add(x, gt, [c for c in seen if c != 0])
-    out = dict(work_dir=work_dir, checkpoint=ckpt, num_images=len(files), reset_pos=reset_pos)
+            num_images += 1
+    out = dict(work_dir=work_dir, checkpoint=ckpt, num_images=num_images, reset_pos=reset_pos)
     out.update(acc.summary(model.vocabulary, seen, unseen))
     _print(out)
     path = osp.join(work_dir, 'oracle_eval' + ('_resetpos' if reset_pos else '') + '.json')
