@@ -249,6 +249,28 @@ def test_benchmark_kernels_tiny(tmp_path):
         assert row['max_abs_diff'] < (0.05 if 'bf16' in name else 1e-4), (name, row)
 
 
+def test_benchmark_gemm_tiny(tmp_path):
+    """--gemm times the four GEMM variants per shape, relative to float32 F.linear, and says
+    which CPU capability oneDNN dispatches to."""
+    sys.path.insert(0, osp.join(REPO, 'tools', 'analysis_tools'))
+    from benchmarking import SAN_GEMM_SHAPES
+    out = tmp_path / 'gemm.json'
+    res = subprocess.run([sys.executable,
+                          osp.join(REPO, 'tools', 'analysis_tools', 'benchmark.py'), '--gemm',
+                          '--tiny', '--runs', '3', '--threads', '1', '--out', str(out)],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert set(report['shapes']) == set(SAN_GEMM_SHAPES) and report['isa']
+    variants = {'fp32 F.linear', 'fp32 oneDNN prepacked', 'bf16 F.linear', 'fp16 F.linear'}
+    for rows in report['shapes'].values():
+        assert set(rows) == variants
+        assert all(r['ms'] > 0 and r['gflops'] > 0 for r in rows.values())
+        assert rows['fp32 F.linear']['rate_vs_fp32'] == 1.0
+    assert set(report['summary']) == variants and report['summary']['fp32 F.linear'] == 1.0
+    assert 'median rate vs fp32 F.linear' in res.stdout
+
+
 def test_infer_py_keeps_labels_only(trained, data_root, tmp_path, monkeypatch):
     """infer.py sets test_cfg.keep_logits=False (no full-size score map): the same label maps
     as with the scores kept, and no ``seg_logits`` in the samples it writes from."""

@@ -12,6 +12,11 @@
     python tools/analysis_tools/benchmark.py --kernels [--threads 2] [--runs 20] [--tiny]
         [--out result.json]
 
+    # GEMM throughput per precision (fp32, oneDNN prepacked fp32, bf16, fp16) at SAN's shapes:
+    # whether bf16 can be faster than fp32 on this machine at all
+    python tools/analysis_tools/benchmark.py --gemm [--threads 2] [--runs 20] [--tiny]
+        [--out result.json]
+
     # tools/infer.py on one large image: time and peak RSS, mmseg's one-window slide path and
     # visualizer vs batched windows (+ prediction only), each in a fresh process:
     python tools/analysis_tools/benchmark.py CONFIG --large-image [--shape 3000 4000]
@@ -55,6 +60,7 @@ from benchmarking import (  # noqa: E402,F401  (re-exported: `from benchmark imp
     against_mmseg_san,
     benchmark_models,
     build_segmentor,
+    gemm_rates,
     interleaved_rounds,
     kernel_comparison,
     large_image,
@@ -71,8 +77,10 @@ def parse_args(argv=None):
                         help="time our SAN (fp32 and bf16) against mmseg's SAN, same weights")
     parser.add_argument('--kernels', action='store_true',
                         help="time our attention/linear kernels against PyTorch's defaults")
+    parser.add_argument('--gemm', action='store_true',
+                        help='GEMM GFLOP/s in fp32, bf16 and fp16 at SAN\'s linear shapes')
     parser.add_argument('--tiny', action='store_true',
-                        help='--against-mmseg-san or --kernels at tiny sizes (smoke test)')
+                        help='--against-mmseg-san, --kernels or --gemm at tiny sizes (smoke test)')
     parser.add_argument('--vocabulary', default='coco_stuff171',
                         help='--against-mmseg-san vocabulary (any get_vocabulary spec)')
     parser.add_argument('--checkpoint', default=None)
@@ -108,8 +116,8 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.large_image_worker:
         return args
-    if args.config is None and not (args.against_mmseg_san or args.kernels):
-        parser.error('a CONFIG is required (or --against-mmseg-san or --kernels)')
+    if args.config is None and not (args.against_mmseg_san or args.kernels or args.gemm):
+        parser.error('a CONFIG is required (or --against-mmseg-san, --kernels or --gemm)')
     if args.shape is None:
         args.shape = [640, 640] if args.against_mmseg_san else [512, 512]
         if args.large_image:
@@ -137,8 +145,8 @@ def main(argv=None):
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    if args.kernels:
-        report = kernel_comparison(args)
+    if args.kernels or args.gemm:
+        report = kernel_comparison(args) if args.kernels else gemm_rates(args)
         if args.out:
             _write_json(args.out, dict(torch=torch.__version__, **report))
         return report
