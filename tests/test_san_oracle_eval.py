@@ -56,3 +56,17 @@ def test_normal_mode_is_the_models_prediction_and_ious_are_counts(model):
         assert len(np.unique(om[gt == c])) == 1
     assert acc.named['seen'][1] == 1 and acc.named['unseen'][1] == 1
     assert acc.query['seen'][1] == 1 and acc.query['unseen'][1] == 1
+
+
+def test_run_config_path_reads_either_work_dir_layout(tmp_path):
+    """run_config.py (the ablation driver's) wins; else the one config tools/train.py dumps;
+    an empty or ambiguous work dir is refused with the files it found."""
+    with pytest.raises(FileNotFoundError, match=r'found: none'):
+        oracle.run_config_path(str(tmp_path))
+    (tmp_path / 'san_tiny_concepts.py').write_text('x = 1\n')
+    assert oracle.run_config_path(str(tmp_path)) == str(tmp_path / 'san_tiny_concepts.py')
+    (tmp_path / 'other.py').write_text('x = 2\n')
+    with pytest.raises(FileNotFoundError, match=r'other\.py, san_tiny_concepts\.py'):
+        oracle.run_config_path(str(tmp_path))
+    (tmp_path / 'run_config.py').write_text('x = 3\n')
+    assert oracle.run_config_path(str(tmp_path)) == str(tmp_path / 'run_config.py')

@@ -2,7 +2,8 @@
 its class logits at patch resolution (docs/open_vocab.md, "Where the decoder fails").
 
 On the first ``num`` val images of ``data/concepts`` (128 px; with the tiny CLIP's 8 px
-patches a 16 x 16 grid), with a run's ``run_config.py`` and last ``iter_*.pth`` (loaded by
+patches a 16 x 16 grid), with a run's config (``run_config.py``, or the one
+``tools/train.py`` dumps) and last ``iter_*.pth`` (loaded by
 ``san_oracle_eval.load_run``; the checkpoint holds the whole model, backbone and text encoder
 included, and must cover every tensor of the model -- the config's ``pretrained=`` CLIP is
 never loaded, since ``init_weights`` is not called):

@@ -1,7 +1,8 @@
 """Where a trained SAN run of the concept benchmark loses its IoU: oracle evaluations.
 
-On the first ``num`` val images of ``data/concepts``, with a run's ``run_config.py`` and last
-checkpoint (a work dir of ``tools/misc/run_open_vocab_ablations.py``):
+On the first ``num`` val images of ``data/concepts``, with a run's config and last
+checkpoint (a work dir of ``tools/misc/run_open_vocab_ablations.py`` with its ``run_config.py``,
+or of ``tools/train.py`` with the config it dumps there):
 
 - ``normal``: the model's own prediction (Eq. 4; equals the run's evaluation);
 - ``oracle_cls``: the model's masks, each query named by the ground-truth class under most of
@@ -37,8 +38,25 @@ MODES = ('normal', 'oracle_cls', 'oracle_mask', 'own_mask_bias', 'own_mask_logsi
     f'calib{v}' for v in CALIBRATIONS)
 
 
+def run_config_path(work_dir: str) -> str:
+    """The config a run was trained with: ``run_config.py`` (written by
+    ``run_open_vocab_ablations.py``), else the one ``<config>.py`` that ``tools/train.py``
+    (mmengine's runner) dumps into its work dir."""
+    path = osp.join(work_dir, 'run_config.py')
+    if osp.isfile(path):
+        return path
+    dumped = sorted(glob.glob(osp.join(work_dir, '*.py')))
+    if len(dumped) != 1:
+        found = ', '.join(osp.basename(p) for p in dumped) or 'none'
+        raise FileNotFoundError(
+            f'{work_dir}: no run_config.py and not exactly one dumped config *.py '
+            f'(found: {found}); is this a training work dir?')
+    return dumped[0]
+
+
 def load_run(work_dir: str, reset_pos: bool = False):
-    """The run's model (eval mode, last ``iter_*.pth``), its config and checkpoint path."""
+    """The run's model (eval mode, last ``iter_*.pth``), its config and checkpoint path
+    (config: :func:`run_config_path`)."""
     from mmengine.config import Config
     from mmengine.runner.checkpoint import _load_checkpoint, load_state_dict
     from mmseg.registry import MODELS
@@ -46,7 +64,7 @@ def load_run(work_dir: str, reset_pos: bool = False):
 
     import mmseg_ovseg  # noqa: F401
     register_all_modules()
-    cfg = Config.fromfile(osp.join(work_dir, 'run_config.py'))
+    cfg = Config.fromfile(run_config_path(work_dir))
     model = MODELS.build(cfg.model)
     ckpts = sorted(glob.glob(osp.join(work_dir, 'iter_*.pth')),
                    key=lambda p: int(p.rsplit('_', 1)[1][:-4]))
