@@ -1,8 +1,8 @@
 """Bad input to the command-line tools that needs no trained checkpoint: image files and
 folders, a CUDA device on a machine without CUDA, a malicious TorchScript-looking CLIP archive,
-train.py's config / --resume / registry errors, the one-line error message and a converter's
-unexpected error: one line naming the problem, exit status 1, no traceback (split from
-test_cli_errors.py; tests unchanged; helpers imported from there)."""
+train.py's config / --resume / registry errors, test_ov.py's missing files, the one-line error
+message and a converter's unexpected error: one line naming the problem, exit status 1, no
+traceback (split from test_cli_errors.py; helpers imported from there)."""
 import os
 import textwrap
 import zipfile
@@ -78,6 +78,15 @@ def test_train_py_errors(tmp_path, capsys):
     rc, _, err = cli('train', [CONFIG, '--work-dir', tmp_path, '--cfg-options',
                                'model.decode_head.type=NoSuchHead'], capsys)
     error_line(rc, err, 'train.py', 'NoSuchHead')
+
+
+def test_test_ov_py_errors(tmp_path, capsys):
+    """tools/test_ov.py goes through run_cli like the other tools: a missing config or
+    checkpoint is one line naming the file."""
+    rc, _, err = cli('test_ov', [tmp_path / 'nope.py', tmp_path / 'x.pth'], capsys)
+    error_line(rc, err, 'test_ov.py', 'config file not found', 'nope.py')
+    rc, _, err = cli('test_ov', [CONFIG, tmp_path / 'x.pth'], capsys)
+    error_line(rc, err, 'test_ov.py', 'checkpoint file not found', 'x.pth')
 
 
 def test_error_message_is_one_line():

@@ -43,7 +43,6 @@ import mmseg_ovseg  # noqa: E402,F401  (fills registries, registers safe checkpo
 from mmseg_ovseg.clip.vocabularies import get_vocabulary  # noqa: E402
 from mmseg_ovseg.datasets.layout_check import check_dataset_layout, dataset_size  # noqa: E402
 from mmseg_ovseg.utils import setup_cpu_distributed  # noqa: E402
-from mmseg_ovseg.utils.dist import close_distributed  # noqa: E402
 
 # key -> (column, SAN cross-dataset config, validation images of the complete split)
 BENCHMARKS = OrderedDict([
@@ -79,6 +78,8 @@ def parse_args(argv=None):
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
                         default='none', help='job launcher')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    parser.add_argument('--debug', action='store_true',
+                        help='on an error, print the full traceback (default: one line)')
     args = parser.parse_args(argv)
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
@@ -273,5 +274,5 @@ def write_summary(args, work_dir: str, results: dict, table: str) -> None:
 
 
 if __name__ == '__main__':
-    main()
-    close_distributed()
+    from mmseg_ovseg.utils.cli import run_cli  # one-line errors; closes the process group
+    sys.exit(run_cli(main, 'test_ov.py'))
