@@ -267,7 +267,45 @@ def test_ensure_tiny_clip_pretrains_the_demo_preset_once(tmp_path, monkeypatch):
     assert tiny.ensure_tiny_clip(path, threads=1, steps=5) == path
     assert calls == [dict(PRETRAIN_PRESETS['demo'], resume=True, threads=1, steps=5)]
     assert calls[0]['dense_weight'] > 0 and calls[0]['region_exclude'] == 'concepts'
-    assert tiny.ensure_tiny_clip(path) == path and len(calls) == 1
+    with pytest.warns(UserWarning, match='recipe is unknown'):  # the fake wrote no recipe
+        assert tiny.ensure_tiny_clip(path) == path and len(calls) == 1
+
+
+def test_cached_checkpoint_of_another_recipe_is_named(tiny_checkpoint, tmp_path):
+    """pretrain records its recipe next to the checkpoint; ensure_tiny_clip reuses a cached
+    checkpoint silently when its recipe is the one asked for, and otherwise warns naming the
+    setting (or that the recipe is unknown); a checkpoint from before recipes were recorded
+    is read from its training state."""
+    import json
+    import shutil
+    import warnings
+
+    from mmseg_ovseg.clip import tiny
+    from mmseg_ovseg.clip.tiny_pretrain import read_recipe, recipe_path_for, state_path_for
+    out, _ = tiny_checkpoint
+    with open(recipe_path_for(out)) as f:
+        recipe = json.load(f)
+    assert recipe == read_recipe(out)
+    assert (recipe['steps'], recipe['batch_size'], recipe['warmup']) == (3, 8, 1)
+    assert recipe['lr'] == PRETRAIN_DEFAULTS['lr'] and recipe['dense_weight'] == 0
+    same = dict(steps=3, batch_size=8, warmup=1, lr=PRETRAIN_DEFAULTS['lr'], dense_weight=0.0,
+                sls_weight=0.0, region_exclude=None, threads=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        assert tiny.ensure_tiny_clip(out, **same) == out
+    with pytest.raises(UserWarning, match=r"lr=0\.002 \(now 0\.003\)"):
+        with warnings.catch_warnings():
+            warnings.simplefilter('error')
+            tiny.ensure_tiny_clip(out, **dict(same, lr=3e-3))
+    old = str(tmp_path / 'old.pt')  # cached before recipes were recorded: training state only
+    shutil.copy(out, old)
+    shutil.copy(state_path_for(out), state_path_for(old))
+    assert read_recipe(old) == recipe
+    bare = str(tmp_path / 'bare.pt')  # no recipe, no state
+    shutil.copy(out, bare)
+    assert read_recipe(bare) is None
+    with pytest.warns(UserWarning, match='recipe is unknown'):
+        assert tiny.ensure_tiny_clip(bare, **same) == bare
 
 
 @pytest.mark.slow

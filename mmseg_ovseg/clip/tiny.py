@@ -13,6 +13,7 @@ ours, not OpenAI's).
 (docs/tiny_clip.md).
 """
 import os.path as osp
+import warnings
 from typing import Callable, Dict, Optional, Sequence
 
 import numpy as np
@@ -93,17 +94,35 @@ def ensure_tiny_clip(path: str = DEFAULT_CHECKPOINT, **pretrain_kwargs) -> str:
     Pretraining uses the ``'demo'`` preset of :data:`PRETRAIN_PRESETS`; ``pretrain_kwargs``
     override it (``steps``, ``batch_size``, ``lr``, ``seed``, ``threads``, ...); an
     interrupted pretraining resumes from its training state file. An existing checkpoint is
-    returned as is (delete it to pretrain again).
+    returned as is (delete it to pretrain again), with a warning when its recorded recipe
+    (``<path>.recipe.json``, or its training state) differs from the one asked for or is
+    unknown: a checkpoint cached under an earlier preset gives other results than the
+    documented ones.
     """
-    if osp.isfile(path):
-        return path
-    from .tiny_pretrain import pretrain
+    from .tiny_pretrain import pretrain, read_recipe, recipe_of
     kwargs = dict(PRETRAIN_PRESETS['demo'], resume=True)
     kwargs.update(pretrain_kwargs)
+    if osp.isfile(path):
+        _warn_other_recipe(path, read_recipe(path), recipe_of(dict(PRETRAIN_DEFAULTS, **kwargs)))
+        return path
     pretrain(out=path, **kwargs)
     if not osp.isfile(path):
         raise RuntimeError(f'pretraining finished without writing {path}')
     return path
+
+
+def _warn_other_recipe(path: str, recipe: Optional[dict], wanted: dict) -> None:
+    if recipe is None:
+        warnings.warn(f'tiny CLIP {path}: its pretraining recipe is unknown (no '
+                      f'{osp.basename(path)}.recipe.json or training state next to it); if it '
+                      'was cached under an earlier preset, results will differ from the '
+                      'documented ones: delete it to pretrain the current one')
+        return
+    diff = {k: (recipe[k], wanted[k]) for k in wanted if recipe.get(k) != wanted[k]}
+    if diff:
+        changes = ', '.join(f'{k}={old!r} (now {new!r})' for k, (old, new) in diff.items())
+        warnings.warn(f'tiny CLIP {path} was pretrained with {changes}: results will differ '
+                      'from the documented ones; delete it to pretrain the current recipe')
 
 
 def build_clip(model: str = TINY_CLIP_NAME, seed: int = 0) -> nn.Module:

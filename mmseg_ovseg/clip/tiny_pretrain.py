@@ -4,6 +4,7 @@ open_clip's tokenizer and ``ClipLoss``, AdamW + cosine schedule, resumable train
 optional region-text terms (:mod:`mmseg_ovseg.clip.region_losses`). docs/tiny_clip.md has the
 recipes and the measured results.
 """
+import json
 import math
 import os
 import os.path as osp
@@ -126,10 +127,48 @@ def state_path_for(out: str) -> str:
     return out + '.train_state.pth'
 
 
-# Settings that must match to resume a training state.
+# Settings that must match to resume a training state: they determine the weights (the
+# recipe recorded next to a checkpoint, see recipe_path_for).
 _RESUME_KEYS = ('model', 'steps', 'batch_size', 'lr', 'warmup', 'weight_decay', 'seed',
                 'captions', 'dense_weight', 'sls_weight', 'sls_split', 'region_exclude', 'init',
                 'region_start')
+
+
+def recipe_path_for(out: str) -> str:
+    """The JSON file next to the checkpoint ``out`` recording the settings it was pretrained
+    with (the keys of ``_RESUME_KEYS``), read by :func:`~mmseg_ovseg.clip.tiny.ensure_tiny_clip`
+    to tell a cached checkpoint of another recipe."""
+    return out + '.recipe.json'
+
+
+def recipe_of(cfg: dict) -> dict:
+    """The weight-determining settings of a full pretraining config (``captions``: no
+    options and ``{}`` are the same)."""
+    recipe = {k: cfg.get(k, PRETRAIN_DEFAULTS.get(k)) for k in _RESUME_KEYS}
+    recipe['captions'] = dict(recipe['captions'] or {})
+    return recipe
+
+
+def read_recipe(out: str) -> Optional[dict]:
+    """The recipe of checkpoint ``out``: its ``.recipe.json``, else the config saved in its
+    training state (checkpoints written before recipes were recorded); None if neither."""
+    path = recipe_path_for(out)
+    if osp.isfile(path):
+        with open(path) as f:
+            return recipe_of(json.load(f))
+    state = state_path_for(out)
+    if osp.isfile(state):
+        return recipe_of(torch.load(state, map_location='cpu', weights_only=False).get(
+            'config', {}))
+    return None
+
+
+def _write_recipe(cfg: dict, out: str) -> None:
+    path = recipe_path_for(out)
+    tmp = f'{path}.tmp-{os.getpid()}'
+    with open(tmp, 'w') as f:
+        json.dump(recipe_of(cfg), f, indent=2, sort_keys=True)
+    os.replace(tmp, path)
 
 
 def pretrain(out: str = DEFAULT_CHECKPOINT,
@@ -323,6 +362,7 @@ def _pretrain(cfg, out, resume, state_path, eval_every, stop_after, progress, lo
                         wall_s=elapsed['wall'], cpu_s=elapsed['cpu'], checkpoint=None)
     bar.close()
     _atomic_save(model.state_dict(), out)
+    _write_recipe(cfg, out)
     acc = evaluate_concepts(model, cfg['model'], cfg['eval_seed'], cfg['eval_per_class'])
     log(f'zero-shot top-1 over {len(acc["per_class"])} concepts ({acc["num_images"]} held-out '
         f'images, "{ZERO_SHOT_TEMPLATE}"): {acc["top1"]:.1f}%')
