@@ -214,16 +214,22 @@ def test_get_flops():
     assert 'aten::linear' not in flops['unsupported']
 
 
+def run_benchmark(tmp_path, *args):
+    """``tools/analysis_tools/benchmark.py ARGS --out JSON`` in a subprocess; returns the
+    process and the JSON report."""
+    out = tmp_path / 'benchmark.json'
+    res = subprocess.run([sys.executable,
+                          osp.join(REPO, 'tools', 'analysis_tools', 'benchmark.py'), *args,
+                          '--out', str(out)], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+    return res, json.loads(out.read_text())
+
+
 def test_benchmark_against_mmseg_san_tiny(tmp_path):
     """The SAN-vs-mmseg comparison runs end to end (tiny widths) and checks parity."""
-    out = tmp_path / 'bench.json'
-    res = subprocess.run([sys.executable, osp.join(REPO, "tools", "analysis_tools", "benchmark.py"),
-                          '--against-mmseg-san', '--tiny', '--shape', '96', '128', '--runs', '2',
-                          '--warmup', '1', '--threads', '1', '--vocabulary',
-                          'cat,dog,grass,sky,person', '--out', str(out)],
-                         capture_output=True, text=True)
-    assert res.returncode == 0, res.stderr[-2000:]
-    report = json.loads(out.read_text())
+    res, report = run_benchmark(tmp_path, '--against-mmseg-san', '--tiny', '--shape', '96',
+                                '128', '--runs', '2', '--warmup', '1', '--threads', '1',
+                                '--vocabulary', 'cat,dog,grass,sky,person')
     assert set(report['results']) == {'mmseg SAN', 'ours fp32', 'ours bf16'}
     for r in report['results'].values():
         assert len(r['interleaved_ratios']) == 2 and r['median_ms'] > 0
@@ -235,13 +241,8 @@ def test_benchmark_against_mmseg_san_tiny(tmp_path):
 
 def test_benchmark_kernels_tiny(tmp_path):
     """--kernels times each of our CPU kernels against PyTorch's op and checks they agree."""
-    out = tmp_path / 'kernels.json'
-    res = subprocess.run([sys.executable,
-                          osp.join(REPO, 'tools', 'analysis_tools', 'benchmark.py'), '--kernels',
-                          '--tiny', '--runs', '2', '--threads', '1', '--out', str(out)],
-                         capture_output=True, text=True)
-    assert res.returncode == 0, res.stderr[-2000:]
-    kernels = json.loads(out.read_text())['kernels']
+    _, report = run_benchmark(tmp_path, '--kernels', '--tiny', '--runs', '2', '--threads', '1')
+    kernels = report['kernels']
     assert len(kernels) == 4
     for name, row in kernels.items():
         assert row['base_ms'] > 0 and row['ours_ms'] > 0 and row['ratio'] > 0
@@ -251,16 +252,9 @@ def test_benchmark_kernels_tiny(tmp_path):
 
 def test_benchmark_gemm_tiny(tmp_path):
     """--gemm times the four GEMM variants per shape, relative to float32 F.linear, and says
-    which CPU capability oneDNN dispatches to."""
-    sys.path.insert(0, osp.join(REPO, 'tools', 'analysis_tools'))
-    from benchmarking import SAN_GEMM_SHAPES
-    out = tmp_path / 'gemm.json'
-    res = subprocess.run([sys.executable,
-                          osp.join(REPO, 'tools', 'analysis_tools', 'benchmark.py'), '--gemm',
-                          '--tiny', '--runs', '3', '--threads', '1', '--out', str(out)],
-                         capture_output=True, text=True)
-    assert res.returncode == 0, res.stderr[-2000:]
-    report = json.loads(out.read_text())
+    which CPU capability torch dispatches to."""
+    SAN_GEMM_SHAPES = load_tool('analysis_tools/benchmark').SAN_GEMM_SHAPES
+    res, report = run_benchmark(tmp_path, '--gemm', '--tiny', '--runs', '3', '--threads', '1')
     assert set(report['shapes']) == set(SAN_GEMM_SHAPES) and report['isa']
     variants = {'fp32 F.linear', 'fp32 oneDNN prepacked', 'bf16 F.linear', 'fp16 F.linear'}
     for rows in report['shapes'].values():

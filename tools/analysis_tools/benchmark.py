@@ -57,6 +57,7 @@ from benchmarking import (  # noqa: E402,F401  (re-exported: `from benchmark imp
     LARGE_IMAGE_VARIANTS,
     SAN_BF16_ARGMAX_AGREEMENT,
     SAN_FP32_TOL,
+    SAN_GEMM_SHAPES,
     against_mmseg_san,
     benchmark_models,
     build_segmentor,

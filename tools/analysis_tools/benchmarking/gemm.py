@@ -10,7 +10,8 @@ Per shape, in interleaved rounds (the order rotated each round): ``F.linear`` in
 (MKL's sgemm), the oneDNN inner product on a weight reordered once (our float32 fast path),
 ``F.linear`` in bfloat16 (oneDNN) and in float16. Reported: median ms, GFLOP/s
 (``2 * M * K * N`` per product) and each rate relative to float32 ``F.linear`` in the same
-rounds, plus the instruction set oneDNN dispatches to (from ``torch.backends.cpu``).
+rounds, plus torch's CPU capability (``torch.backends.cpu.get_cpu_capability()``; the ISA
+of oneDNN's own kernels is what ``ONEDNN_VERBOSE=1`` prints, e.g. ``avx512_core_bf16``).
 """
 import statistics
 from typing import Callable, Dict, Tuple
@@ -50,7 +51,7 @@ def gemm_rates(args) -> dict:
     """Time the four GEMM variants at each of :data:`SAN_GEMM_SHAPES` (``--tiny``: /8).
 
     Returns:
-        dict: ``shapes: {name: {variant: {ms, gflops, rate_vs_fp32}}}``, ``isa`` (oneDNN's CPU
+        dict: ``shapes: {name: {variant: {ms, gflops, rate_vs_fp32}}}``, ``isa`` (torch's CPU
         capability string), ``summary: {variant: median rate_vs_fp32 over the shapes}``.
     """
     div = 8 if args.tiny else 1
