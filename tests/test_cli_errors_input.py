@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from mmseg_ovseg.utils.cli import error_message
-from test_cli_errors import CONFIG, _infer_args, _png, cli, error_line
+from test_cli_errors import CONFIG, _infer_args, _png, _script, cli, error_line
 
 
 def test_infer_py_bad_images(tmp_path, capsys):
@@ -87,6 +87,10 @@ def test_test_ov_py_errors(tmp_path, capsys):
     error_line(rc, err, 'test_ov.py', 'config file not found', 'nope.py')
     rc, _, err = cli('test_ov', [CONFIG, tmp_path / 'x.pth'], capsys)
     error_line(rc, err, 'test_ov.py', 'checkpoint file not found', 'x.pth')
+    # the script itself is wired through run_cli: one line on stderr, no traceback
+    proc = _script(['tools/test_ov.py', tmp_path / 'nope.py', tmp_path / 'x.pth'])
+    error_line(proc.returncode, proc.stderr, 'test_ov.py', 'config file not found')
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
 
 def test_error_message_is_one_line():
