@@ -5,7 +5,7 @@
 # vocabulary; unseen pixels are ignored by ZeroShotLabelMapping) and evaluated on all 55
 # classes. The CLIP tower sees the 128 px image at 64 px (clip_scale 0.5: the 8x8 grid it was
 # pretrained on); its blocks 1-3 run the SLS tokens with the side adapter's bias (split_layer 1:
-# measured better than SAN's "last quarter", split_layer 3 -- docs/open_vocab.md), and the
+# measured better than SAN's "last quarter", split_layer 3 -- docs/open_vocab_record.md), and the
 # side adapter fuses the CLIP embedding and block 1's output.
 # Results and commands: docs/open_vocab.md.
 _base_ = [
@@ -47,7 +47,8 @@ model = dict(
         type='SANHead',
         # width 64: 96 wins with the region-sls CLIP (hIoU 1,200 it 35.9 / 36.5 -> 40.1 / 36.9)
         # but not with the default 'demo' CLIP (400 it, seeds 0 / 1: 25.0 / 25.3 at 64, 23.2 /
-        # 26.0 at 96, and the demo picture loses the blue circle on seed 0): docs/open_vocab.md
+        # 26.0 at 96, and the demo picture loses the blue circle on seed 0):
+        # docs/open_vocab_record.md
         side_adapter=dict(
             embed_dims=64, depth=4, num_heads=2, patch_size=8, num_queries=16,
             pos_grid=(16, 16), clip_channels=64, fusion_index=(0, 2)),
@@ -65,7 +66,7 @@ model = dict(
 
 # lr 2e-3 (was 5e-4): measured better on 2 seeds at 400 and 1,200 iterations with the
 # region-sls tiny CLIP (hIoU 20.6 / 14.9 -> 29.5 / 23.2 at 400, 30.0 / 25.6 -> 35.9 / 36.5 at
-# 1,200; 1e-3 and 4e-3 were worse than 2e-3 at 400): docs/open_vocab.md, "SAN recipe".
+# 1,200; 1e-3 and 4e-3 were worse than 2e-3 at 400): docs/open_vocab_record.md, "SAN recipe".
 optim_wrapper = dict(
     optimizer=dict(type='AdamW', lr=2e-3, betas=(0.9, 0.999), weight_decay=1e-4),
     paramwise_cfg=dict(norm_decay_mult=0.0, custom_keys={

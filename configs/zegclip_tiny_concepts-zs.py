@@ -67,10 +67,10 @@ model = dict(
 # iterations every variant predicted background everywhere (fully supervised mIoU 1.7 = all
 # background). Measured fully supervised (seed 0, 96 px, the 'plain' tiny CLIP): lr 1e-3/400 it
 # 1.7, 5e-3/400 6.5, 5e-3/800 7.3, 5e-3/1600 10.6 mIoU; inductive hIoU 800 -> 1600 iterations
-# 5.3 -> 6.6 (seed 0; 800 vs 1600 on the current CLIP: docs/open_vocab.md). At 64 px (CLIP's
+# 5.3 -> 6.6 (seed 0; 800 vs 1600 on the lr 2e-3 CLIP: docs/open_vocab_record.md). At 64 px (CLIP's
 # pretraining grid) 5e-3/400 5.2: the input scale is not the cause. (Official: 2e-4 for 20k
 # iterations of batch 16.)
-# What limits it at this size (docs/open_vocab.md, "What limits ZegCLIP here"): the decoder
+# What limits it at this size (docs/open_vocab_record.md, "What limits ZegCLIP here"): the decoder
 # learns one shared objectness map (class logit maps correlate at ~0.9) and barely class
 # identity (colour right on ~50 % of object patches vs ~91 % for the baseline head on the same
 # features).

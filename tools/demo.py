@@ -50,8 +50,8 @@ DATASETS = {
 
 # Open-vocabulary picture on the concept benchmark: a drawn scene of three unseen objects and
 # a seen one, segmented with names chosen at run time -- the unseen names, seen look-alikes
-# sharing their colour or shape, and another order than training. (Measured: the 400-iteration
-# SAN names purple star and blue circle, not the flower; docs/open_vocab.md.)
+# sharing their colour or shape, and another order than training. (Measured: the default
+# 800-iteration SAN names all three unseen objects on seeds 0 and 1; docs/tiny_clip.md.)
 DEMO_SCENE = (  # (class name, box x0, y0, x1, y1) on a 256 x 256 canvas
     ('purple star', 16, 14, 116, 114),
     ('blue circle', 146, 22, 236, 112),

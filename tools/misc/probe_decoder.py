@@ -1,5 +1,5 @@
 """Where a trained ZegCLIP / one-stage baseline run of the concept benchmark fails: a probe of
-its class logits at patch resolution (docs/open_vocab.md, "Where the decoder fails").
+its class logits at patch resolution (docs/open_vocab_record.md, "Where the decoder fails").
 
 On the first ``num`` val images of ``data/concepts`` (128 px; with the tiny CLIP's 8 px
 patches a 16 x 16 grid), with a run's config (``run_config.py``, or the one
@@ -17,7 +17,7 @@ never loaded, since ``init_weights`` is not called):
   one-hot labels average-pooled to the grid), that class being the patch's majority: a
   50 / 50 tie with background counts as background; their true class is that class.
 
-The columns of docs/open_vocab.md's table are ``called_object``, ``identity_top1``,
+The columns of docs/open_vocab_record.md's table are ``called_object``, ``identity_top1``,
 ``colour_right``, ``shape_right``, ``raw_clip_identity``, ``classes_predicted_patch`` and
 ``class_map_corr`` (this tool reproduces the figures listed there for the checkpoints that
 still exist). ``never_predicted`` lists the classes that win no patch.
@@ -98,7 +98,7 @@ def object_patches(gt: np.ndarray, num_classes: int, grid) -> tuple:
     onehot = F.one_hot(torch.from_numpy(gt).long(), num_classes).permute(2, 0, 1).float()
     share = F.adaptive_avg_pool2d(onehot[None], grid)[0]  # (C, h, w)
     # The majority class over all classes: a 50 / 50 tie with background is background
-    # (argmax takes the first), as in the probe whose figures docs/open_vocab.md lists.
+    # (argmax takes the first), as in the probe whose figures docs/open_vocab_record.md lists.
     best, cls = share.max(0)
     return (best >= OBJECT_SHARE) & (cls != 0), cls
 
