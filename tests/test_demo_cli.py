@@ -64,6 +64,30 @@ def test_ablation_driver_variants_and_max_iters(tmp_path):
     assert max(s.end for s in cfg.param_scheduler) == 1200
 
 
+def test_ablation_driver_clip_preset_and_command(tmp_path):
+    """--clip-preset selects the preset's cached checkpoint (exclusive with
+    --clip-checkpoint, unknown presets refused), and the markdown's command repeats the
+    options that select the cached runs, so a row can be re-run as written."""
+    from mmseg_ovseg.clip.tiny import checkpoint_for_preset
+    drv = load_tool('misc/run_open_vocab_ablations')
+    args = drv.parse_args(['--clip-preset', 'demo-2400', '--max-iters', '1600', '--tag', 'w',
+                           '--cfg-options', 'model.decode_head.side_adapter.embed_dims=96'])
+    assert args.clip_checkpoint == checkpoint_for_preset('demo-2400')
+    for bad in (['--clip-preset', 'demo-2400', '--clip-checkpoint', 'x.pt'],
+                ['--clip-preset', 'nope']):
+        with pytest.raises(SystemExit):
+            drv.parse_args(bad)
+    opts = drv.command_options(args)
+    assert opts == (' --clip-preset demo-2400 --max-iters 1600 --tag w --cfg-options '
+                    'model.decode_head.side_adapter.embed_dims=96')
+    key = drv.run_key('main', 'san', 0, 1600, 'w')
+    results = {key: dict(seed=0, pAcc=90.0, mIoU_seen=60.0, mIoU_unseen=50.0, hIoU=54.5)}
+    text = drv.markdown('main', results, [0], 1600, 'w', opts)
+    row = next(line for line in text.splitlines() if 'attention bias' in line)
+    assert '| 60.0 | 50.0 | 54.5 | 90.0 |' in row
+    assert row.endswith('--rows san --seeds 0' + opts + '` |')
+
+
 def test_ablation_driver_refuses_a_cached_run_of_another_clip(tmp_path, capsys):
     """A cached result records the CLIP file's digest; once the file at that path holds other
     weights the cached run is refused instead of being reported as a run of the new CLIP."""

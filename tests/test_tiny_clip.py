@@ -271,6 +271,47 @@ def test_ensure_tiny_clip_pretrains_the_demo_preset_once(tmp_path, monkeypatch):
         assert tiny.ensure_tiny_clip(path) == path and len(calls) == 1
 
 
+def test_presets_have_their_own_cache_path_and_pretrain_with_their_recipe(tmp_path,
+                                                                         monkeypatch):
+    """Each preset is cached at its own path ('demo' at the default one, 'plain' at
+    PLAIN_CHECKPOINT, which the continuation presets start from) and ensure_tiny_clip
+    pretrains a missing checkpoint with the preset asked for."""
+    from mmseg_ovseg.clip import tiny, tiny_pretrain
+    assert tiny.checkpoint_for_preset('demo') == tiny.DEFAULT_CHECKPOINT
+    assert tiny.checkpoint_for_preset('plain') == PLAIN_CHECKPOINT
+    paths = {tiny.checkpoint_for_preset(p) for p in PRETRAIN_PRESETS}
+    assert len(paths) == len(PRETRAIN_PRESETS)
+    assert tiny.checkpoint_for_preset('demo-2400').endswith('ovseg-tiny-clip-demo-2400.pt')
+    # the longer demo recipe differs from 'demo' in its length only
+    assert PRETRAIN_PRESETS['demo-2400'] == dict(PRETRAIN_PRESETS['demo'], steps=2400)
+    with pytest.raises(KeyError, match="'demo2400'.*known"):
+        tiny.checkpoint_for_preset('demo2400')
+    calls = []
+    monkeypatch.setattr(tiny_pretrain, 'pretrain',
+                        lambda out, **kw: calls.append(kw) or torch.save({}, out))
+    path = str(tmp_path / 'long.pt')
+    assert tiny.ensure_tiny_clip(path, preset='demo-2400', threads=1) == path
+    assert calls == [dict(PRETRAIN_PRESETS['demo-2400'], resume=True, threads=1)]
+    with pytest.raises(KeyError, match='unknown tiny CLIP preset'):
+        tiny.ensure_tiny_clip(str(tmp_path / 'x.pt'), preset='nope')
+
+
+def test_read_logit_scale_is_the_models_temperature(tiny_checkpoint, tmp_path):
+    """read_logit_scale gives what open_clip's model holds after loading the checkpoint (the
+    value SAN's logit_scale takes), and names a file that is no CLIP state dict."""
+    from mmseg_ovseg.clip.tiny import read_logit_scale
+    out, _ = tiny_checkpoint
+    model = open_clip.create_model(TINY_CLIP_NAME)
+    model.load_state_dict(torch.load(out, map_location='cpu', weights_only=True))
+    assert read_logit_scale(out) == pytest.approx(model.logit_scale.item(), abs=1e-7)
+    # 3 steps moved it from open_clip's initial ln(1 / 0.07)
+    assert read_logit_scale(out) != pytest.approx(np.log(1 / 0.07), abs=1e-6)
+    other = tmp_path / 'other.pt'
+    torch.save({'weight': torch.zeros(1)}, other)
+    with pytest.raises(KeyError, match=f'{other}: no logit_scale'):
+        read_logit_scale(str(other))
+
+
 def test_cached_checkpoint_of_another_recipe_is_named(tiny_checkpoint, tmp_path):
     """pretrain records its recipe next to the checkpoint; ensure_tiny_clip reuses a cached
     checkpoint silently when its recipe is the one asked for, and otherwise warns naming the

@@ -4,13 +4,16 @@
     python tools/pretrain_clip.py --resume              # continue an interrupted run
     python tools/pretrain_clip.py --steps 2000 --out work_dirs/tiny_clip/long.pt
     python tools/pretrain_clip.py --preset region --out work_dirs/tiny_clip_v2/region.pt
+    python tools/pretrain_clip.py --preset demo-2400   # the tables' CLIP, ~20 min on 1 core
 
 Contrastive training with open_clip's tokenizer and ``ClipLoss``, AdamW with a warmup +
 cosine schedule, a progress bar with the ETA. Writes a plain open_clip state dict (``--out``,
-default ``work_dirs/tiny_clip/ovseg-tiny-clip.pt``) that ``CLIPVisionTransformer`` and
-``OVCLIPTextEncoder`` load with ``clip_model='ovseg-tiny-clip', pretrained=<path>``, and
-reports CLIP zero-shot classification top-1 over all concept classes on held-out images.
-The training state (``<out>.train_state.pth``, written atomically) makes ``--resume`` exact.
+default ``work_dirs/tiny_clip/ovseg-tiny-clip.pt`` for the demo preset and
+``work_dirs/tiny_clip/ovseg-tiny-clip-<preset>.pt`` for the others) that
+``CLIPVisionTransformer`` and ``OVCLIPTextEncoder`` load with ``clip_model='ovseg-tiny-clip',
+pretrained=<path>``, and reports CLIP zero-shot classification top-1 over all concept classes
+on held-out images. The training state (``<out>.train_state.pth``, written atomically) makes
+``--resume`` exact.
 """
 import argparse
 import json
@@ -20,7 +23,7 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
-from mmseg_ovseg.clip.tiny import DEFAULT_CHECKPOINT, PRETRAIN_DEFAULTS, PRETRAIN_PRESETS  # noqa: E402
+from mmseg_ovseg.clip.tiny import PRETRAIN_DEFAULTS, PRETRAIN_PRESETS, checkpoint_for_preset  # noqa: E402
 from mmseg_ovseg.clip.tiny_pretrain import pretrain  # noqa: E402
 
 
@@ -33,7 +36,9 @@ def parse_args(argv=None):
     p.add_argument('--preset', choices=sorted(PRETRAIN_PRESETS), default='demo',
                    help='named recipe whose settings become the defaults of the options '
                    'below (demo: the make-demo default; docs/tiny_clip.md)')
-    p.add_argument('--out', default=DEFAULT_CHECKPOINT, help='checkpoint to write')
+    p.add_argument('--out', default=checkpoint_for_preset(preset),
+                   help='checkpoint to write (default: the preset\'s cache path, '
+                   'tiny.checkpoint_for_preset)')
     p.add_argument('--model', default=d['model'], help='registered open_clip model name')
     p.add_argument('--steps', type=int, default=d['steps'], help='optimizer steps')
     p.add_argument('--batch-size', type=int, default=d['batch_size'], help='pairs per step')

@@ -13,6 +13,9 @@ table is written as markdown rows (mean +- sample std over seeds, and the per-se
 
 Before the first run it writes the benchmark to ``data/concepts`` and pretrains the tiny CLIP
 when ``work_dirs/tiny_clip/ovseg-tiny-clip.pt`` is missing (``ensure_tiny_clip``).
+``--clip-preset demo-2400`` runs the rows with that preset's checkpoint instead (pretrained
+first when missing; the tables of docs/open_vocab.md), ``--clip-checkpoint`` with any file;
+SAN's ``logit_scale`` is then read from the checkpoint unless ``--clip-logit-scale`` is given.
 """
 import argparse
 import hashlib
@@ -124,10 +127,13 @@ def parse_args(argv=None):
     parser.add_argument('--clip-checkpoint', default=None,
                         help=f'use this tiny-CLIP checkpoint wherever a config loads '
                         f'{DEFAULT_CLIP} (random-CLIP rows stay random); use its own --out')
+    parser.add_argument('--clip-preset', default=None,
+                        help='use the checkpoint of this tools/pretrain_clip.py preset (e.g. '
+                        'demo-2400), pretrained first when missing; use its own --out')
     parser.add_argument('--clip-logit-scale', type=float, default=None,
-                        help='with --clip-checkpoint: its temperature (ln, printed by '
-                        'tools/misc/probe_tiny_clip.py) for configs that set '
-                        'model.decode_head.logit_scale (SAN)')
+                        help='with --clip-checkpoint / --clip-preset: the temperature (ln) '
+                        'for configs that set model.decode_head.logit_scale (SAN); default: '
+                        'the checkpoint\'s own')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
                         help='KEY=VALUE overrides merged into every row after its own '
                         'options (e.g. optim_wrapper.optimizer.lr=1e-3); needs --tag')
@@ -137,6 +143,14 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.cfg_options and not args.tag:
         parser.error('--cfg-options needs --tag (the cache key of the variant)')
+    if args.clip_preset:
+        from mmseg_ovseg.clip.tiny import PRETRAIN_PRESETS, checkpoint_for_preset
+        if args.clip_checkpoint:
+            parser.error('--clip-preset and --clip-checkpoint name the checkpoint twice')
+        if args.clip_preset not in PRETRAIN_PRESETS:
+            parser.error(f'--clip-preset {args.clip_preset!r}: unknown; known: '
+                         f'{sorted(PRETRAIN_PRESETS)}')
+        args.clip_checkpoint = checkpoint_for_preset(args.clip_preset)
     return args
 
 
@@ -326,14 +340,31 @@ def _mean_std(values: List[float]) -> str:
     return f'{v.mean():.1f} ± {v.std(ddof=1):.1f}'
 
 
-def markdown(table: str, results: dict, seeds, max_iters, tag=None) -> str:
+def command_options(args) -> str:
+    """The options besides --table/--rows/--seeds that select the cached runs."""
+    opts = []
+    if args.clip_preset:
+        opts.append(f'--clip-preset {args.clip_preset}')
+    elif args.clip_checkpoint:
+        opts.append(f'--clip-checkpoint {args.clip_checkpoint}')
+    if args.max_iters:
+        opts.append(f'--max-iters {args.max_iters}')
+    if args.tag:
+        opts.append(f'--tag {args.tag}')
+    if args.cfg_options:
+        opts.append('--cfg-options ' + ' '.join(f'{k}={v!r}' for k, v in
+                                                args.cfg_options.items()))
+    return ''.join(' ' + o for o in opts)
+
+
+def markdown(table: str, results: dict, seeds, max_iters, tag=None, options='') -> str:
     lines = [f'| {table} row | mIoU(S) | mIoU(U) | hIoU | pAcc | seeds: (S / U / h) | '
              'command |', '|---|---|---|---|---|---|---|']
     for row, spec in TABLES[table].items():
         runs = [results.get(run_key(table, row, s, max_iters, tag)) for s in seeds]
         runs = [r for r in runs if r]
         cmd = (f'`python tools/misc/run_open_vocab_ablations.py --table {table} --rows {row} '
-               f'--seeds {" ".join(map(str, seeds))}`')
+               f'--seeds {" ".join(map(str, seeds))}{options}`')
         if not runs:
             lines.append(f'| {spec["label"]} | pending | pending | pending | pending | | {cmd} |')
             continue
@@ -362,7 +393,8 @@ def main(argv=None):
     if unknown:
         raise SystemExit(f'unknown rows {unknown} of table {args.table!r}; known: '
                          f'{list(TABLES[args.table])}')
-    if args.clip_checkpoint and not osp.isfile(args.clip_checkpoint):
+    if (args.clip_checkpoint and not args.clip_preset
+            and not osp.isfile(args.clip_checkpoint)):
         raise SystemExit(f'--clip-checkpoint {args.clip_checkpoint} does not exist')
     if not args.report_only:
         import mmseg_ovseg  # noqa: F401
@@ -370,10 +402,18 @@ def main(argv=None):
         from mmseg_ovseg.datasets.concept_seg import generate_concept_dataset
         generate_concept_dataset('data/concepts')
         ensure_tiny_clip('work_dirs/tiny_clip/ovseg-tiny-clip.pt', threads=args.threads)
+        if args.clip_preset:
+            ensure_tiny_clip(args.clip_checkpoint, preset=args.clip_preset,
+                             threads=args.threads)
+        if args.clip_checkpoint and args.clip_logit_scale is None:
+            from mmseg_ovseg.clip.tiny import read_logit_scale
+            args.clip_logit_scale = round(read_logit_scale(args.clip_checkpoint), 4)
+            print(f'{args.clip_checkpoint}: logit scale (ln) {args.clip_logit_scale}')
         for row in rows:
             for seed in args.seeds:
                 run_one(args.table, row, seed, args, results, results_path)
-    text = markdown(args.table, results, args.seeds, args.max_iters, args.tag)
+    text = markdown(args.table, results, args.seeds, args.max_iters, args.tag,
+                    command_options(args))
     with open(osp.join(args.out, f'{args.table}.md'), 'w') as f:
         f.write(text)
     print(text)
