@@ -294,6 +294,15 @@ def test_presets_have_their_own_cache_path_and_pretrain_with_their_recipe(tmp_pa
     assert calls == [dict(PRETRAIN_PRESETS['demo-2400'], resume=True, threads=1)]
     with pytest.raises(KeyError, match='unknown tiny CLIP preset'):
         tiny.ensure_tiny_clip(str(tmp_path / 'x.pt'), preset='nope')
+    # tools/pretrain_clip.py writes a preset to its cache path unless --out says otherwise
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('pretrain_clip', 'tools/pretrain_clip.py')
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    assert tool.parse_args([]).out == tiny.DEFAULT_CHECKPOINT
+    assert tool.parse_args(['--preset', 'demo-2400']).out == tiny.checkpoint_for_preset(
+        'demo-2400')
+    assert tool.parse_args(['--preset', 'demo-2400', '--out', 'x.pt']).out == 'x.pt'
 
 
 def test_read_logit_scale_is_the_models_temperature(tiny_checkpoint, tmp_path):

@@ -77,12 +77,13 @@ PLAIN_CHECKPOINT = osp.join('work_dirs', 'tiny_clip', f'{TINY_CLIP_NAME}-plain.p
 # them (their control). Measured in docs/tiny_clip.md.
 _REGION_SLS = dict(dense_weight=1.0, sls_weight=1.0, region_exclude='concepts')
 _CONTINUE = dict(init=PLAIN_CHECKPOINT, steps=250, lr=1e-3, warmup=20)
+_DEMO = dict(_REGION_SLS, steps=800, lr=3e-3)
 PRETRAIN_PRESETS = {
-    'demo': dict(_REGION_SLS, steps=800, lr=3e-3),
+    'demo': _DEMO,
     # The demo recipe at three times the steps (~1,170 process CPU s, one thread): zero-shot
     # 99.6 % against 81.1 %; the CLIP the open-vocabulary tables are measured with
     # (docs/open_vocab.md). Over the demo's 5-minute budget, so not what make demo pretrains.
-    'demo-2400': dict(_REGION_SLS, steps=2400, lr=3e-3),
+    'demo-2400': dict(_DEMO, steps=2400),
     'plain': dict(),
     'long': dict(_CONTINUE),
     'region': dict(_CONTINUE, dense_weight=1.0),
@@ -92,11 +93,16 @@ PRETRAIN_PRESETS = {
 ZERO_SHOT_TEMPLATE = 'a photo of a {}.'
 
 
+def _preset(preset: str) -> dict:
+    if preset not in PRETRAIN_PRESETS:
+        raise KeyError(f'unknown tiny CLIP preset {preset!r}; known: {sorted(PRETRAIN_PRESETS)}')
+    return PRETRAIN_PRESETS[preset]
+
+
 def checkpoint_for_preset(preset: str) -> str:
     """Where a preset's checkpoint is cached: ``DEFAULT_CHECKPOINT`` for ``'demo'``, else
     ``work_dirs/tiny_clip/ovseg-tiny-clip-<preset>.pt`` (``PLAIN_CHECKPOINT`` for ``'plain'``)."""
-    if preset not in PRETRAIN_PRESETS:
-        raise KeyError(f'unknown tiny CLIP preset {preset!r}; known: {sorted(PRETRAIN_PRESETS)}')
+    _preset(preset)
     if preset == 'demo':
         return DEFAULT_CHECKPOINT
     return osp.join(osp.dirname(DEFAULT_CHECKPOINT), f'{TINY_CLIP_NAME}-{preset}.pt')
@@ -124,9 +130,7 @@ def ensure_tiny_clip(path: str = DEFAULT_CHECKPOINT, preset: str = 'demo',
     than the documented ones.
     """
     from .tiny_pretrain import pretrain, read_recipe, recipe_of
-    if preset not in PRETRAIN_PRESETS:
-        raise KeyError(f'unknown tiny CLIP preset {preset!r}; known: {sorted(PRETRAIN_PRESETS)}')
-    kwargs = dict(PRETRAIN_PRESETS[preset], resume=True)
+    kwargs = dict(_preset(preset), resume=True)
     kwargs.update(pretrain_kwargs)
     if osp.isfile(path):
         _warn_other_recipe(path, read_recipe(path), recipe_of(dict(PRETRAIN_DEFAULTS, **kwargs)))
