@@ -88,6 +88,35 @@ def test_ablation_driver_clip_preset_and_command(tmp_path):
     assert row.endswith('--rows san --seeds 0' + opts + '` |')
 
 
+def test_ablation_driver_prepares_only_the_clip_the_rows_load(tmp_path, monkeypatch):
+    """main() pretrains (if missing) only the checkpoint the rows load: the preset's with
+    --clip-preset, the default without, none for a given --clip-checkpoint; SAN's temperature
+    is read from a swapped-in checkpoint unless --clip-logit-scale is given."""
+    from mmseg_ovseg.clip import tiny
+    from mmseg_ovseg.datasets import concept_seg
+    drv = load_tool('misc/run_open_vocab_ablations')
+    ensured, scales = [], []
+    monkeypatch.setattr(concept_seg, 'generate_concept_dataset', lambda root: None)
+    monkeypatch.setattr(tiny, 'ensure_tiny_clip',
+                        lambda path, preset='demo', **kw: ensured.append((path, preset)))
+    monkeypatch.setattr(tiny, 'read_logit_scale', lambda path: 3.488289)
+    monkeypatch.setattr(drv, 'run_one', lambda table, row, seed, args, *a: scales.append(
+        args.clip_logit_scale))
+    base = ['--table', 'main', '--rows', 'san', '--seeds', '0']
+    drv.main(base + ['--clip-preset', 'demo-2400', '--out', str(tmp_path / 'p')])
+    assert ensured == [(tiny.checkpoint_for_preset('demo-2400'), 'demo-2400')]
+    assert scales == [3.4883]
+    ensured.clear(), scales.clear()
+    drv.main(base + ['--out', str(tmp_path / 'd')])
+    assert ensured == [(drv.DEFAULT_CLIP, 'demo')] and scales == [None]
+    ensured.clear(), scales.clear()
+    clip = tmp_path / 'clip.pt'
+    clip.write_bytes(b'weights')
+    drv.main(base + ['--clip-checkpoint', str(clip), '--clip-logit-scale', '3.0', '--out',
+                     str(tmp_path / 'c')])
+    assert ensured == [] and scales == [3.0]
+
+
 def test_ablation_driver_refuses_a_cached_run_of_another_clip(tmp_path, capsys):
     """A cached result records the CLIP file's digest; once the file at that path holds other
     weights the cached run is refused instead of being reported as a run of the new CLIP."""

@@ -23,6 +23,7 @@ import json
 import os
 import os.path as osp
 import resource
+import shlex
 import subprocess
 import sys
 import time
@@ -144,13 +145,13 @@ def parse_args(argv=None):
     if args.cfg_options and not args.tag:
         parser.error('--cfg-options needs --tag (the cache key of the variant)')
     if args.clip_preset:
-        from mmseg_ovseg.clip.tiny import PRETRAIN_PRESETS, checkpoint_for_preset
+        from mmseg_ovseg.clip.tiny import checkpoint_for_preset
         if args.clip_checkpoint:
             parser.error('--clip-preset and --clip-checkpoint name the checkpoint twice')
-        if args.clip_preset not in PRETRAIN_PRESETS:
-            parser.error(f'--clip-preset {args.clip_preset!r}: unknown; known: '
-                         f'{sorted(PRETRAIN_PRESETS)}')
-        args.clip_checkpoint = checkpoint_for_preset(args.clip_preset)
+        try:
+            args.clip_checkpoint = checkpoint_for_preset(args.clip_preset)
+        except KeyError as err:
+            parser.error(f'--clip-preset: {err.args[0]}')
     return args
 
 
@@ -352,7 +353,7 @@ def command_options(args) -> str:
     if args.tag:
         opts.append(f'--tag {args.tag}')
     if args.cfg_options:
-        opts.append('--cfg-options ' + ' '.join(f'{k}={v!r}' for k, v in
+        opts.append('--cfg-options ' + ' '.join(shlex.quote(f'{k}={v!r}') for k, v in
                                                 args.cfg_options.items()))
     return ''.join(' ' + o for o in opts)
 
@@ -401,12 +402,15 @@ def main(argv=None):
         from mmseg_ovseg.clip.tiny import ensure_tiny_clip
         from mmseg_ovseg.datasets.concept_seg import generate_concept_dataset
         generate_concept_dataset('data/concepts')
-        ensure_tiny_clip('work_dirs/tiny_clip/ovseg-tiny-clip.pt', threads=args.threads)
-        if args.clip_preset:
-            ensure_tiny_clip(args.clip_checkpoint, preset=args.clip_preset,
-                             threads=args.threads)
+        # Only the CLIP the rows load: --clip-checkpoint replaces the default everywhere, so
+        # the default is pretrained only when it is used (a given file already exists).
+        if args.clip_preset or not args.clip_checkpoint:
+            ensure_tiny_clip(args.clip_checkpoint or DEFAULT_CLIP,
+                             preset=args.clip_preset or 'demo', threads=args.threads)
         if args.clip_checkpoint and args.clip_logit_scale is None:
             from mmseg_ovseg.clip.tiny import read_logit_scale
+
+            # 4 decimals, as probe_tiny_clip.py prints it (and the dumped configs show it)
             args.clip_logit_scale = round(read_logit_scale(args.clip_checkpoint), 4)
             print(f'{args.clip_checkpoint}: logit scale (ln) {args.clip_logit_scale}')
         for row in rows:
